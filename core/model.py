@@ -1,0 +1,111 @@
+"""The emotion classifier: a plain ``nn.Module`` (no Lightning), so export needs nothing else.
+
+backbone → per-layer masked mean over time → (softmax-weighted sum over layers | last layer)
+→ feature extractor ``Linear(H→512)→BN→ReLU→Dropout→Linear(512→256)→BN→ReLU→Dropout`` → ``Linear(256→C)``.
+
+Pooling before the layer sum is exact (both are linear), which is what lets a frozen backbone's
+pooled hidden states be cached per clip and the head trained on them alone (``classify_pooled``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from core.backbones import SpeechBackbone, build_backbone
+
+LAYER_POOLING = ("weighted", "last")
+
+
+def feature_extractor(in_dim: int, hidden_dims: tuple[int, ...] = (512, 256), dropout: float = 0.3) -> nn.Sequential:
+    """``Linear→BatchNorm→ReLU→Dropout`` per entry of ``hidden_dims``."""
+    layers: list[nn.Module] = []
+    for dim in hidden_dims:
+        layers += [nn.Linear(in_dim, dim), nn.BatchNorm1d(dim), nn.ReLU(), nn.Dropout(dropout)]
+        in_dim = dim
+    return nn.Sequential(*layers)
+
+
+def masked_mean(hidden: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:
+    """``[B, T, H]`` → ``[B, H]`` mean over valid frames."""
+    if frame_mask is None:
+        return hidden.mean(dim=1)
+    m = frame_mask.to(hidden.dtype).unsqueeze(-1)
+    return (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+
+
+class EmotionClassifier(nn.Module):
+    """Raw audio ``[B, S]`` (16 kHz) → logits ``[B, num_classes]``."""
+
+    def __init__(
+        self,
+        backbone: SpeechBackbone,
+        num_classes: int,
+        hidden_dims: tuple[int, ...] = (512, 256),
+        dropout: float = 0.3,
+        layer_pooling: str = "weighted",
+    ):
+        super().__init__()
+        if layer_pooling not in LAYER_POOLING:
+            raise ValueError(f"layer_pooling must be one of {LAYER_POOLING}, got {layer_pooling!r}")
+        self.backbone = backbone
+        self.layer_pooling = layer_pooling
+        self.num_classes = num_classes
+        self.hidden_dims = tuple(hidden_dims)
+        self.dropout = dropout
+        # One logit per hidden state (embeddings + each layer); zeros = a plain average at the start.
+        self.layer_logits = nn.Parameter(torch.zeros(backbone.num_layers + 1))
+        self.features = feature_extractor(backbone.hidden_size, self.hidden_dims, dropout)
+        self.head = nn.Linear(self.hidden_dims[-1], num_classes)
+
+    def pool(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-layer time-pooled hidden states ``[B, num_layers + 1, H]``."""
+        hidden_states, frame_mask = self.backbone(input_values, attention_mask)
+        return torch.stack([masked_mean(h, frame_mask) for h in hidden_states], dim=1)
+
+    def layer_weights(self) -> torch.Tensor:
+        """``[num_layers + 1]`` weights that sum to 1."""
+        return torch.softmax(self.layer_logits, dim=0)
+
+    def classify_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        """``[B, L+1, H]`` pooled hidden states → logits ``[B, C]``."""
+        if self.layer_pooling == "last":
+            summary = pooled[:, -1]
+        else:
+            summary = torch.einsum("blh,l->bh", pooled, self.layer_weights())
+        return self.head(self.features(summary))
+
+    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.classify_pooled(self.pool(input_values, attention_mask))
+
+    def spec(self) -> dict[str, Any]:
+        """Plain-data description for checkpoints: rebuild with ``build_classifier(spec)`` offline."""
+        return {
+            "backbone": self.backbone.spec(),
+            "num_classes": self.num_classes,
+            "hidden_dims": list(self.hidden_dims),
+            "dropout": self.dropout,
+            "layer_pooling": self.layer_pooling,
+        }
+
+
+def build_classifier(spec: dict[str, Any], pretrained: bool = False) -> EmotionClassifier:
+    """Rebuild from ``EmotionClassifier.spec()``.
+
+    pretrained=False builds the backbone from its stored config with random weights (no download); the
+    caller then loads a state dict. pretrained=True loads the backbone's weights from ``name_or_path``.
+    """
+    bb = dict(spec["backbone"])
+    config = None if pretrained else bb.get("config")
+    kind = bb.pop("kind")
+    bb.pop("config", None)
+    backbone = build_backbone(kind=kind, config=config, **bb)
+    return EmotionClassifier(
+        backbone,
+        num_classes=spec["num_classes"],
+        hidden_dims=tuple(spec.get("hidden_dims", (512, 256))),
+        dropout=spec.get("dropout", 0.3),
+        layer_pooling=spec.get("layer_pooling", "weighted"),
+    )

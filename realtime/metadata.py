@@ -1,0 +1,67 @@
+"""The contract between an exported ONNX model and the runtime: tensor names and self-describing metadata.
+
+``export/`` writes ``ModelInfo.to_metadata()`` into the ONNX ``metadata_props``; ``realtime/`` reads it back
+with ``ModelInfo.from_metadata()``. Nothing about labels, rates or windows is hard-coded on the runtime side.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+INPUT_NAME = "input_values"
+"""float32 ``[batch, samples]``: raw 16 kHz mono audio, both axes dynamic."""
+LOGITS_NAME = "logits"
+"""float32 ``[batch, classes]``."""
+PROBS_NAME = "probs"
+"""float32 ``[batch, classes]``, softmax of logits."""
+
+METADATA_PREFIX = "emotion."
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model says about itself.
+
+    labels: class names in output order.
+    sample_rate: Hz of ``input_values``.
+    window_s: crop length used in training, seconds; the runtime's default analysis window.
+    hop_s: suggested hop between live windows, seconds.
+    backbone: encoder description, e.g. ``whisper-base:layers`` or ``facebook/wav2vec2-base``.
+    preprocessing: ``realtime.audio.PreprocessOptions`` as a dict.
+    metrics: training/evaluation figures (accuracy, macro_f1, ...) with their protocol.
+    protocol: how the metrics were measured, in words.
+    export_version: version of the exporter that wrote the file.
+    """
+
+    labels: tuple[str, ...]
+    sample_rate: int = 16_000
+    window_s: float = 3.0
+    hop_s: float = 0.5
+    backbone: str = ""
+    preprocessing: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    protocol: str = ""
+    export_version: str = ""
+    format_version: int = FORMAT_VERSION
+
+    def to_metadata(self) -> dict[str, str]:
+        """Flat ``{key: json string}`` for ONNX ``metadata_props``."""
+        data = asdict(self)
+        data["labels"] = list(self.labels)
+        return {METADATA_PREFIX + key: json.dumps(value) for key, value in data.items()}
+
+    @classmethod
+    def from_metadata(cls, props: dict[str, str]) -> ModelInfo:
+        """Inverse of ``to_metadata``; unknown keys are ignored, a missing ``labels`` is an error."""
+        data = {}
+        for key, raw in props.items():
+            if key.startswith(METADATA_PREFIX):
+                name = key[len(METADATA_PREFIX) :]
+                if name in cls.__dataclass_fields__:
+                    data[name] = json.loads(raw)
+        if "labels" not in data:
+            raise ValueError("model metadata has no emotion.labels: not exported by emotion-export")
+        data["labels"] = tuple(data["labels"])
+        return cls(**data)

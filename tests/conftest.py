@@ -1,0 +1,119 @@
+"""Shared fixtures: where the real recordings are, synthetic audio, and a real PulseAudio null sink."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR_ENV = "EMOTION_DATA_DIR"
+"""The one setting that locates the RAVDESS copies described in ../shared/data/README.md."""
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get(DATA_DIR_ENV, REPO_ROOT.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def ravdess_16k() -> Path:
+    """``ravdess-16k`` (actors 1–20, 16 kHz FLAC); skips when the copy is absent."""
+    path = data_dir() / "ravdess-16k"
+    if not (path / "Actor_01").is_dir():
+        pytest.skip(f"RAVDESS 16 kHz copy not found at {path} (set {DATA_DIR_ENV})")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ravdess_48k() -> Path:
+    """``ravdess-48k-sample/Actor_01`` (original 48 kHz WAVs, two stereo); skips when absent."""
+    path = data_dir() / "ravdess-48k-sample" / "Actor_01"
+    if not path.is_dir():
+        pytest.skip(f"RAVDESS 48 kHz sample not found at {path} (set {DATA_DIR_ENV})")
+    return path
+
+
+def synthetic_speechlike(seconds: float, sample_rate: int = 16_000, seed: int = 0) -> np.ndarray:
+    """A voiced-like signal (harmonics of a gliding 120–220 Hz pitch, syllable-rate envelope) in [-0.5, 0.5]."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    f0 = 170 + 50 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / sample_rate
+    voiced = sum(np.sin(k * phase) / k for k in range(1, 8))
+    envelope = 0.5 * (1 + np.sin(2 * np.pi * 4 * t)) ** 2
+    signal = voiced * envelope + 0.01 * rng.standard_normal(t.size)
+    return (0.5 * signal / np.max(np.abs(signal))).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class PulseSink:
+    """A running PulseAudio null sink: play into ``sink``, record from ``monitor``."""
+
+    sink: str
+    monitor: str
+    env: dict
+
+
+def _pulse_env(runtime_dir: Path) -> dict:
+    env = dict(os.environ)
+    env["XDG_RUNTIME_DIR"] = str(runtime_dir)
+    env["PULSE_RUNTIME_PATH"] = str(runtime_dir / "pulse")
+    env.pop("PULSE_SERVER", None)
+    return env
+
+
+@pytest.fixture(scope="session")
+def pulse_sink(tmp_path_factory) -> PulseSink:
+    """Start a private PulseAudio daemon with one null sink; stop it afterwards.
+
+    The ALSA ``pulse`` device (what sounddevice sees) reaches this daemon through ``PULSE_SERVER``, which the
+    fixture exports for the test session and restores afterwards.
+    """
+    if shutil.which("pulseaudio") is None or shutil.which("pactl") is None:
+        pytest.skip("PulseAudio is not installed (apt-get install pulseaudio pulseaudio-utils libportaudio2)")
+    runtime_dir = tmp_path_factory.mktemp("pulse")
+    env = _pulse_env(runtime_dir)
+    sink = f"emotion_test_{uuid.uuid4().hex[:8]}"
+    socket = runtime_dir / "pulse" / "native"
+    cmd = [
+        "pulseaudio",
+        "--daemonize=yes",
+        "--exit-idle-time=-1",
+        "--system=false",
+        "-n",
+        f"--load=module-null-sink sink_name={sink} rate=48000 channels=2",
+        f"--load=module-native-protocol-unix auth-anonymous=1 socket={socket}",
+        "--disallow-exit",
+        "--log-target=stderr",
+    ]
+    if os.geteuid() == 0:
+        # PulseAudio refuses to run as root in user mode unless told that it is deliberate.
+        env["PULSE_ALLOW_ROOT"] = "1"
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30)
+    if result.returncode != 0:
+        pytest.fail(f"pulseaudio failed to start: {result.stderr.strip()[-500:]}")
+    env["PULSE_SERVER"] = f"unix:{socket}"
+    for _ in range(50):
+        if subprocess.run(["pactl", "info"], env=env, capture_output=True).returncode == 0:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("pulseaudio started but pactl cannot reach it")
+    saved = {k: os.environ.get(k) for k in ("PULSE_SERVER", "XDG_RUNTIME_DIR", "PULSE_RUNTIME_PATH")}
+    os.environ.update({k: env[k] for k in saved})
+    try:
+        yield PulseSink(sink=sink, monitor=f"{sink}.monitor", env=env)
+    finally:
+        subprocess.run(["pulseaudio", "--kill"], env=env, capture_output=True, timeout=30)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
