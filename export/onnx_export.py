@@ -1,0 +1,138 @@
+"""PyTorch classifier → self-describing ONNX file (``logits`` and ``probs``, dynamic batch and length).
+
+The graph takes raw 16 kHz audio ``input_values`` float32 ``[batch, samples]`` and returns
+``logits`` and ``probs`` float32 ``[batch, classes]``. Everything the runtime needs to use it (labels,
+sample rate, window, hop, preprocessing) is written into the ONNX ``metadata_props`` from ``ModelInfo``.
+
+The TorchScript exporter (``dynamo=False``) is used: it handles the Hugging Face encoders used here, and a
+traced graph that baked in a shape is caught by ``export.validate`` (several lengths and batch sizes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from realtime.metadata import INPUT_NAME, LOGITS_NAME, PROBS_NAME, ModelInfo
+
+DEFAULT_OPSET = 17
+PACKAGE_NAME = "speech-emotion-monitor"
+TRACE_SECONDS = 2.0
+"""Length of the example input used for tracing, seconds; any length works at run time."""
+TRACE_BATCH = 2
+"""Batch of the example input: not 1, so the tracer cannot mistake the batch axis for a constant."""
+
+
+class ExportError(RuntimeError):
+    """An export that cannot be written or did not pass a check; ``str()`` is one line."""
+
+
+class ProbsWrapper(nn.Module):
+    """``[B, S]`` audio → ``(logits [B, C], probs [B, C])``: softmax inside the graph, so the runtime needs none."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.model(input_values)
+        return logits, torch.softmax(logits, dim=-1)
+
+
+def exporter_version() -> str:
+    """Installed package version (``importlib.metadata``); ``0+unknown`` when running from an uninstalled tree."""
+    try:
+        return importlib_metadata.version(PACKAGE_NAME)
+    except importlib_metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def with_export_version(info: ModelInfo) -> ModelInfo:
+    """``info`` with ``export_version`` filled in (kept when the caller already set one)."""
+    if info.export_version:
+        return info
+    return dataclasses.replace(info, export_version=exporter_version())
+
+
+def write_metadata(model_proto: onnx.ModelProto, info: ModelInfo) -> None:
+    """Replace ``metadata_props`` with ``info.to_metadata()`` (one ``emotion.*`` key per ModelInfo field)."""
+    del model_proto.metadata_props[:]
+    for key, value in info.to_metadata().items():
+        entry = model_proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    model_proto.producer_name = "emotion-export"
+    model_proto.producer_version = info.export_version
+    model_proto.doc_string = f"Speech emotion classifier ({info.backbone}); labels: {', '.join(info.labels)}"
+
+
+def _trace_to_onnx(model: nn.Module, path: Path, sample_rate: int, opset: int) -> None:
+    """TorchScript export of ``ProbsWrapper(model)`` with dynamic batch/samples axes."""
+    example = torch.randn(TRACE_BATCH, int(TRACE_SECONDS * sample_rate)) * 0.1
+    with warnings.catch_warnings(), torch.no_grad():
+        # Tracer warnings about Python-side shape arithmetic are expected for HF encoders; whether a shape
+        # was really baked in is decided by the multi-length, multi-batch check in export.validate.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            # eval() on the wrapper too: the exporter restores the wrapper's own mode afterwards, and a
+            # fresh module is in training mode, which would silently switch the classifier back to training.
+            ProbsWrapper(model).eval(),
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[LOGITS_NAME, PROBS_NAME],
+            dynamic_axes={
+                INPUT_NAME: {0: "batch", 1: "samples"},
+                LOGITS_NAME: {0: "batch"},
+                PROBS_NAME: {0: "batch"},
+            },
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+
+
+def export_onnx(model: nn.Module, info: ModelInfo, path: str | Path, opset: int = DEFAULT_OPSET) -> Path:
+    """Export ``model`` (``[B, S]`` raw audio → logits ``[B, C]``) to ``path`` with ``info`` as metadata.
+
+    The model is put in eval mode (dropout off, BatchNorm running statistics). ``info.labels`` must match
+    the number of classes. Runs ``onnx.checker``; raises ExportError (one line) on failure and removes the
+    partial file. Returns the path written.
+    """
+    if opset < DEFAULT_OPSET:
+        raise ExportError(f"opset {opset} is too old: use {DEFAULT_OPSET} or newer")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = with_export_version(info)
+    model.eval()
+    try:
+        _trace_to_onnx(model, path, info.sample_rate, opset)
+        proto = onnx.load(str(path))
+        _check_labels(proto, info)
+        write_metadata(proto, info)
+        onnx.save(proto, str(path))
+        # Check by path: works for files above the 2 GB protobuf limit too.
+        onnx.checker.check_model(str(path), full_check=True)
+    except ExportError:
+        path.unlink(missing_ok=True)
+        raise
+    except Exception as exc:  # the exporter and checker raise many types; report one line
+        path.unlink(missing_ok=True)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"ONNX export failed: {type(exc).__name__}: {first}") from exc
+    return path
+
+
+def _check_labels(proto: onnx.ModelProto, info: ModelInfo) -> None:
+    """The static class dimension of ``logits`` must equal ``len(info.labels)``."""
+    out = next(o for o in proto.graph.output if o.name == LOGITS_NAME)
+    dims = out.type.tensor_type.shape.dim
+    if len(dims) == 2 and dims[1].HasField("dim_value") and dims[1].dim_value != len(info.labels):
+        raise ExportError(
+            f"model has {dims[1].dim_value} classes but metadata lists {len(info.labels)} labels"
+        )

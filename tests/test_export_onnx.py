@@ -1,0 +1,95 @@
+"""``export.onnx_export``: a tiny random wav2vec2 classifier exported and run in ONNX Runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from core.backbones import build_backbone
+from core.model import EmotionClassifier
+from export.onnx_export import ExportError, export_onnx
+from realtime.metadata import INPUT_NAME, LOGITS_NAME, PROBS_NAME, ModelInfo
+
+LABELS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+TINY_WAV2VEC2 = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    conv_dim=(16, 16),
+    conv_stride=(5, 4),
+    conv_kernel=(10, 4),
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=2,
+)
+
+
+def tiny_wav2vec2_classifier(seed: int = 0) -> EmotionClassifier:
+    """Random tiny wav2vec2 + head; BatchNorm statistics perturbed so eval mode is not an identity."""
+    torch.manual_seed(seed)
+    model = EmotionClassifier(build_backbone("wav2vec2", None, config=TINY_WAV2VEC2), len(LABELS), (16, 8))
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm1d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    # A larger head so the probabilities are far from uniform and parity is a real test.
+    torch.nn.init.normal_(model.head.weight, std=2.0)
+    return model.eval()
+
+
+def tiny_info(**overrides) -> ModelInfo:
+    fields = dict(labels=LABELS, window_s=3.0, hop_s=0.5, backbone="wav2vec2:tiny-random", protocol="test")
+    return ModelInfo(**(fields | overrides))
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    model = tiny_wav2vec2_classifier()
+    path = export_onnx(
+        model, tiny_info(metrics={"accuracy": 0.5}), tmp_path_factory.mktemp("onnx") / "m.onnx"
+    )
+    return model, path
+
+
+def _torch_probs(model, audio: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return torch.softmax(model(torch.from_numpy(audio)), dim=-1).numpy()
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("seconds", [0.5, 1.3, 3.0, 10.0])
+def test_dynamic_length_and_batch_match_pytorch(exported, batch, seconds):
+    model, path = exported
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(int(seconds * 10) + batch)
+    audio = (0.1 * rng.standard_normal((batch, int(seconds * 16_000)))).astype(np.float32)
+    logits, probs = session.run([LOGITS_NAME, PROBS_NAME], {INPUT_NAME: audio})
+    assert logits.shape == probs.shape == (batch, len(LABELS))
+    assert np.abs(probs - _torch_probs(model, audio)).max() <= 1e-4
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-5)
+
+
+def test_metadata_round_trip(exported):
+    _, path = exported
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    info = ModelInfo.from_metadata(session.get_modelmeta().custom_metadata_map)
+    assert info.labels == LABELS
+    assert info.sample_rate == 16_000 and info.window_s == 3.0 and info.hop_s == 0.5
+    assert info.metrics == {"accuracy": 0.5} and info.protocol == "test"
+    assert info.export_version  # filled from the installed package version
+    assert [i.name for i in session.get_inputs()] == [INPUT_NAME]
+    assert [o.name for o in session.get_outputs()] == [LOGITS_NAME, PROBS_NAME]
+
+
+def test_export_leaves_model_in_eval_mode(exported):
+    model, _ = exported
+    assert not any(m.training for m in model.modules())
+
+
+def test_label_count_mismatch_is_refused(tmp_path):
+    path = tmp_path / "bad.onnx"
+    with pytest.raises(ExportError, match="labels"):
+        export_onnx(tiny_wav2vec2_classifier(), tiny_info(labels=("a", "b")), path)
+    assert not path.exists()
