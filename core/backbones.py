@@ -60,7 +60,9 @@ class Wav2Vec2FamilyBackbone(SpeechBackbone):
         model.freeze_feature_encoder()
         if gradient_checkpointing:
             # transformers >= 5 renamed the switch; keep both so the supported range works.
-            enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+            enable = (
+                getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+            )
             enable()
 
     def transformer_layers(self) -> list[nn.Module]:
@@ -131,6 +133,8 @@ def build_backbone(
         model = AutoModel.from_config(hf_config)
     else:
         if not name_or_path:
-            raise ValueError("a pretrained backbone needs model.backbone.name_or_path (hub id or local directory)")
+            raise ValueError(
+                "a pretrained backbone needs model.backbone.name_or_path (hub id or local directory)"
+            )
         model = AutoModel.from_pretrained(name_or_path)
     return Wav2Vec2FamilyBackbone(model, name_or_path, normalize_waveform, gradient_checkpointing)

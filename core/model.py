@@ -19,7 +19,9 @@ from core.backbones import SpeechBackbone, build_backbone
 LAYER_POOLING = ("weighted", "last")
 
 
-def feature_extractor(in_dim: int, hidden_dims: tuple[int, ...] = (512, 256), dropout: float = 0.3) -> nn.Sequential:
+def feature_extractor(
+    in_dim: int, hidden_dims: tuple[int, ...] = (512, 256), dropout: float = 0.3
+) -> nn.Sequential:
     """``Linear→BatchNorm→ReLU→Dropout`` per entry of ``hidden_dims``."""
     layers: list[nn.Module] = []
     for dim in hidden_dims:

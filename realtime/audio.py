@@ -137,7 +137,9 @@ def trim_silence(
     return samples[start:end]
 
 
-def prepare_clip(samples: np.ndarray, options: PreprocessOptions, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+def prepare_clip(
+    samples: np.ndarray, options: PreprocessOptions, sample_rate: int = SAMPLE_RATE
+) -> np.ndarray:
     """Whole-recording step (training clip or scored file): trim silence if configured. Shape ``[samples]``."""
     if options.trim_db is None:
         return samples

@@ -24,11 +24,15 @@ def record_while_playing(pulse_sink, wav_path, seconds: float) -> np.ndarray:
     sd._initialize()  # re-scan devices now that PULSE_SERVER points at the test daemon
     player = threading.Timer(
         0.3,
-        lambda: subprocess.run(["paplay", "-d", pulse_sink.sink, str(wav_path)], env=pulse_sink.env, timeout=30),
+        lambda: subprocess.run(
+            ["paplay", "-d", pulse_sink.sink, str(wav_path)], env=pulse_sink.env, timeout=30
+        ),
     )
     player.start()
     try:
-        audio = sd.rec(int(seconds * SAMPLE_RATE), samplerate=SAMPLE_RATE, channels=1, device="pulse", dtype="float32")
+        audio = sd.rec(
+            int(seconds * SAMPLE_RATE), samplerate=SAMPLE_RATE, channels=1, device="pulse", dtype="float32"
+        )
         sd.wait()
     finally:
         player.join()
