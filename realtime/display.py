@@ -1,0 +1,131 @@
+"""What the live monitor shows: a redrawn terminal panel on a TTY, plain lines otherwise, JSONL, a summary."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from realtime.model import SILENCE_LABEL
+
+BAR_WIDTH = 30
+ANSI_UP_AND_CLEAR = "\x1b[{n}F\x1b[J"  # cursor to the start of the line n lines up, clear to end of screen
+
+
+@dataclass(frozen=True)
+class HopRecord:
+    """One hop of the live monitor (one analysed window).
+
+    start_s/end_s: the window, in seconds of input audio. speech: VAD verdict. label/confidence: what is shown
+    (smoothed label, or ``silence``). probs: the window's raw probabilities (None for silence: not scored).
+    smoothed: EMA probabilities (None for silence). inference_ms: model time for this window.
+    dropped_samples: audio lost so far (ring overwrites).
+    """
+
+    start_s: float
+    end_s: float
+    speech: bool
+    label: str
+    confidence: float
+    probs: dict[str, float] | None
+    smoothed: dict[str, float] | None
+    inference_ms: float | None
+    dropped_samples: int
+
+    def to_json(self) -> str:
+        data = {"timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
+        data.update(
+            start_s=round(self.start_s, 3),
+            end_s=round(self.end_s, 3),
+            speech=self.speech,
+            label=self.label,
+            confidence=round(self.confidence, 6),
+            probs=self.probs,
+            smoothed=self.smoothed,
+            inference_ms=None if self.inference_ms is None else round(self.inference_ms, 2),
+            dropped_samples=self.dropped_samples,
+        )
+        return json.dumps(data)
+
+
+class PlainView:
+    """One line per hop (pipes, logs, CI)."""
+
+    def __init__(self, stream, labels: tuple[str, ...], header: str):
+        self.stream = stream
+        self.labels = labels
+        print(header, file=stream, flush=True)
+
+    def show(self, rec: HopRecord) -> None:
+        ms = f"{rec.inference_ms:6.1f} ms" if rec.inference_ms is not None else "     - ms"
+        conf = f"{rec.confidence:4.2f}" if rec.speech else "  - "
+        print(
+            f"{rec.end_s:7.1f}s  {rec.label:<10} {conf}  {ms}  dropped {rec.dropped_samples}",
+            file=self.stream,
+            flush=True,
+        )
+
+    def close(self) -> None:
+        pass
+
+
+class TerminalView(PlainView):
+    """A panel redrawn in place with ANSI codes: label, confidence, one bar per emotion, timing, drops."""
+
+    def __init__(self, stream, labels: tuple[str, ...], header: str):
+        super().__init__(stream, labels, header)
+        self._lines_drawn = 0
+
+    def show(self, rec: HopRecord) -> None:
+        lines = [f"  {rec.label.upper():<12} {rec.confidence:5.0%}" if rec.speech else "  (silence)", ""]
+        shown = rec.smoothed or {}
+        width = max(len(label) for label in self.labels)
+        for label in self.labels:
+            p = shown.get(label, 0.0)
+            bar = "█" * round(p * BAR_WIDTH)
+            lines.append(f"  {label:<{width}} {bar:<{BAR_WIDTH}} {p:4.2f}")
+        ms = f"{rec.inference_ms:.1f} ms/window" if rec.inference_ms is not None else "- ms/window"
+        lines += ["", f"  t={rec.end_s:6.1f}s   {ms}   dropped samples: {rec.dropped_samples}"]
+        prefix = ANSI_UP_AND_CLEAR.format(n=self._lines_drawn) if self._lines_drawn else ""
+        self.stream.write(prefix + "\n".join(lines) + "\n")
+        self.stream.flush()
+        self._lines_drawn = len(lines)
+
+
+def make_view(stream, labels: tuple[str, ...], header: str) -> PlainView:
+    is_tty = hasattr(stream, "isatty") and stream.isatty()
+    return (TerminalView if is_tty else PlainView)(stream, labels, header)
+
+
+class Summary:
+    """Running totals for the end-of-run summary; each hop stands for ``hop_s`` of time."""
+
+    def __init__(self, hop_s: float):
+        self.hop_s = hop_s
+        self.label_hops: Counter[str] = Counter()
+        self.inference_ms: list[float] = []
+        self.started = time.monotonic()
+
+    def add(self, rec: HopRecord) -> None:
+        self.label_hops[rec.label] += 1
+        if rec.inference_ms is not None:
+            self.inference_ms.append(rec.inference_ms)
+
+    def render(self, audio_s: float, dropped_samples: int, device_overflows: int) -> str:
+        hops = sum(self.label_hops.values())
+        lines = [
+            f"summary: {audio_s:.1f} s of audio in {time.monotonic() - self.started:.1f} s, {hops} windows",
+        ]
+        for label, count in self.label_hops.most_common():
+            lines.append(f"  {label:<10} {count / hops:6.1%}  ({count * self.hop_s:.1f} s)")
+        if self.inference_ms:
+            mean = sum(self.inference_ms) / len(self.inference_ms)
+            lines.append(
+                f"  inference: mean {mean:.1f} ms per window over {len(self.inference_ms)} speech windows"
+            )
+        else:
+            lines.append(f"  inference: no speech windows scored (all {SILENCE_LABEL})")
+        lines.append(f"  dropped samples: {dropped_samples}  (driver overflows: {device_overflows})")
+        return "\n".join(lines)

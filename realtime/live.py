@@ -1,0 +1,228 @@
+"""``emotion-live``: listen (microphone, a recording, or a pipe) and show the speaker's emotion every hop.
+
+Threads: the audio source only fills a ring buffer; this (main) thread reads it, cuts sliding windows, gates
+them with a VAD, runs the model on speech windows, smooths, and displays.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+
+import numpy as np
+import soxr
+
+from realtime.audio import AudioError
+from realtime.display import HopRecord, Summary, make_view
+from realtime.model import PROVIDER_CHOICES, SILENCE_LABEL, EmotionModel, ModelError, ModelOptions, load_model
+from realtime.smoothing import DEFAULT_ALPHA, DEFAULT_MARGIN, DEFAULT_PATIENCE_HOPS, Smoother, SmootherOptions
+from realtime.sources import (
+    AudioSource,
+    FileReplaySource,
+    MicrophoneSource,
+    SourceError,
+    StdinPCMSource,
+    list_input_devices,
+)
+from realtime.vad import load_vad
+from realtime.windowing import DEFAULT_HOP_S, AudioWindow, StreamWindower
+
+READ_TIMEOUT_S = 0.25
+"""Longest wait for audio before the loop checks that the source is still alive (never hang)."""
+RESET_AFTER_SILENT_HOPS = 2
+"""Silent hops after which the smoother forgets the last utterance (1 s at the default hop)."""
+EXIT_ERROR = 2
+
+EPILOG = """\
+examples:
+  emotion-live                                  # default microphone, bundled model
+  emotion-live --list-devices                   # which inputs exist
+  emotion-live --device pulse --max-seconds 30  # a given input, stop after 30 s of audio
+  emotion-live --input talk.wav                 # replay a recording at real-time pace
+  emotion-live --input talk.wav --fast --jsonl out.jsonl   # as fast as possible, one JSON line per hop
+  arecord -f S16_LE -r 16000 -c 1 | emotion-live --stdin-pcm --rate 16000
+
+Every --hop-s seconds the last --window-s seconds of audio are analysed. Windows without speech (Silero VAD)
+show as "silence"; speech windows are scored and smoothed (EMA + hysteresis) so the label stays steady.
+Ctrl-C (or the end of --input / stdin) prints a summary and exits 0. Errors print one line and exit 2.
+The model: --model FILE, else $EMOTION_MODEL, else the bundled model (built once into ~/.cache).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="emotion-live",
+        description="Live speech emotion monitor: shows which emotion is heard, with a confidence per emotion.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    src = p.add_argument_group("input (default: the default microphone)")
+    one = src.add_mutually_exclusive_group()
+    one.add_argument("--device", help="input device name or index (see --list-devices)")
+    one.add_argument("--input", metavar="FILE", help="replay a recording instead of a microphone")
+    one.add_argument("--stdin-pcm", action="store_true", help="read raw signed 16-bit mono PCM from stdin")
+    one.add_argument("--list-devices", action="store_true", help="list audio input devices and exit")
+    src.add_argument(
+        "--rate", type=int, help="capture rate in Hz for --device/--stdin-pcm (default: model rate)"
+    )
+    src.add_argument("--fast", action="store_true", help="with --input: do not wait for real time")
+    src.add_argument("--max-seconds", type=float, help="stop after this many seconds of audio")
+    ana = p.add_argument_group("analysis")
+    ana.add_argument("--model", help="exported .onnx model (default: bundled model)")
+    ana.add_argument("--window-s", type=float, help="analysis window in seconds (default: the model's)")
+    ana.add_argument(
+        "--hop-s", type=float, default=DEFAULT_HOP_S, help="seconds between estimates (default 0.5)"
+    )
+    ana.add_argument("--vad", choices=("auto", "silero", "energy"), default="auto", help="speech gate")
+    ana.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="EMA weight of the newest window")
+    ana.add_argument(
+        "--margin", type=float, default=DEFAULT_MARGIN, help="lead a new label needs to take over"
+    )
+    ana.add_argument("--patience", type=int, default=DEFAULT_PATIENCE_HOPS, help="hops the lead must last")
+    run = p.add_argument_group("runtime and output")
+    run.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto", help="ONNX Runtime device")
+    run.add_argument("--threads", type=int, help="intra-op threads (default: cores, at most 4)")
+    run.add_argument("--jsonl", metavar="FILE", help="write one JSON line per hop to FILE ('-' = stdout)")
+    return p
+
+
+def make_source(args, model_rate: int) -> AudioSource:
+    if args.input:
+        return FileReplaySource(args.input, model_rate, realtime=not args.fast)
+    if args.stdin_pcm:
+        return StdinPCMSource(args.rate or model_rate)
+    device = int(args.device) if args.device and args.device.isdigit() else args.device
+    return MicrophoneSource(args.rate or model_rate, device)
+
+
+class Monitor:
+    """Window → gate → model → smoother → display, for one stream."""
+
+    def __init__(
+        self, model: EmotionModel, windower: StreamWindower, smoother: Smoother, view, jsonl, source
+    ):
+        self.model = model
+        self.windower = windower
+        self.smoother = smoother
+        self.view = view
+        self.jsonl = jsonl
+        self.source = source
+        self.summary = Summary(windower.spec.hop_s)
+        self._silent_hops = 0
+
+    def handle(self, window: AudioWindow) -> None:
+        probs = smoothed = ms = None
+        if window.speech:
+            raw, ms = self.model.timed_predict(window.samples)
+            state = self.smoother.update(raw)
+            probs, smoothed = self.model.probs_dict(raw), self.model.probs_dict(state.probs)
+            label, confidence = self.model.labels[state.index], state.confidence
+            self._silent_hops = 0
+        else:
+            label, confidence = SILENCE_LABEL, 0.0
+            self._silent_hops += 1
+            if self._silent_hops >= RESET_AFTER_SILENT_HOPS:
+                self.smoother.reset()  # a new utterance starts fresh
+        rec = HopRecord(
+            start_s=window.start_s,
+            end_s=window.end_s,
+            speech=window.speech,
+            label=label,
+            confidence=confidence,
+            probs=probs,
+            smoothed=smoothed,
+            inference_ms=ms,
+            dropped_samples=self.source.ring.stats().dropped,
+        )
+        self.view.show(rec)
+        self.summary.add(rec)
+        if self.jsonl is not None:
+            self.jsonl.write(rec.to_json() + "\n")
+            self.jsonl.flush()
+
+    def run(self, max_seconds: float | None = None) -> None:
+        """Consume until end of input, ``max_seconds`` of audio, or Ctrl-C (KeyboardInterrupt propagates)."""
+        resampler = None
+        if self.source.sample_rate != self.model.sample_rate:
+            resampler = soxr.ResampleStream(
+                self.source.sample_rate, self.model.sample_rate, 1, dtype="float32"
+            )
+        ring = self.source.ring
+        while True:
+            chunk = ring.read(timeout_s=READ_TIMEOUT_S)
+            if chunk.size == 0:
+                if ring.closed:
+                    break
+                self.source.check()
+                continue
+            if resampler is not None:
+                chunk = resampler.resample_chunk(chunk)
+            if max_seconds is not None:  # stop exactly at the limit, whatever the read sizes
+                room = round(max_seconds * self.model.sample_rate) - round(
+                    self.windower.received_s * self.model.sample_rate
+                )
+                chunk = chunk[: max(0, room)]
+            for window in self.windower.feed(chunk):
+                self.handle(window)
+            if max_seconds is not None and self.windower.received_s >= max_seconds:
+                break
+        if resampler is not None:  # the resampler holds back a few samples until told the stream ended
+            for window in self.windower.feed(resampler.resample_chunk(np.zeros(0, np.float32), last=True)):
+                self.handle(window)
+        for window in self.windower.flush():
+            self.handle(window)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.list_devices:
+            print(list_input_devices())
+            return 0
+        return run(args)
+    except (ModelError, SourceError, AudioError, ValueError) as exc:
+        print(f"emotion-live: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def run(args) -> int:
+    if args.fast and not args.input:
+        raise ValueError("--fast only applies to --input")
+    model = load_model(
+        args.model, ModelOptions(provider=args.provider, intra_op_threads=args.threads, batch_size=1)
+    )
+    vad, vad_notice = load_vad(args.vad)
+    for notice in (model.provider_notice, vad_notice):
+        if notice:
+            print(notice, file=sys.stderr)
+    spec = model.window_spec(args.window_s, args.hop_s)
+    smoother = Smoother(SmootherOptions(args.alpha, args.margin, args.patience))
+    source = make_source(args, model.sample_rate)
+    out = sys.stderr if args.jsonl == "-" else sys.stdout  # JSON on stdout keeps the panel off it
+    header = (
+        f"emotion-live: {model.path.name} on {model.device} ({model.providers[0]}), "
+        f"window {spec.window_s:g} s, hop {spec.hop_s:g} s, VAD {vad.name}, input: {source.description}"
+    )
+    with contextlib.ExitStack() as stack:
+        jsonl = None
+        if args.jsonl == "-":
+            jsonl = sys.stdout
+        elif args.jsonl:
+            jsonl = stack.enter_context(open(args.jsonl, "w", encoding="utf-8"))
+        view = make_view(out, model.labels, header)
+        monitor = Monitor(model, StreamWindower(spec, vad), smoother, view, jsonl, source)
+        source.start()
+        stack.callback(source.stop)
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the normal way to stop: go on to the summary
+            monitor.run(args.max_seconds)
+        stats = source.ring.stats()
+        print(
+            monitor.summary.render(monitor.windower.received_s, stats.dropped, stats.device_overflows),
+            file=out,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,364 @@
+"""The one model wrapper: an exported emotion model on ONNX Runtime, plus its Python API.
+
+    from realtime.model import load_model
+    model = load_model()                       # the bundled default model (built once on first use)
+    result = model.predict_file("clip.wav")    # Prediction(label='angry', confidence=0.83, probs={...}, ...)
+    result = model.predict_array(samples, sample_rate=48_000)
+    timeline = model.predict_segments(samples, sample_rate=16_000)   # [Segment(start_s, end_s, ...), ...]
+
+Everything the runtime needs (labels, sample rate, window, preprocessing) comes from the model's metadata.
+No torch here: the default model is built by the exporter in a separate process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from realtime.audio import AudioError, PreprocessOptions, load_audio, prepare_clip, prepare_input, rms_dbfs
+from realtime.audio import to_model_rate as _to_model_rate
+from realtime.metadata import INPUT_NAME, LOGITS_NAME, PROBS_NAME, ModelInfo
+from realtime.vad import FrameVAD, load_vad
+from realtime.windowing import StreamWindower, WindowSpec
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+PROVIDER_CHOICES = ("auto", "cpu", "cuda")
+DIST_NAME = "speech-emotion-monitor"
+MODEL_ENV = "EMOTION_MODEL"
+"""Environment variable naming an explicit model file used when no ``--model`` is given."""
+SILENT_DBFS = -60.0
+"""A clip whose overall level is below this is reported as silent instead of being scored."""
+SILENCE_LABEL = "silence"
+BUILD_TIMEOUT_S = 3600.0
+
+
+class ModelError(RuntimeError):
+    """The model cannot be found, built, loaded or run; ``str()`` is one line for the user."""
+
+
+# -- execution providers -------------------------------------------------------------------------------------
+def select_providers(requested: str, available: Sequence[str]) -> list[str]:
+    """Providers to ask ONNX Runtime for, in priority order.
+
+    auto: CUDA (then CPU) when this onnxruntime build offers CUDA, else CPU.
+    cpu: CPU only.
+    cuda: CUDA then CPU; an error when the build has no CUDA (an explicit request is never silently ignored).
+    """
+    if requested not in PROVIDER_CHOICES:
+        raise ModelError(f"unknown provider {requested!r}; choose one of {', '.join(PROVIDER_CHOICES)}")
+    if requested == "cpu":
+        return [CPU]
+    if CUDA in available:
+        return [CUDA, CPU]
+    if requested == "cuda":
+        raise ModelError(
+            f"--provider cuda: this onnxruntime offers no CUDA (available: {', '.join(available)}); "
+            "install onnxruntime-gpu or use --provider cpu"
+        )
+    return [CPU]
+
+
+def check_active_providers(requested: str, chosen: Sequence[str], active: Sequence[str]) -> str | None:
+    """Compare what was asked for with what the session really runs on.
+
+    ONNX Runtime silently drops CUDA when its libraries fail to load. An explicit ``cuda`` request then fails;
+    ``auto`` continues on CPU and returns a notice line for the user.
+    """
+    if CUDA in chosen and CUDA not in active:
+        if requested == "cuda":
+            raise ModelError("--provider cuda: CUDA could not be initialised (CUDA/cuDNN libraries missing?)")
+        return "notice: CUDA is offered but could not be initialised; running on CPU"
+    return None
+
+
+def default_intra_op_threads() -> int:
+    """All cores up to 4: a window's matrix products parallelise well to 4 threads and barely beyond."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+# -- default model -------------------------------------------------------------------------------------------
+def package_version() -> str:
+    try:
+        return importlib_metadata.version(DIST_NAME)
+    except importlib_metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def default_model_path() -> Path:
+    """``$EMOTION_MODEL`` if set, else ``$XDG_CACHE_HOME/speech-emotion-monitor/default-<version>.onnx``."""
+    explicit = os.environ.get(MODEL_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / DIST_NAME / f"default-{package_version()}.onnx"
+
+
+def build_default_model(path: Path, log=sys.stderr) -> Path:
+    """Run the exporter (``python -m export -o PATH``) in a child process: torch never enters this one.
+
+    Writes to a temporary name first and renames, so an interrupted build never leaves a broken model behind.
+    """
+    print(f"building the default model once into {path} ...", file=log, flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.stem}.partial-{os.getpid()}{path.suffix}")
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "export", "-o", str(partial)],
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        raise ModelError(f"building the default model timed out after {BUILD_TIMEOUT_S:.0f} s") from None
+    if result.returncode != 0 or not partial.is_file():
+        lines = (result.stderr or result.stdout or "").strip().splitlines()
+        reason = lines[-1] if lines else f"exit status {result.returncode}"
+        partial.unlink(missing_ok=True)
+        raise ModelError(f"could not build the default model ({reason}); pass a model file with --model")
+    os.replace(partial, path)
+    return path
+
+
+def resolve_model_path(path: str | Path | None = None, build: bool = True, log=sys.stderr) -> Path:
+    """An explicit path must exist; otherwise the default model, built on first use when ``build``."""
+    if path is not None:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise ModelError(f"{path}: model file not found")
+        return path
+    default = default_model_path()
+    if default.is_file():
+        return default
+    if os.environ.get(MODEL_ENV):
+        raise ModelError(f"{default}: model file not found (set by ${MODEL_ENV})")
+    if not build:
+        raise ModelError(f"{default}: default model not built yet")
+    return build_default_model(default, log)
+
+
+# -- options and results -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelOptions:
+    """How the session runs.
+
+    provider: ``auto`` | ``cpu`` | ``cuda`` (see ``select_providers``).
+    intra_op_threads: threads inside one operator; None = ``default_intra_op_threads()``.
+    batch_size: windows per ``session.run`` when scoring many windows (files, segments).
+    """
+
+    provider: str = "auto"
+    intra_op_threads: int | None = None
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The estimate for one clip.
+
+    label: most probable emotion; confidence: its probability; probs: every label's probability.
+    duration_s: length of the audio scored (after trimming silence); windows: model inputs averaged.
+    """
+
+    label: str
+    confidence: float
+    probs: dict[str, float]
+    duration_s: float
+    windows: int
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One window of a timeline: ``[start_s, end_s)``, whether it holds speech, label (``silence`` when not)."""
+
+    start_s: float
+    end_s: float
+    speech: bool
+    label: str
+    probs: dict[str, float] = field(default_factory=dict)
+
+
+# -- the wrapper ---------------------------------------------------------------------------------------------
+class EmotionModel:
+    """An exported model on ONNX Runtime. Input: raw mono audio at ``sample_rate``; output: class probabilities."""
+
+    def __init__(self, path: str | Path, options: ModelOptions | None = None):
+        self.path = Path(path)
+        self.options = options or ModelOptions()
+        chosen = select_providers(self.options.provider, ort.get_available_providers())
+        self.session = self._create_session(chosen)
+        self.providers: list[str] = self.session.get_providers()
+        self.provider_notice = check_active_providers(self.options.provider, chosen, self.providers)
+        try:
+            self.info = ModelInfo.from_metadata(self.session.get_modelmeta().custom_metadata_map)
+        except ValueError as exc:
+            raise ModelError(f"{self.path}: {exc}") from None
+        inputs = [i.name for i in self.session.get_inputs()]
+        if INPUT_NAME not in inputs:
+            raise ModelError(f"{self.path}: no input named {INPUT_NAME!r} (has {inputs})")
+        outputs = [o.name for o in self.session.get_outputs()]
+        if PROBS_NAME not in outputs and LOGITS_NAME not in outputs:
+            raise ModelError(
+                f"{self.path}: neither {PROBS_NAME!r} nor {LOGITS_NAME!r} among outputs {outputs}"
+            )
+        self._output = PROBS_NAME if PROBS_NAME in outputs else LOGITS_NAME
+        self.labels: tuple[str, ...] = self.info.labels
+        self.sample_rate: int = int(self.info.sample_rate)
+        self.window_s: float = float(self.info.window_s)
+        self.hop_s: float = float(self.info.hop_s)
+        self.preprocess = PreprocessOptions.from_dict(self.info.preprocessing)
+
+    def _create_session(self, providers: list[str]) -> ort.InferenceSession:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = self.options.intra_op_threads or default_intra_op_threads()
+        # One graph, run sequentially: parallel branches do not exist, so inter-op threads would only idle.
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3  # keep ONNX Runtime's warnings off the live display
+        try:
+            return ort.InferenceSession(str(self.path), so, providers=providers)
+        except Exception as exc:  # ORT raises its own exception types; all mean "cannot load"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{self.path}: cannot load model ({first})") from None
+
+    @property
+    def device(self) -> str:
+        """``cuda`` or ``cpu``: what the session really runs on."""
+        return "cuda" if self.providers and self.providers[0] == CUDA else "cpu"
+
+    def window_spec(self, window_s: float | None = None, hop_s: float | None = None) -> WindowSpec:
+        """Analysis windows: the model's trained ``window_s`` and hop unless overridden."""
+        return WindowSpec(window_s or self.window_s, hop_s or self.hop_s, self.sample_rate)
+
+    # -- core inference --------------------------------------------------------------------------------------
+    def predict_windows(self, windows: Sequence[np.ndarray]) -> np.ndarray:
+        """Raw windows (each [samples] float32 at ``sample_rate``) → probabilities ``[len(windows), classes]``.
+
+        Each window is level-normalised exactly like a training crop. Windows of equal length are batched
+        (``options.batch_size``); different lengths run separately because the model takes no padding mask.
+        """
+        probs = np.zeros((len(windows), len(self.labels)), dtype=np.float32)
+        by_length: dict[int, list[int]] = {}
+        for i, w in enumerate(windows):
+            by_length.setdefault(len(w), []).append(i)
+        batch = max(1, self.options.batch_size)
+        for indices in by_length.values():
+            for k in range(0, len(indices), batch):
+                chunk = indices[k : k + batch]
+                x = np.stack([prepare_input(windows[i], self.preprocess) for i in chunk])
+                probs[chunk] = self._run(x)
+        return probs
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        """``[batch, samples]`` float32 → probabilities ``[batch, classes]``."""
+        (out,) = self.session.run([self._output], {INPUT_NAME: x.astype(np.float32, copy=False)})
+        if self._output == LOGITS_NAME:
+            e = np.exp(out - out.max(axis=1, keepdims=True))
+            out = e / e.sum(axis=1, keepdims=True)
+        return out
+
+    def timed_predict(self, window: np.ndarray) -> tuple[np.ndarray, float]:
+        """One window → (probabilities [classes], inference milliseconds)."""
+        t0 = time.perf_counter()
+        probs = self.predict_windows([window])[0]
+        return probs, (time.perf_counter() - t0) * 1000.0
+
+    def probs_dict(self, probs: np.ndarray) -> dict[str, float]:
+        return {label: float(p) for label, p in zip(self.labels, probs, strict=True)}
+
+    # -- whole clips -----------------------------------------------------------------------------------------
+    def clip_bounds(self, n_samples: int) -> list[tuple[int, int]]:
+        """Windows scoring a whole clip: the clip itself when it fits in ``window_s``; otherwise full windows
+        every ``hop_s`` from the start plus one ending at the last sample, so every sample is covered."""
+        spec = self.window_spec()
+        if n_samples <= spec.window:
+            return [(0, n_samples)]
+        starts = list(range(0, n_samples - spec.window + 1, spec.hop))
+        if starts[-1] + spec.window < n_samples:
+            starts.append(n_samples - spec.window)
+        return [(s, s + spec.window) for s in starts]
+
+    def predict_array(self, samples: np.ndarray, sample_rate: int, source: str = "<array>") -> Prediction:
+        """Any rate/channels (``[frames]`` or ``[frames, channels]``) → one Prediction for the whole clip.
+
+        The clip is trimmed like a training clip (``prepare_clip``); a clip up to ``window_s`` long is one model
+        input, a longer one is the mean of its windows' probabilities (training saw ``window_s`` crops, so a
+        long clip is judged crop by crop, never squeezed into one input). Raises AudioError when silent.
+        """
+        audio = self.ensure_audible(self.to_model_rate(samples, sample_rate, source), source)
+        clip = prepare_clip(audio, self.preprocess, self.sample_rate)
+        bounds = self.clip_bounds(len(clip))
+        probs = self.predict_windows([clip[s:e] for s, e in bounds]).mean(axis=0)
+        best = int(np.argmax(probs))
+        return Prediction(
+            label=self.labels[best],
+            confidence=float(probs[best]),
+            probs=self.probs_dict(probs),
+            duration_s=len(clip) / self.sample_rate,
+            windows=len(bounds),
+        )
+
+    def predict_file(self, path: str | Path) -> Prediction:
+        """Any soundfile-readable file → Prediction. Raises AudioError (one line) for unusable files."""
+        return self.predict_array(load_audio(path, self.sample_rate), self.sample_rate, source=str(path))
+
+    def predict_segments(
+        self,
+        samples: np.ndarray,
+        sample_rate: int,
+        window_s: float | None = None,
+        hop_s: float | None = None,
+        vad: FrameVAD | None = None,
+    ) -> list[Segment]:
+        """A timeline with the live monitor's windows (same ``StreamWindower``, same VAD gate, no trimming).
+
+        Every window is scored (batched), silent ones too, so their probabilities are available; their label
+        is ``silence``, as the live monitor shows them.
+        """
+        audio = self.to_model_rate(samples, sample_rate)
+        windower = StreamWindower(self.window_spec(window_s, hop_s), vad or load_vad()[0])
+        windows = windower.feed(audio) + windower.flush()
+        probs = self.predict_windows([w.samples for w in windows])
+        return [
+            Segment(
+                start_s=w.start_s,
+                end_s=w.end_s,
+                speech=w.speech,
+                label=self.labels[int(np.argmax(p))] if w.speech else SILENCE_LABEL,
+                probs=self.probs_dict(p),
+            )
+            for w, p in zip(windows, probs, strict=True)
+        ]
+
+    @staticmethod
+    def ensure_audible(audio: np.ndarray, source: str = "<array>") -> np.ndarray:
+        """``audio`` unchanged, or AudioError when its overall level is below ``SILENT_DBFS`` (nothing to judge)."""
+        level = rms_dbfs(audio)
+        if level < SILENT_DBFS:
+            raise AudioError(source, f"silent (level {max(level, -120.0):.0f} dBFS, below {SILENT_DBFS:.0f})")
+        return audio
+
+    def to_model_rate(self, samples: np.ndarray, sample_rate: int, source: str = "<array>") -> np.ndarray:
+        """Any channels/rate → mono float32 at the model's rate; AudioError when empty or not finite."""
+        samples = np.asarray(samples, dtype=np.float32)
+        if samples.size == 0:
+            raise AudioError(source, "no audio samples")
+        if not np.all(np.isfinite(samples)):
+            raise AudioError(source, "audio contains NaN or infinite samples")
+        return _to_model_rate(samples, sample_rate, self.sample_rate)
+
+
+def load_model(path: str | Path | None = None, options: ModelOptions | None = None, **kwargs) -> EmotionModel:
+    """Load ``path`` (default: the bundled model, built once into the cache). ``kwargs`` fill ModelOptions."""
+    if options is None:
+        options = ModelOptions(**kwargs)
+    return EmotionModel(resolve_model_path(path), options)

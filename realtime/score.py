@@ -1,0 +1,288 @@
+"""``emotion-score``: the emotion of every audio file in a set of files and folders, or a timeline per file.
+
+Per file: decode (any soundfile format, rate, channel count) → 16 kHz mono → trim silence like a training clip →
+one model input when it fits the model's window, else the mean of the window probabilities
+(``EmotionModel.predict_array``). With ``--segments``: the live monitor's windows and speech gate instead.
+Results are written and flushed file by file, so an interrupted run keeps its work (``--resume`` continues it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import soundfile as sf
+
+from realtime.audio import AudioError, load_audio
+from realtime.model import (
+    PROVIDER_CHOICES,
+    EmotionModel,
+    ModelError,
+    ModelOptions,
+    Prediction,
+    Segment,
+    load_model,
+)
+from realtime.vad import load_vad
+from realtime.windowing import DEFAULT_HOP_S
+
+EXIT_SOME_FAILED = 1
+EXIT_ERROR = 2
+AUDIO_SUFFIXES = frozenset("." + fmt.lower() for fmt in sf.available_formats()) | {".oga", ".opus", ".aiff"}
+"""File endings picked up inside folders (what libsndfile can decode); files named explicitly are always tried."""
+BAR_WIDTH = 30
+
+EPILOG = """\
+examples:
+  emotion-score clip.wav                           # table on stdout
+  emotion-score recordings/ --recursive --out results.csv
+  emotion-score recordings/ -r --out results.jsonl --resume     # continue an interrupted run
+  emotion-score talk.flac --segments --out timeline.csv         # label every 0.5 s, like emotion-live
+
+Per file, the label is the most probable emotion; a file longer than the model's window is scored as the mean
+of its windows' probabilities (the model was trained on window-length crops). --segments lists every window
+(start_s, end_s, speech, label, probabilities) with the live monitor's window, hop and speech gate; windows
+without speech are labelled "silence".
+Output format follows --out's extension (.csv or .jsonl). Unusable files (corrupt, empty, silent, unreadable)
+are reported on stderr, one line each; the others are still scored, and the exit status is then 1.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="emotion-score",
+        description="Score the emotion in audio files (batch, offline) with an exported model.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="audio files and/or folders")
+    p.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
+    p.add_argument(
+        "-o", "--out", metavar="FILE", help="results file, .csv or .jsonl (default: table on stdout)"
+    )
+    p.add_argument("--resume", action="store_true", help="skip files already in --out and append to it")
+    p.add_argument(
+        "--segments", action="store_true", help="one row per window (timeline) instead of per file"
+    )
+    p.add_argument("--window-s", type=float, help="--segments window in seconds (default: the model's)")
+    p.add_argument(
+        "--hop-s", type=float, default=DEFAULT_HOP_S, help="--segments hop in seconds (default 0.5)"
+    )
+    p.add_argument("--batch-size", type=int, default=8, help="windows per model call (default 8)")
+    p.add_argument("--model", help="exported .onnx model (default: bundled model)")
+    p.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto", help="ONNX Runtime device")
+    p.add_argument("--threads", type=int, help="intra-op threads (default: cores, at most 4)")
+    return p
+
+
+# -- finding files -------------------------------------------------------------------------------------------
+def find_audio_files(paths: list[str], recursive: bool) -> tuple[list[Path], list[str]]:
+    """Files to score (folders expanded, sorted) and one error line per path that does not exist."""
+    files, missing = [], []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = path.rglob("*") if recursive else path.glob("*")
+            files += sorted(f for f in found if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
+        elif path.exists():
+            files.append(path)
+        else:
+            missing.append(f"{path}: no such file or folder")
+    return files, missing
+
+
+# -- output --------------------------------------------------------------------------------------------------
+class ResultWriter:
+    """Rows to CSV, JSONL or a stdout table; flushed after every file."""
+
+    def __init__(self, out: str | None, labels: tuple[str, ...], segments: bool, resume: bool):
+        self.labels = labels
+        self.segments = segments
+        self.format = output_format(out)
+        self.done: set[str] = set()
+        if out is None:
+            self.stream = sys.stdout
+        else:
+            if resume and Path(out).is_file():
+                self.done = read_done_paths(Path(out), self.format)
+            append = resume and Path(out).is_file() and Path(out).stat().st_size > 0
+            # Kept open for the whole run (closed in close()) so each file's rows are appended and flushed at once.
+            self.stream = open(out, "a" if append else "w", encoding="utf-8", newline="")  # noqa: SIM115
+            if not append and self.format == "csv":
+                csv.writer(self.stream).writerow(self.columns())
+        if self.format == "table":
+            print("  ".join(self.columns()), file=self.stream)
+
+    def columns(self) -> list[str]:
+        key = (
+            ["path", "start_s", "end_s", "speech", "label"]
+            if self.segments
+            else ["path", "label", "confidence"]
+        )
+        return key + list(self.labels)
+
+    def write_file(self, path: str, rows: list[dict]) -> None:
+        for row in rows:
+            self.stream.write(self._format(path, row))
+        self.stream.flush()
+
+    def _format(self, path: str, row: dict) -> str:
+        if self.format == "jsonl":
+            return json.dumps({"path": path, **row}) + "\n"
+        values = [path] + [row[c] for c in self.columns()[1 : -len(self.labels)]]
+        values += [f"{row['probs'][label]:.6f}" for label in self.labels]
+        if self.format == "table":
+            return "  ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in values) + "\n"
+        line = _CsvLine()
+        csv.writer(line).writerow(values)
+        return line.text
+
+    def close(self) -> None:
+        if self.stream is not sys.stdout:
+            self.stream.close()
+
+
+class _CsvLine:
+    """A minimal file object capturing one csv.writer row as text."""
+
+    text = ""
+
+    def write(self, s: str) -> None:
+        self.text += s
+
+
+def output_format(out: str | None) -> str:
+    if out is None:
+        return "table"
+    suffix = Path(out).suffix.lower()
+    if suffix not in (".csv", ".jsonl"):
+        raise ValueError(f"--out {out}: use a .csv or .jsonl file name")
+    return suffix[1:]
+
+
+def read_done_paths(out: Path, fmt: str) -> set[str]:
+    """Paths already in ``out``. A torn last line (run killed mid-write) is cut off so appending stays valid."""
+    text = out.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+        out.write_text(text, encoding="utf-8")
+    if fmt == "jsonl":
+        return {json.loads(line)["path"] for line in text.splitlines() if line.strip()}
+    return {row["path"] for row in csv.DictReader(text.splitlines())}
+
+
+def prediction_row(p: Prediction) -> dict:
+    return {
+        "label": p.label,
+        "confidence": round(p.confidence, 6),
+        "probs": p.probs,
+        "duration_s": round(p.duration_s, 3),
+        "windows": p.windows,
+    }
+
+
+def segment_row(s: Segment) -> dict:
+    return {
+        "start_s": round(s.start_s, 3),
+        "end_s": round(s.end_s, 3),
+        "speech": s.speech,
+        "label": s.label,
+        "probs": s.probs,
+    }
+
+
+# -- progress ------------------------------------------------------------------------------------------------
+class Progress:
+    """``[#####.....] 12/40 name`` redrawn on stderr when it is a terminal; silent otherwise (logs stay clean)."""
+
+    def __init__(self, total: int, stream=sys.stderr):
+        self.total = total
+        self.stream = stream
+        self.enabled = hasattr(stream, "isatty") and stream.isatty()
+
+    def update(self, done: int, name: str) -> None:
+        if self.enabled:
+            filled = round(BAR_WIDTH * done / max(1, self.total))
+            bar = "#" * filled + "." * (BAR_WIDTH - filled)
+            self.stream.write(f"\r\x1b[K[{bar}] {done}/{self.total} {name[-40:]}")
+            self.stream.flush()
+
+    def message(self, line: str) -> None:
+        """A line that must stay visible above the bar."""
+        prefix = "\r\x1b[K" if self.enabled else ""
+        print(prefix + line, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+
+
+# -- main ----------------------------------------------------------------------------------------------------
+def score_file(model: EmotionModel, path: Path, args, vad) -> list[dict]:
+    """Rows for one file; raises AudioError for unusable audio."""
+    if not args.segments:
+        return [prediction_row(model.predict_file(path))]
+    audio = load_audio(path, model.sample_rate)
+    model.ensure_audible(audio, str(path))
+    return [
+        segment_row(s)
+        for s in model.predict_segments(audio, model.sample_rate, args.window_s, args.hop_s, vad)
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except (ModelError, ValueError) as exc:
+        print(f"emotion-score: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def run(args) -> int:
+    files, missing = find_audio_files(args.paths, args.recursive)
+    if not files and not missing:
+        raise ValueError(f"no audio files found in {' '.join(args.paths)}")
+    output_format(args.out)  # a bad --out fails before the model loads
+    model = load_model(args.model, ModelOptions(args.provider, args.threads, args.batch_size))
+    if model.provider_notice:
+        print(model.provider_notice, file=sys.stderr)
+    vad = None
+    if args.segments:
+        vad, notice = load_vad()
+        if notice:
+            print(notice, file=sys.stderr)
+    writer = ResultWriter(args.out, model.labels, args.segments, args.resume)
+    failures = list(missing)
+    progress = Progress(len(files))
+    for line in missing:
+        progress.message(f"emotion-score: {line}")
+    scored = skipped = 0
+    try:
+        for i, path in enumerate(files):
+            progress.update(i, path.name)
+            if str(path) in writer.done:
+                skipped += 1
+                continue
+            try:
+                rows = score_file(model, path, args, vad)
+            except AudioError as exc:
+                failures.append(str(exc))
+                progress.message(f"emotion-score: {exc}")
+                continue
+            writer.write_file(str(path), rows)
+            scored += 1
+        progress.update(len(files), "")
+    finally:
+        progress.close()
+        writer.close()
+    resumed = f", {skipped} already done" if skipped else ""
+    print(f"emotion-score: {scored} scored, {len(failures)} failed{resumed}", file=sys.stderr)
+    return EXIT_SOME_FAILED if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

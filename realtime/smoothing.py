@@ -1,0 +1,82 @@
+"""Steady labels: an exponential moving average over window probabilities, with hysteresis on the label.
+
+Raw per-window estimates flicker between neighbouring classes (calm/neutral, angry/disgust). The EMA steadies
+the probabilities; the hysteresis keeps the shown label until another class beats it by ``margin`` for
+``patience_hops`` consecutive hops. After silence the state is reset, so a new utterance starts fresh instead of
+inheriting the previous speaker's mood.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DEFAULT_ALPHA = 0.5
+"""EMA weight of the newest window: 0.5 at a 0.5 s hop ≈ a 1 s time constant."""
+DEFAULT_MARGIN = 0.1
+"""How far (in probability) a challenger must lead the shown label."""
+DEFAULT_PATIENCE_HOPS = 2
+"""For how many consecutive hops the challenger must lead before the label switches."""
+
+
+@dataclass(frozen=True)
+class SmootherOptions:
+    alpha: float = DEFAULT_ALPHA
+    margin: float = DEFAULT_MARGIN
+    patience_hops: int = DEFAULT_PATIENCE_HOPS
+
+    def __post_init__(self):
+        if not 0.0 < self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in (0, 1], got {self.alpha}")
+        if self.margin < 0 or self.patience_hops < 1:
+            raise ValueError("margin must be >= 0 and patience_hops >= 1")
+
+
+@dataclass(frozen=True)
+class Smoothed:
+    """Smoother output: ``probs`` [classes] (sums to 1) and the index of the shown label."""
+
+    probs: np.ndarray
+    index: int
+
+    @property
+    def confidence(self) -> float:
+        return float(self.probs[self.index])
+
+
+class Smoother:
+    """``update(probs)`` once per speech hop; ``reset()`` after silence. ``state`` is None until the first update."""
+
+    def __init__(self, options: SmootherOptions | None = None):
+        self.options = options or SmootherOptions()
+        self.reset()
+
+    def reset(self) -> None:
+        self._probs: np.ndarray | None = None
+        self._index = -1
+        self._challenger = -1
+        self._streak = 0
+
+    @property
+    def state(self) -> Smoothed | None:
+        return None if self._probs is None else Smoothed(self._probs.copy(), self._index)
+
+    def update(self, probs: np.ndarray) -> Smoothed:
+        """``probs`` [classes] of the newest window → smoothed probabilities and the (steady) label index."""
+        probs = np.asarray(probs, dtype=np.float64)
+        if self._probs is None:
+            self._probs = probs.copy()
+            self._index = int(np.argmax(probs))
+            return self.state
+        a = self.options.alpha
+        self._probs = a * probs + (1.0 - a) * self._probs
+        best = int(np.argmax(self._probs))
+        if best != self._index and self._probs[best] - self._probs[self._index] >= self.options.margin:
+            self._streak = self._streak + 1 if best == self._challenger else 1
+            self._challenger = best
+            if self._streak >= self.options.patience_hops:
+                self._index, self._challenger, self._streak = best, -1, 0
+        else:
+            self._challenger, self._streak = -1, 0
+        return self.state
