@@ -1,0 +1,179 @@
+"""Reading (and, for tests and smoke runs, writing) emotion-train checkpoints.
+
+A checkpoint is a Lightning ``.ckpt`` holding ``state_dict`` (classifier weights under ``model.``) and
+``hyper_parameters`` made of plain Python containers: ``model_spec``, ``labels``, ``sample_rate``,
+``window_s``, ``preprocessing``, ``metrics`` (+ ``train``, ``split``). Everything loads with
+``torch.load(..., weights_only=True)`` and rebuilds without a download.
+
+``python -m core.checkpoint tiny OUT.ckpt`` writes a tiny random-weight checkpoint in that format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.model import EmotionClassifier, build_classifier
+
+REQUIRED_HPARAMS = ("model_spec", "labels", "sample_rate", "window_s", "preprocessing")
+STATE_PREFIX = "model."
+
+TINY_WAV2VEC2_CONFIG: dict[str, Any] = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "conv_dim": [16, 16],
+    "conv_stride": [5, 4],
+    "conv_kernel": [10, 4],
+    "num_conv_pos_embeddings": 16,
+    "num_conv_pos_embedding_groups": 2,
+}
+"""A random wav2vec2 small enough for tests and offline smoke runs (``configs/model/tiny.yaml`` mirrors it)."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, corrupt or does not match this code; ``str()`` is one line."""
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` with every failure turned into a one-line ``CheckpointError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "no such checkpoint file")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            path, f"holds objects that are not plain data, refused by weights_only loading ({first[:200]})"
+        ) from None
+    except (
+        Exception
+    ) as exc:  # torch raises many types for garbage input (IndexError, RuntimeError, EOFError...)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(path, f"corrupt or not a PyTorch checkpoint ({first[:200]})") from None
+    if not isinstance(data, dict) or "state_dict" not in data:
+        raise CheckpointError(path, "not a Lightning checkpoint (no state_dict)")
+    hparams = data.get("hyper_parameters")
+    missing = [key for key in REQUIRED_HPARAMS if not isinstance(hparams, dict) or key not in hparams]
+    if missing:
+        raise CheckpointError(
+            path, f"not an emotion-train checkpoint: hyper_parameters lack {', '.join(missing)}"
+        )
+    return data
+
+
+def load_classifier(path: str | Path) -> tuple[EmotionClassifier, dict[str, Any]]:
+    """Rebuild the classifier of an emotion-train checkpoint (no download), in eval mode, with its hparams."""
+    data = read_checkpoint(path)
+    hparams = dict(data["hyper_parameters"])
+    try:
+        model = build_classifier(hparams["model_spec"], pretrained=False)
+    except Exception as exc:  # any failure here means the stored spec does not fit this code version
+        raise CheckpointError(path, f"model_spec cannot be rebuilt ({type(exc).__name__}: {exc})") from None
+    state = {k[len(STATE_PREFIX) :]: v for k, v in data["state_dict"].items() if k.startswith(STATE_PREFIX)}
+    if not state:
+        raise CheckpointError(path, f"state_dict has no '{STATE_PREFIX}' weights")
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        example = (result.missing_keys or result.unexpected_keys)[0]
+        raise CheckpointError(
+            path,
+            f"weights do not match model_spec: {len(result.missing_keys)} missing, "
+            f"{len(result.unexpected_keys)} unexpected (e.g. {example})",
+        )
+    if len(hparams["labels"]) != model.num_classes:
+        raise CheckpointError(
+            path, f"{len(hparams['labels'])} labels but the model has {model.num_classes} outputs"
+        )
+    return model.eval(), hparams
+
+
+def write_checkpoint(
+    path: str | Path,
+    model: EmotionClassifier,
+    labels: list[str],
+    window_s: float,
+    preprocessing: dict,
+    sample_rate: int = 16_000,
+    metrics: dict | None = None,
+    **extra: Any,
+) -> Path:
+    """Save ``model`` in the emotion-train checkpoint format without a Trainer (tests, smoke runs)."""
+    import pytorch_lightning as pl
+
+    hparams = {
+        "model_spec": model.spec(),
+        "labels": list(labels),
+        "sample_rate": int(sample_rate),
+        "window_s": float(window_s),
+        "preprocessing": dict(preprocessing),
+        "metrics": dict(metrics or {}),
+        **extra,
+    }
+    data = {
+        "state_dict": {STATE_PREFIX + k: v for k, v in model.state_dict().items()},
+        "hyper_parameters": hparams,
+        "pytorch-lightning_version": pl.__version__,
+        "epoch": 0,
+        "global_step": 0,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(data, path)
+    return path
+
+
+def tiny_classifier(num_classes: int = 8, seed: int = 0) -> EmotionClassifier:
+    """A randomly initialised classifier on ``TINY_WAV2VEC2_CONFIG`` (deterministic for a given seed)."""
+    from core.backbones import build_backbone
+
+    torch.manual_seed(seed)
+    backbone = build_backbone("wav2vec2", name_or_path=None, config=TINY_WAV2VEC2_CONFIG)
+    return EmotionClassifier(backbone, num_classes=num_classes, hidden_dims=(32, 16), dropout=0.1)
+
+
+def write_tiny_checkpoint(path: str | Path, window_s: float = 3.0, seed: int = 0) -> Path:
+    """A tiny random checkpoint with the eight RAVDESS labels and default preprocessing."""
+    from core.data import EMOTIONS
+    from realtime.audio import PreprocessOptions
+
+    model = tiny_classifier(len(EMOTIONS), seed)
+    return write_checkpoint(path, model, list(EMOTIONS), window_s, PreprocessOptions().to_dict())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m core.checkpoint", description="Checkpoint utilities for tests and smoke runs."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    tiny = sub.add_parser("tiny", help="write a tiny random-weight checkpoint (8 RAVDESS labels)")
+    tiny.add_argument("out", type=Path, help="output .ckpt path")
+    tiny.add_argument("--window-s", type=float, default=3.0, help="crop length stored in the checkpoint (s)")
+    check = sub.add_parser("check", help="load a checkpoint and print its labels, window and metrics")
+    check.add_argument("checkpoint", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "tiny":
+            print(write_tiny_checkpoint(args.out, args.window_s))
+        else:
+            model, hparams = load_classifier(args.checkpoint)
+            n_params = sum(p.numel() for p in model.parameters())
+            print(f"labels={hparams['labels']} window_s={hparams['window_s']} params={n_params}")
+            print(f"metrics={hparams.get('metrics')}")
+    except CheckpointError as exc:
+        parser.exit(2, f"error: {exc}\n")
+
+
+if __name__ == "__main__":
+    main()
