@@ -103,12 +103,12 @@ def default_model_path() -> Path:
     return cache / DIST_NAME / f"default-{package_version()}.onnx"
 
 
-def build_default_model(path: Path, log=sys.stderr) -> Path:
+def build_default_model(path: Path, log=None) -> Path:
     """Run the exporter (``python -m export -o PATH``) in a child process: torch never enters this one.
 
     Writes to a temporary name first and renames, so an interrupted build never leaves a broken model behind.
     """
-    print(f"building the default model once into {path} ...", file=log, flush=True)
+    print(f"building the default model once into {path} ...", file=log or sys.stderr, flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.stem}.partial-{os.getpid()}{path.suffix}")
     try:
@@ -129,7 +129,7 @@ def build_default_model(path: Path, log=sys.stderr) -> Path:
     return path
 
 
-def resolve_model_path(path: str | Path | None = None, build: bool = True, log=sys.stderr) -> Path:
+def resolve_model_path(path: str | Path | None = None, build: bool = True, log=None) -> Path:
     """An explicit path must exist; otherwise the default model, built on first use when ``build``."""
     if path is not None:
         path = Path(path).expanduser()

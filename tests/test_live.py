@@ -1,0 +1,196 @@
+"""``emotion-live`` end to end: file replay, stdin, a real PulseAudio device, Ctrl-C, errors, no torch."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import soundfile as sf
+from test_realtime_support import ANGRY_CLIP, REPO_ROOT, run_cli, tiny_model  # noqa: F401
+
+from realtime.audio import SAMPLE_RATE, load_audio
+from realtime.sources import MicrophoneSource, SourceError
+
+
+def read_jsonl(path) -> list[dict]:
+    return [json.loads(line) for line in open(path, encoding="utf-8")]
+
+
+def test_replayed_file_gives_the_same_windows_as_batch_segments(tiny_model, ravdess_16k, tmp_path):  # noqa: F811
+    clip = ravdess_16k / ANGRY_CLIP
+    live_out, seg_out = tmp_path / "live.jsonl", tmp_path / "segments.jsonl"
+    live = run_cli(
+        "live", "--model", str(tiny_model), "--input", str(clip), "--fast", "--jsonl", str(live_out)
+    )
+    assert live.returncode == 0, live.stderr
+    score = run_cli("score", "--model", str(tiny_model), str(clip), "--segments", "--out", str(seg_out))
+    assert score.returncode == 0, score.stderr
+
+    hops, segments = read_jsonl(live_out), read_jsonl(seg_out)
+    assert [(h["start_s"], h["end_s"]) for h in hops] == [(s["start_s"], s["end_s"]) for s in segments]
+    assert [h["speech"] for h in hops] == [s["speech"] for s in segments]
+    scored = [(h, s) for h, s in zip(hops, segments, strict=True) if h["speech"]]
+    assert len(scored) >= 3, "the angry sentence must give several speech windows"
+    for hop, seg in scored:
+        live_p = np.array([hop["probs"][k] for k in seg["probs"]])
+        assert np.max(np.abs(live_p - np.array(list(seg["probs"].values())))) < 1e-5
+    silent = [h for h in hops if not h["speech"]]
+    assert silent and all(h["label"] == "silence" and h["probs"] is None for h in silent)
+    # The summary closes the run on stdout.
+    assert "summary:" in live.stdout and "dropped samples: 0" in live.stdout
+
+
+def test_runtime_never_imports_torch(tiny_model, ravdess_16k, tmp_path):  # noqa: F811
+    code = (
+        "import sys\n"
+        "from realtime.live import main as live\n"
+        "from realtime.score import main as score\n"
+        f"assert live(['--model', {str(tiny_model)!r}, '--input', {str(ravdess_16k / ANGRY_CLIP)!r}, '--fast']) == 0\n"
+        f"assert score(['--model', {str(tiny_model)!r}, {str(ravdess_16k / ANGRY_CLIP)!r}, '--segments']) == 0\n"
+        "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'silero_vad')))\n"
+        "assert not bad, bad\n"
+        "print('TORCH-FREE')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "TORCH-FREE" in result.stdout
+
+
+def test_stdin_pcm_at_another_rate_is_resampled(tiny_model, ravdess_16k, tmp_path):  # noqa: F811
+    audio = load_audio(ravdess_16k / ANGRY_CLIP, target_rate=48_000)
+    pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
+    out = tmp_path / "stdin.jsonl"
+    result = _run_live_with_stdin(tiny_model, pcm, out)
+    assert result.returncode == 0, result.stderr
+    hops = read_jsonl(out)
+    duration_s = len(audio) / 48_000
+    assert abs(hops[-1]["end_s"] - duration_s) < 0.05  # every sample arrived, at the model's rate
+    assert any(h["speech"] for h in hops)
+
+
+def _run_live_with_stdin(model_path, pcm: bytes, out):
+    return subprocess.run(
+        [sys.executable, "-m", "realtime.live", "--model", str(model_path), "--stdin-pcm", "--rate", "48000"]
+        + ["--jsonl", str(out)],
+        input=pcm,
+        capture_output=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+    )
+
+
+def test_ctrl_c_prints_the_summary_and_exits_0(tiny_model, ravdess_16k):  # noqa: F811
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "realtime.live",
+            "--model",
+            str(tiny_model),
+            "--input",
+            str(ravdess_16k / ANGRY_CLIP),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+    )
+    header = proc.stdout.readline()  # printed once the model is loaded, just before the replay starts
+    assert "emotion-live:" in header
+    time.sleep(1.5)  # real-time pace: a few hops in, well before the clip ends
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=15)
+    assert proc.returncode == 0, err
+    assert "summary:" in out and "Traceback" not in err
+    summary_line = next(line for line in out.splitlines() if line.startswith("summary:"))
+    assert float(summary_line.split()[1]) < 3.0  # stopped early: less audio than the 3.8 s clip
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--device", "no-such-microphone"], "no-such-microphone"),
+        (["--input", "/nonexistent/talk.wav"], "no such file"),
+        (["--model", "/nonexistent/model.onnx"], "model file not found"),
+        (["--fast"], "--fast only applies to --input"),
+    ],
+)
+def test_errors_are_one_line_and_exit_2(tiny_model, args, message):  # noqa: F811
+    model_args = [] if "--model" in args else ["--model", str(tiny_model)]
+    result = run_cli("live", *model_args, *args, timeout=30)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("emotion-live: error:") and message in lines[0], (
+        result.stderr
+    )
+
+
+class _FakeStream:
+    def __init__(self, active: bool):
+        self.active = active
+
+    def abort(self, ignore_errors=True):
+        pass
+
+    def close(self, ignore_errors=True):
+        pass
+
+
+def test_a_microphone_that_vanishes_or_stalls_is_an_error_not_a_hang(monkeypatch):
+    source = MicrophoneSource(SAMPLE_RATE, device="fake")
+    status = SimpleNamespace(input_overflow=True)
+    source._callback(np.zeros((512, 1), np.float32), 512, None, status)  # the callback copies and counts
+    assert source.ring.stats().device_overflows == 1 and source.ring.available() == 512
+    source._stream = _FakeStream(active=True)
+    source.check()  # audio arrived since the last check: fine
+    source.check()  # nothing new but not stalled yet: fine
+    source._stream = _FakeStream(active=False)
+    with pytest.raises(SourceError, match="stopped delivering audio"):
+        source.check()
+    source._stream = _FakeStream(active=True)
+    monkeypatch.setattr("realtime.sources.STALL_TIMEOUT_S", 0.0)
+    time.sleep(0.01)
+    with pytest.raises(SourceError, match="no audio for"):
+        source.check()
+    source.stop()
+
+
+@pytest.mark.audio
+def test_live_records_a_clip_played_into_pulseaudio(pulse_sink, tiny_model, ravdess_16k, tmp_path):  # noqa: F811
+    clip = load_audio(ravdess_16k / ANGRY_CLIP)
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, clip, SAMPLE_RATE)
+    out = tmp_path / "pulse.jsonl"
+    env = dict(pulse_sink.env, PULSE_SOURCE=pulse_sink.monitor)
+    max_s = len(clip) / SAMPLE_RATE + 2.0
+    cmd = [sys.executable, "-m", "realtime.live", "--model", str(tiny_model), "--device", "pulse"]
+    cmd += ["--max-seconds", f"{max_s:.1f}", "--jsonl", str(out)]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT
+    )
+    try:
+        assert "emotion-live:" in proc.stdout.readline()
+        time.sleep(0.5)  # let the stream start before the clip does
+        subprocess.run(
+            ["paplay", "-d", pulse_sink.sink, str(wav)], env=pulse_sink.env, timeout=30, check=True
+        )
+        rest, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    hops = read_jsonl(out)
+    speech = [h for h in hops if h["speech"]]
+    assert len(speech) >= 2, [(h["end_s"], h["speech"]) for h in hops]
+    assert all(h["probs"] and abs(sum(h["probs"].values()) - 1) < 1e-4 for h in speech)
+    assert not hops[0]["speech"], "the stream starts before the clip: the first hop is silence"
+    assert "summary:" in rest
+    print(f"pulse live path: {len(hops)} hops, {len(speech)} speech, dropped {hops[-1]['dropped_samples']}")

@@ -1,0 +1,194 @@
+"""Shared pieces of the realtime tests (a tiny exported model, CLI runner) and the model-wrapper unit tests.
+
+The tiny model is a randomly initialised 2-layer wav2vec2 exported with ``export.onnx_export``: its estimates
+mean nothing, but every tensor, metadata field and code path is the real one. Building it needs torch (tests
+may); the runtime code under test never imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from realtime import model as rt_model
+from realtime.audio import AudioError
+from realtime.model import CPU, CUDA, ModelError, ModelOptions, check_active_providers, select_providers
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+LABELS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+TINY_WINDOW_S = 2.0
+TINY_HOP_S = 0.5
+CLI_TIMEOUT_S = 60
+ANGRY_CLIP = "Actor_01/03-01-05-02-01-01-01.flac"
+
+
+def build_tiny_model(path: Path) -> Path:
+    """Export a random tiny wav2vec2 classifier with RAVDESS labels (about 15 s on 2 cores)."""
+    import torch
+
+    from core.backbones import build_backbone
+    from core.model import EmotionClassifier
+    from export.onnx_export import export_onnx
+    from realtime.metadata import ModelInfo
+
+    torch.manual_seed(0)
+    config = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16, 16),
+        conv_stride=(5, 4),
+        conv_kernel=(10, 4),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+    )
+    model = EmotionClassifier(build_backbone("wav2vec2", None, config=config), len(LABELS)).eval()
+    info = ModelInfo(labels=LABELS, window_s=TINY_WINDOW_S, hop_s=TINY_HOP_S, backbone="tiny-random-wav2vec2")
+    return export_onnx(model, info, path)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """Path of the tiny model, built once per session even when several test modules import this fixture."""
+    path = tmp_path_factory.getbasetemp() / "tiny-emotion.onnx"
+    if not path.is_file():
+        build_tiny_model(path)
+    return path
+
+
+def run_cli(module: str, *args: str, env: dict | None = None, timeout: float = CLI_TIMEOUT_S, **kwargs):
+    """Run ``python -m realtime.<module> ARGS`` like a user would; returns the CompletedProcess (text)."""
+    return subprocess.run(
+        [sys.executable, "-m", f"realtime.{module}", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO_ROOT,
+        env=env or dict(os.environ),
+        **kwargs,
+    )
+
+
+# -- provider selection --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("requested", "available", "expected"),
+    [
+        ("auto", [CPU], [CPU]),
+        ("auto", ["AzureExecutionProvider", CPU], [CPU]),
+        ("auto", [CUDA, CPU], [CUDA, CPU]),
+        ("cpu", [CUDA, CPU], [CPU]),
+        ("cuda", [CUDA, CPU], [CUDA, CPU]),
+    ],
+)
+def test_select_providers(requested, available, expected):
+    assert select_providers(requested, available) == expected
+
+
+def test_cuda_requested_but_unavailable_is_a_clear_error():
+    with pytest.raises(ModelError, match="--provider cuda.*no CUDA.*onnxruntime-gpu"):
+        select_providers("cuda", [CPU])
+
+
+def test_cuda_that_fails_to_start_errors_when_explicit_and_falls_back_when_auto():
+    with pytest.raises(ModelError, match="could not be initialised"):
+        check_active_providers("cuda", [CUDA, CPU], [CPU])
+    assert "running on CPU" in check_active_providers("auto", [CUDA, CPU], [CPU])
+    assert check_active_providers("auto", [CUDA, CPU], [CUDA, CPU]) is None
+    assert check_active_providers("cpu", [CPU], [CPU]) is None
+
+
+def test_session_reports_the_provider_that_really_runs(tiny_model):
+    model = rt_model.EmotionModel(tiny_model, ModelOptions(provider="cpu", intra_op_threads=1))
+    assert model.providers == [CPU]
+    assert model.device == "cpu"
+    assert model.session.get_session_options().intra_op_num_threads == 1
+    assert model.session.get_session_options().inter_op_num_threads == 1
+
+
+# -- default model resolution --------------------------------------------------------------------------------
+def test_default_model_path_honours_env(monkeypatch, tmp_path):
+    monkeypatch.delenv(rt_model.MODEL_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    path = rt_model.default_model_path()
+    assert path.parent == tmp_path / "speech-emotion-monitor"
+    assert path.name == f"default-{rt_model.package_version()}.onnx"
+    monkeypatch.setenv(rt_model.MODEL_ENV, str(tmp_path / "mine.onnx"))
+    assert rt_model.default_model_path() == tmp_path / "mine.onnx"
+    with pytest.raises(ModelError, match="mine.onnx: model file not found"):
+        rt_model.resolve_model_path()
+
+
+def test_default_model_is_built_once_with_a_notice(monkeypatch, tmp_path, tiny_model, capsys):
+    monkeypatch.delenv(rt_model.MODEL_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    calls = []
+
+    def fake_export(cmd, **kwargs):
+        calls.append(cmd)
+        assert cmd[:4] == [sys.executable, "-m", "export", "-o"]
+        Path(cmd[4]).write_bytes(tiny_model.read_bytes())
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(rt_model.subprocess, "run", fake_export)
+    first = rt_model.resolve_model_path()
+    second = rt_model.resolve_model_path()
+    assert first == second == rt_model.default_model_path() and first.is_file()
+    assert len(calls) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"building the default model once into {first} ..."]
+
+
+def test_failed_default_build_is_one_clear_line(monkeypatch, tmp_path):
+    monkeypatch.delenv(rt_model.MODEL_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    failing = subprocess.CompletedProcess([], 1, "", "Traceback...\nexport: error: no weights found\n")
+    monkeypatch.setattr(rt_model.subprocess, "run", lambda cmd, **kw: failing)
+    with pytest.raises(ModelError) as info:
+        rt_model.resolve_model_path()
+    assert "\n" not in str(info.value)
+    assert "no weights found" in str(info.value) and "--model" in str(info.value)
+    assert not list(tmp_path.rglob("*.onnx")), "a failed build must not leave a model file behind"
+
+
+# -- Python API ----------------------------------------------------------------------------------------------
+def test_python_api_predicts_arrays_and_files(tiny_model, ravdess_48k):
+    model = rt_model.load_model(tiny_model)
+    assert model.labels == LABELS and model.window_s == TINY_WINDOW_S
+    stereo_48k = next(p for p in sorted(ravdess_48k.glob("*.wav")) if _channels(p) == 2)
+    result = model.predict_file(stereo_48k)
+    assert result.label in LABELS
+    assert abs(sum(result.probs.values()) - 1.0) < 1e-4
+    assert result.confidence == max(result.probs.values())
+    assert result.windows == 1  # trimmed, this clip fits in the 2 s window: scored as one input
+
+    import soundfile as sf
+
+    samples, rate = sf.read(stereo_48k, dtype="float32")
+    from_array = model.predict_array(samples, rate)
+    assert from_array.probs == pytest.approx(result.probs, abs=1e-6)
+    # Longer than the window: the mean over windows, each a full-length model input.
+    twice = model.predict_array(np.concatenate([samples, samples]), rate)
+    assert twice.windows > 1 and abs(sum(twice.probs.values()) - 1.0) < 1e-4
+    with pytest.raises(AudioError, match="silent"):
+        model.predict_array(np.zeros(16_000, np.float32), 16_000)
+
+
+def test_clip_scoring_windows_cover_the_clip(tiny_model):
+    model = rt_model.load_model(tiny_model)
+    window = int(TINY_WINDOW_S * 16_000)
+    assert model.clip_bounds(window) == [(0, window)]  # fits: one input, the whole clip
+    bounds = model.clip_bounds(window + 12_345)
+    assert bounds[0] == (0, window) and bounds[-1][1] == window + 12_345
+    assert all(e - s == window for s, e in bounds)
+
+
+def _channels(path: Path) -> int:
+    import soundfile as sf
+
+    return sf.info(str(path)).channels

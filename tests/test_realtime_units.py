@@ -1,0 +1,178 @@
+"""Ring buffer, window placement, smoothing: the pieces between the audio callback and the display."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from realtime.ringbuffer import RingBuffer
+from realtime.smoothing import Smoother, SmootherOptions
+from realtime.vad import FRAME_SAMPLES, FrameVAD
+from realtime.windowing import StreamWindower, WindowSpec, window_bounds
+
+
+# -- ring buffer ---------------------------------------------------------------------------------------------
+def test_ring_buffer_wraps_around_in_order():
+    ring = RingBuffer(10)
+    ring.write(np.arange(7, dtype=np.float32))
+    assert ring.read(5, timeout_s=0).tolist() == [0, 1, 2, 3, 4]
+    ring.write(np.arange(7, 13, dtype=np.float32))  # crosses the end of the storage
+    assert ring.available() == 8
+    assert ring.read(timeout_s=0).tolist() == [5, 6, 7, 8, 9, 10, 11, 12]
+    assert ring.stats().dropped == 0 and ring.stats().overruns == 0
+
+
+def test_ring_buffer_overrun_drops_oldest_and_counts():
+    ring = RingBuffer(8)
+    ring.write(np.arange(6, dtype=np.float32))
+    ring.write(np.arange(6, 11, dtype=np.float32))  # 11 > 8: the 3 oldest are lost
+    stats = ring.stats()
+    assert (stats.written, stats.dropped, stats.overruns) == (11, 3, 1)
+    assert ring.read(timeout_s=0).tolist() == list(range(3, 11))
+    ring.write(np.arange(20, dtype=np.float32))  # bigger than the whole ring
+    stats = ring.stats()
+    assert (stats.written, stats.dropped, stats.overruns) == (31, 15, 2)
+    assert ring.read(timeout_s=0).tolist() == list(range(12, 20))
+
+
+def test_ring_buffer_read_times_out_and_close_ends_the_stream():
+    ring = RingBuffer(4)
+    t0 = time.monotonic()
+    assert ring.read(timeout_s=0.1).size == 0
+    assert 0.05 < time.monotonic() - t0 < 1.0
+    assert not ring.closed
+    ring.write(np.ones(2, np.float32))
+    ring.close()
+    assert not ring.closed  # unread audio is still delivered after close
+    assert ring.read(timeout_s=0).size == 2
+    assert ring.closed
+
+
+def test_ring_buffer_hands_producer_errors_to_the_reader():
+    ring = RingBuffer(4)
+    threading.Timer(0.05, lambda: ring.fail(RuntimeError("device gone"))).start()
+    with pytest.raises(RuntimeError, match="device gone"):
+        ring.read(timeout_s=2.0)
+
+
+def test_ring_buffer_backpressure_loses_nothing_across_threads():
+    ring = RingBuffer(100)
+    data = np.arange(5_000, dtype=np.float32)
+
+    def produce():
+        for i in range(0, data.size, 37):
+            ring.write(data[i : i + 37], wait_s=2.0)
+        ring.close()
+
+    threading.Thread(target=produce).start()
+    got = []
+    while not ring.closed:
+        got.append(ring.read(64, timeout_s=1.0))
+    assert np.array_equal(np.concatenate(got), data)
+    assert ring.stats().dropped == 0
+
+
+# -- windows -------------------------------------------------------------------------------------------------
+SPEC = WindowSpec(window_s=3.0, hop_s=0.5, sample_rate=16_000, min_window_s=1.0)
+
+
+def test_window_count_and_placement():
+    bounds = window_bounds(10 * 16_000, SPEC)
+    ends_s = [e / 16_000 for _, e in bounds]
+    assert ends_s == [1.0 + 0.5 * k for k in range(19)]  # 1.0, 1.5, ..., 10.0
+    assert [s / 16_000 for s, _ in bounds[:6]] == [0.0] * 5 + [0.5]  # grows to 3 s, then slides
+    assert all(e - s == 3 * 16_000 for s, e in bounds[4:])
+
+
+def test_tail_window_ends_at_the_last_sample():
+    n = int(4.3 * 16_000)
+    bounds = window_bounds(n, SPEC)
+    assert bounds[-1] == (n - 3 * 16_000, n)
+    assert bounds[-2][1] == 4 * 16_000
+    assert window_bounds(int(4.05 * 16_000), SPEC)[-1][1] == 4 * 16_000  # 50 ms tail: no extra window
+    assert window_bounds(int(0.9 * 16_000), SPEC) == []  # shorter than min_window_s
+
+
+class _FirstHalfSpeech(FrameVAD):
+    """A fake VAD: frames in the first 2 s are speech."""
+
+    def __init__(self):
+        super().__init__()
+        self.frame = 0
+
+    def reset(self):
+        super().reset()
+        self.frame = 0
+
+    def frame_probability(self, frame):
+        self.frame += 1
+        return 1.0 if self.frame * FRAME_SAMPLES <= 2 * 16_000 else 0.0
+
+
+def test_stream_windower_matches_window_bounds_for_any_chunking():
+    rng = np.random.default_rng(1)
+    audio = rng.standard_normal(int(5.3 * 16_000)).astype(np.float32)
+    windower = StreamWindower(SPEC, _FirstHalfSpeech())
+    windows, pos = [], 0
+    while pos < audio.size:
+        step = int(rng.integers(1, 9_000))
+        windows += windower.feed(audio[pos : pos + step])
+        pos += step
+    windows += windower.flush()
+    assert [(w.start, w.end) for w in windows] == window_bounds(audio.size, SPEC)
+    for w in windows:
+        assert np.array_equal(w.samples, audio[w.start : w.end])
+    # Speech flag from the newest hop: speech until 2.0 s, silence from 2.5 s on.
+    assert [w.speech for w in windows] == [w.end <= 2 * 16_000 for w in windows]
+
+
+# -- smoothing -----------------------------------------------------------------------------------------------
+def _onehot(i: int, p: float = 0.9, n: int = 4) -> np.ndarray:
+    v = np.full(n, (1 - p) / (n - 1))
+    v[i] = p
+    return v
+
+
+def test_smoother_stays_a_distribution():
+    rng = np.random.default_rng(0)
+    smoother = Smoother(SmootherOptions(alpha=0.3))
+    for _ in range(50):
+        out = smoother.update(rng.dirichlet(np.ones(5)))
+        assert np.all(out.probs >= 0) and np.all(out.probs <= 1)
+        assert out.probs.sum() == pytest.approx(1.0)
+        assert 0 <= out.index < 5
+
+
+def test_smoother_hysteresis_needs_margin_for_patience_hops():
+    smoother = Smoother(SmootherOptions(alpha=1.0, margin=0.2, patience_hops=2))
+    assert smoother.update(_onehot(0)).index == 0
+    # A challenger that leads by less than the margin never takes over.
+    near = np.array([0.4, 0.5, 0.05, 0.05])
+    for _ in range(5):
+        assert smoother.update(near).index == 0
+    # A clear lead must last 2 hops: one hop is a blip.
+    assert smoother.update(_onehot(1)).index == 0
+    assert smoother.update(_onehot(0)).index == 0
+    assert smoother.update(_onehot(1)).index == 0
+    assert smoother.update(_onehot(1)).index == 1
+
+
+def test_smoother_ema_and_reset():
+    smoother = Smoother(SmootherOptions(alpha=0.5, margin=0.0, patience_hops=1))
+    smoother.update(_onehot(0, 1.0))
+    out = smoother.update(_onehot(2, 1.0))
+    assert out.probs[0] == pytest.approx(0.5) and out.probs[2] == pytest.approx(0.5)
+    smoother.reset()
+    assert smoother.state is None
+    out = smoother.update(_onehot(3))  # fresh start: the old mood is forgotten at once
+    assert out.index == 3 and out.probs == pytest.approx(_onehot(3))
+
+
+def test_smoother_rejects_bad_options():
+    with pytest.raises(ValueError):
+        SmootherOptions(alpha=0.0)
+    with pytest.raises(ValueError):
+        SmootherOptions(patience_hops=0)
