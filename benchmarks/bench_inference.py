@@ -1,0 +1,143 @@
+"""Inference cost per window: PyTorch eager vs ONNX Runtime fp32 vs ONNX Runtime int8, measured side by side.
+
+Prints one JSON document. Times are medians over interleaved repeats (each round runs every variant once,
+so a burst of load on this shared machine hits all variants alike); compare the ratios, not the absolute ms.
+
+Usage:
+    python benchmarks/bench_inference.py                       # bundled model and a wav2vec2-base-sized one
+    python benchmarks/bench_inference.py --models wav2vec2-base --windows 2 3 --repeats 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from core.backbones import build_backbone
+from core.model import EmotionClassifier
+from export.onnx_export import export_onnx
+from export.quantize import quantize_int8
+from realtime.audio import SAMPLE_RATE
+from realtime.metadata import ModelInfo
+
+LABELS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+
+
+def wav2vec2_base_sized() -> tuple[torch.nn.Module, ModelInfo]:
+    """wav2vec2-base architecture (transformers' default config: 12 layers, 768 wide), random weights.
+
+    Cost per window does not depend on the weights' values, so this measures what a user fine-tuning
+    ``facebook/wav2vec2-base`` would run, without a download.
+    """
+    backbone = build_backbone("wav2vec2", None, config={})
+    model = EmotionClassifier(backbone, len(LABELS)).eval()
+    return model, ModelInfo(labels=LABELS, backbone="wav2vec2-base (random weights, timing only)")
+
+
+def bundled() -> tuple[torch.nn.Module, ModelInfo]:
+    from export.default_model import build_default_classifier
+
+    model, info = build_default_classifier()
+    return model.eval(), info
+
+
+MODELS = {"bundled": bundled, "wav2vec2-base": wav2vec2_base_sized}
+
+
+def ort_session(path: Path, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def time_call(fn, x) -> float:
+    start = time.perf_counter()
+    fn(x)
+    return (time.perf_counter() - start) * 1000.0
+
+
+def bench_model(name: str, windows_s: list[float], repeats: int, threads: int, workdir: Path) -> dict:
+    model, info = MODELS[name]()
+    fp32 = export_onnx(model, info, workdir / f"{name}.onnx")
+    int8 = quantize_int8(fp32, workdir / f"{name}.int8.onnx")
+    sessions = {"onnx_fp32": ort_session(fp32, threads), "onnx_int8": ort_session(int8, threads)}
+
+    def torch_run(x: np.ndarray) -> None:
+        with torch.inference_mode():
+            model(torch.from_numpy(x))
+
+    variants = {"torch_eager": torch_run}
+    for key, session in sessions.items():
+        variants[key] = lambda x, s=session: s.run(None, {"input_values": x})
+
+    rng = np.random.default_rng(0)
+    results = {}
+    for window_s in windows_s:
+        x = (0.1 * rng.standard_normal((1, int(window_s * SAMPLE_RATE)))).astype(np.float32)
+        for fn in variants.values():  # warm-up: first runs allocate and pick kernels
+            fn(x)
+        times = {key: [] for key in variants}
+        for _ in range(repeats):
+            for key, fn in variants.items():
+                times[key].append(time_call(fn, x))
+        median = {key: statistics.median(v) for key, v in times.items()}
+        results[f"{window_s:g}s"] = {
+            key: {
+                "median_ms": round(median[key], 2),
+                "p90_ms": round(float(np.percentile(times[key], 90)), 2),
+                "real_time_factor": round(median[key] / (window_s * 1000.0), 4),
+                "speedup_vs_torch": round(median["torch_eager"] / median[key], 2),
+            }
+            for key in variants
+        }
+    sizes = {"onnx_fp32_mb": fp32.stat().st_size / 1e6, "onnx_int8_mb": int8.stat().st_size / 1e6}
+    return {"backbone": info.backbone, "windows": results, **{k: round(v, 1) for k, v in sizes.items()}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument(
+        "--windows", nargs="+", type=float, default=[2.0, 3.0], help="window lengths, seconds"
+    )
+    parser.add_argument("--repeats", type=int, default=20, help="interleaved timing rounds per window")
+    parser.add_argument("--threads", type=int, default=2, help="intra-op threads for torch and ORT alike")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    report = {
+        "benchmark": "inference_per_window",
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, onnxruntime {ort.__version__}, "
+        f"torch {torch.__version__}",
+        "batch": 1,
+        "models": {},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            try:
+                report["models"][name] = bench_model(
+                    name, args.windows, args.repeats, args.threads, Path(tmp)
+                )
+            except Exception as exc:  # a missing bundled model must not hide the other figures
+                report["models"][name] = {"error": f"{type(exc).__name__}: {exc}"}
+    json.dump(report, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
