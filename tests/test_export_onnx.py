@@ -18,9 +18,11 @@ TINY_WAV2VEC2 = dict(
     num_hidden_layers=2,
     num_attention_heads=2,
     intermediate_size=64,
-    conv_dim=(16, 16),
-    conv_stride=(5, 4),
-    conv_kernel=(10, 4),
+    # Three conv layers with wav2vec2's total stride of 320 samples (20 ms frames): the two-layer stride-20
+    # variant gives 8000 frames for 10 s and an attention matrix that takes seconds, not milliseconds.
+    conv_dim=(16, 16, 16),
+    conv_stride=(10, 8, 4),
+    conv_kernel=(10, 8, 4),
     num_conv_pos_embeddings=16,
     num_conv_pos_embedding_groups=2,
 )

@@ -1,0 +1,272 @@
+"""``emotion-export``: checkpoint (or the bundled default model) → validated, self-describing ONNX file.
+
+Exit codes: 0 success; 1 export or validation failed (the bad file is removed); 2 bad command line, or a
+checkpoint that is missing, corrupt or does not fit this code. Every failure is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from realtime.metadata import ModelInfo
+
+DEFAULT_HOP_S = 0.5
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+DESCRIPTION = """\
+Export a trained speech-emotion classifier to ONNX for the live monitor (emotion-live) and batch scoring
+(emotion-score), which run it with ONNX Runtime and no PyTorch.
+
+The ONNX file takes raw 16 kHz mono audio, float32 [batch, samples] of any length, and returns "logits"
+and "probs" [batch, classes]. Labels, sample rate, training window, suggested hop, preprocessing and the
+training metrics are stored inside the file, so the runtime needs nothing else.
+
+Every export is checked: onnx.checker, then ONNX Runtime against PyTorch on real RAVDESS speech
+($EMOTION_DATA_DIR, default ../shared/data; synthetic speech-like audio with a notice when absent) at
+0.5 s to 10 s and batch sizes 1 and 3. If the largest probability difference exceeds 1e-4, the export
+fails and the file is deleted.
+"""
+
+EPILOG = """\
+examples:
+  emotion-export runs/best.ckpt -o model.onnx          export a checkpoint from emotion-train
+  emotion-export -o model.onnx                         export the bundled default model
+  emotion-export runs/best.ckpt -o model.onnx --quantize int8
+                                                       also write model.int8.onnx (smaller, faster on CPU)
+  emotion-export runs/best.ckpt -o model.onnx --fp16   also write model.fp16.onnx (for CUDA)
+
+exit codes: 0 ok, 1 export/validation failed, 2 bad arguments or unusable checkpoint
+"""
+
+
+class CliError(Exception):
+    """A failure reported as one line; ``code`` is the process exit status."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED):
+        super().__init__(message)
+        self.code = code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emotion-export",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "checkpoint",
+        nargs="?",
+        type=Path,
+        help="emotion-train checkpoint (.ckpt); omit it to export the bundled default model",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=Path("model.onnx"),
+        help="ONNX file to write (default: model.onnx)",
+    )
+    parser.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="also write an int8 copy (<output>.int8.onnx): dynamic quantisation of the transformer "
+        "matmuls, about 3x smaller and faster on CPU; its agreement with fp32 is printed",
+    )
+    parser.add_argument(
+        "--fp16",
+        action="store_true",
+        help="also write a float16 copy (<output>.fp16.onnx) for GPUs; inputs/outputs stay float32",
+    )
+    parser.add_argument(
+        "--hop",
+        type=float,
+        default=DEFAULT_HOP_S,
+        metavar="SECONDS",
+        help=f"suggested hop between live windows stored in the metadata (default: {DEFAULT_HOP_S})",
+    )
+    parser.add_argument(
+        "--opset", type=int, default=17, help="ONNX opset, 17 or newer (default: 17, ONNX Runtime >= 1.14)"
+    )
+    parser.add_argument(
+        "--clips",
+        type=int,
+        default=48,
+        metavar="N",
+        help="RAVDESS clips used for the checks (default: 48; fixed selection, same on every run)",
+    )
+    return parser
+
+
+def plain(value: Any) -> Any:
+    """Checkpoint hparams → JSON-safe data (tensors and numpy scalars become numbers or lists)."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if hasattr(value, "tolist"):  # torch.Tensor, numpy array or scalar
+        return value.tolist()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def describe_backbone(spec: dict[str, Any]) -> str:
+    """``kind:name_or_path`` (``whisper:whisper-base``), or ``kind:custom-config`` for a config-only backbone."""
+    backbone = spec.get("backbone", {})
+    kind = backbone.get("kind", "unknown")
+    name = backbone.get("name_or_path") or "custom-config"
+    return f"{kind}:{name}"
+
+
+def info_from_hparams(hparams: dict[str, Any], hop_s: float) -> ModelInfo:
+    """ModelInfo from emotion-train ``hyper_parameters`` (see core.checkpoint for the format)."""
+    metrics = plain(hparams.get("metrics") or {})
+    protocol = hparams.get("protocol") or (metrics.get("protocol") if isinstance(metrics, dict) else None)
+    if not protocol and hparams.get("split"):
+        protocol = "split: " + json.dumps(plain(hparams["split"]), sort_keys=True)
+    return ModelInfo(
+        labels=tuple(str(label) for label in hparams["labels"]),
+        sample_rate=int(hparams["sample_rate"]),
+        window_s=float(hparams["window_s"]),
+        hop_s=hop_s,
+        backbone=describe_backbone(hparams["model_spec"]),
+        preprocessing=plain(hparams["preprocessing"]),
+        metrics=metrics if isinstance(metrics, dict) else {"value": metrics},
+        protocol=str(protocol or ""),
+    )
+
+
+def load_checkpoint_model(path: Path, hop_s: float):
+    """``(model, ModelInfo)`` from an emotion-train checkpoint; CliError(code 2) when it cannot be used."""
+    from core.checkpoint import CheckpointError, load_classifier
+
+    try:
+        model, hparams = load_classifier(path)
+        return model, info_from_hparams(hparams, hop_s)
+    except CheckpointError as exc:
+        raise CliError(f"cannot use checkpoint {exc}", EXIT_BAD_INPUT) from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CliError(
+            f"cannot use checkpoint {path}: bad hyper_parameters ({exc})", EXIT_BAD_INPUT
+        ) from None
+
+
+def load_default_model(hop_s: float):
+    """``(model, ModelInfo)`` of the bundled default model (``export.default_model``), imported lazily."""
+    try:
+        from export.default_model import build_default_classifier
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("export.default_model", "export"):
+            raise CliError(f"the bundled default model needs the missing package {exc.name!r}") from None
+        raise CliError(
+            "no checkpoint given and the bundled default model (export/default_model.py) is not available "
+            "in this installation; pass an emotion-train checkpoint",
+            EXIT_BAD_INPUT,
+        ) from None
+    try:
+        model, info = build_default_classifier()
+    except Exception as exc:  # missing weights package, changed layout...: report, do not dump a traceback
+        raise CliError(f"cannot build the bundled default model: {one_line(exc)}") from None
+    return model, dataclasses.replace(info, hop_s=hop_s)
+
+
+def check_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Reject values argparse cannot: exits with code 2 and a one-line usage error."""
+    if args.opset < 17:
+        parser.error(f"--opset {args.opset}: 17 or newer is required")
+    if args.hop <= 0:
+        parser.error(f"--hop {args.hop}: must be a positive number of seconds")
+    if args.clips < 1:
+        parser.error(f"--clips {args.clips}: must be at least 1")
+    if args.output.suffix != ".onnx":
+        parser.error(f"--output {args.output}: the file name must end in .onnx")
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (library errors often span many lines)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
+
+
+def variant_path(output: Path, variant: str) -> Path:
+    """``model.onnx`` → ``model.int8.onnx``."""
+    return output.with_suffix(f".{variant}.onnx")
+
+
+def megabytes(path: Path) -> str:
+    return f"{path.stat().st_size / 1e6:.1f} MB"
+
+
+def run(args: argparse.Namespace) -> None:
+    """Load, export, validate, and write the requested variants; raises CliError on any failure."""
+    from export import validate
+    from export.onnx_export import ExportError, export_onnx
+
+    source = str(args.checkpoint) if args.checkpoint else "the bundled default model"
+    if args.checkpoint:
+        model, info = load_checkpoint_model(args.checkpoint, args.hop)
+    else:
+        model, info = load_default_model(args.hop)
+    print(f"exporting {source}: {info.backbone}, {len(info.labels)} labels ({', '.join(info.labels)})")
+    try:
+        path = export_onnx(model, info, args.output, opset=args.opset)
+    except ExportError as exc:
+        raise CliError(str(exc)) from None
+    print(f"onnx.checker: ok ({path}, {megabytes(path)}, opset {args.opset})")
+
+    audio = validate.load_validation_audio(info, args.clips)
+    print(f"validation audio: {audio.source}")
+    try:
+        worst = validate.check_parity(model, path, info, audio)
+    except Exception as exc:  # ValidationError, or ONNX Runtime refusing the file: either way it is bad
+        path.unlink(missing_ok=True)
+        message = str(exc) if isinstance(exc, validate.ValidationError) else one_line(exc)
+        raise CliError(f"{message}; removed {path}") from None
+    print(f"ONNX Runtime vs PyTorch: max |Δprobs| = {worst:.2e} (limit {validate.PARITY_TOLERANCE:g}): ok")
+
+    if args.quantize == "int8":
+        write_variant(path, "int8", info, audio)
+    if args.fp16:
+        write_variant(path, "fp16", info, audio)
+    print(f"wrote {path}")
+
+
+def write_variant(path: Path, variant: str, info: ModelInfo, audio) -> Path:
+    """Write the int8 or fp16 copy of ``path``, check it against fp32 on the clips, print the agreement."""
+    from export import quantize, validate
+
+    target = variant_path(path, variant)
+    convert = quantize.quantize_int8 if variant == "int8" else quantize.convert_fp16
+    try:
+        convert(path, target)
+        result = validate.agreement(validate.cpu_session(path), validate.cpu_session(target), info, audio)
+    except Exception as exc:
+        target.unlink(missing_ok=True)
+        raise CliError(f"{variant} variant failed: {one_line(exc)}") from None
+    print(result.describe(variant))
+    print(f"wrote {target} ({megabytes(target)}, fp32 {megabytes(path)})")
+    if result.top1 < 0.9:
+        print(
+            f"warning: the {variant} model changes the top label on {1 - result.top1:.0%} of clips; prefer fp32"
+        )
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; returns the exit status (the console-script wrapper passes it to sys.exit)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_arguments(args, parser)
+    try:
+        run(args)
+    except CliError as exc:
+        print(f"emotion-export: error: {exc}", file=sys.stderr)
+        return exc.code
+    return 0
