@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from collections import Counter
@@ -12,6 +13,16 @@ from realtime.model import SILENCE_LABEL
 
 BAR_WIDTH = 30
 ANSI_UP_AND_CLEAR = "\x1b[{n}F\x1b[J"  # cursor to the start of the line n lines up, clear to end of screen
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """``--help`` for both commands: the epilog keeps its layout; real defaults are shown, None/False are not."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return text + " (default: %(default)s)"
 
 
 @dataclass(frozen=True)

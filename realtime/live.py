@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import sys
 
 import numpy as np
 import soxr
 
 from realtime.audio import AudioError
-from realtime.display import HopRecord, Summary, make_view
+from realtime.display import HelpFormatter, HopRecord, Summary, make_view
 from realtime.model import PROVIDER_CHOICES, SILENCE_LABEL, EmotionModel, ModelError, ModelOptions, load_model
 from realtime.smoothing import DEFAULT_ALPHA, DEFAULT_MARGIN, DEFAULT_PATIENCE_HOPS, Smoother, SmootherOptions
 from realtime.sources import (
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="emotion-live",
         description="Live speech emotion monitor: shows which emotion is heard, with a confidence per emotion.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     src = p.add_argument_group("input (default: the default microphone)")
     one = src.add_mutually_exclusive_group()
@@ -64,17 +65,20 @@ def build_parser() -> argparse.ArgumentParser:
     one.add_argument("--stdin-pcm", action="store_true", help="read raw signed 16-bit mono PCM from stdin")
     one.add_argument("--list-devices", action="store_true", help="list audio input devices and exit")
     src.add_argument(
-        "--rate", type=int, help="capture rate in Hz for --device/--stdin-pcm (default: model rate)"
+        "--rate", type=int, help="capture rate in Hz for --device/--stdin-pcm (default: the model's rate)"
     )
     src.add_argument("--fast", action="store_true", help="with --input: do not wait for real time")
     src.add_argument("--max-seconds", type=float, help="stop after this many seconds of audio")
     ana = p.add_argument_group("analysis")
     ana.add_argument("--model", help="exported .onnx model (default: bundled model)")
     ana.add_argument("--window-s", type=float, help="analysis window in seconds (default: the model's)")
+    ana.add_argument("--hop-s", type=float, default=DEFAULT_HOP_S, help="seconds between estimates")
     ana.add_argument(
-        "--hop-s", type=float, default=DEFAULT_HOP_S, help="seconds between estimates (default 0.5)"
+        "--vad",
+        choices=("auto", "silero", "energy"),
+        default="auto",
+        help="speech gate: silero (auto, when installed) or a plain energy level",
     )
-    ana.add_argument("--vad", choices=("auto", "silero", "energy"), default="auto", help="speech gate")
     ana.add_argument("--alpha", type=float, default=DEFAULT_ALPHA, help="EMA weight of the newest window")
     ana.add_argument(
         "--margin", type=float, default=DEFAULT_MARGIN, help="lead a new label needs to take over"
@@ -184,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelError, SourceError, AudioError, ValueError) as exc:
         print(f"emotion-live: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:  # e.g. piped into ``head``: stop quietly, as command-line tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
 
 
 def run(args) -> int:
@@ -210,10 +217,10 @@ def run(args) -> int:
             jsonl = sys.stdout
         elif args.jsonl:
             jsonl = stack.enter_context(open(args.jsonl, "w", encoding="utf-8"))
+        source.start()  # first: a missing or unusable device fails before anything is shown
+        stack.callback(source.stop)
         view = make_view(out, model.labels, header)
         monitor = Monitor(model, StreamWindower(spec, vad), smoother, view, jsonl, source)
-        source.start()
-        stack.callback(source.stop)
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the normal way to stop: go on to the summary
             monitor.run(args.max_seconds)
         stats = source.ring.stats()

@@ -224,6 +224,9 @@ class EmotionModel:
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.log_severity_level = 3  # keep ONNX Runtime's warnings off the live display
+        # Idle worker threads would otherwise spin between windows, stealing the CPU the audio thread and
+        # the VAD need (and that other programs need) on a small machine.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             return ort.InferenceSession(str(self.path), so, providers=providers)
         except Exception as exc:  # ORT raises its own exception types; all mean "cannot load"

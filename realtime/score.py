@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
 import soundfile as sf
 
 from realtime.audio import AudioError, load_audio
+from realtime.display import HelpFormatter
 from realtime.model import (
     PROVIDER_CHOICES,
     EmotionModel,
@@ -56,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="emotion-score",
         description="Score the emotion in audio files (batch, offline) with an exported model.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="audio files and/or folders")
     p.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
@@ -68,10 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--segments", action="store_true", help="one row per window (timeline) instead of per file"
     )
     p.add_argument("--window-s", type=float, help="--segments window in seconds (default: the model's)")
-    p.add_argument(
-        "--hop-s", type=float, default=DEFAULT_HOP_S, help="--segments hop in seconds (default 0.5)"
-    )
-    p.add_argument("--batch-size", type=int, default=8, help="windows per model call (default 8)")
+    p.add_argument("--hop-s", type=float, default=DEFAULT_HOP_S, help="--segments hop in seconds")
+    p.add_argument("--batch-size", type=int, default=8, help="windows per model call")
     p.add_argument("--model", help="exported .onnx model (default: bundled model)")
     p.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto", help="ONNX Runtime device")
     p.add_argument("--threads", type=int, help="intra-op threads (default: cores, at most 4)")
@@ -240,13 +240,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelError, ValueError) as exc:
         print(f"emotion-score: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:  # e.g. piped into ``head``: stop quietly, as command-line tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
 
 
 def run(args) -> int:
+    output_format(args.out)  # a bad --out fails before anything else happens
     files, missing = find_audio_files(args.paths, args.recursive)
     if not files and not missing:
         raise ValueError(f"no audio files found in {' '.join(args.paths)}")
-    output_format(args.out)  # a bad --out fails before the model loads
     model = load_model(args.model, ModelOptions(args.provider, args.threads, args.batch_size))
     if model.provider_notice:
         print(model.provider_notice, file=sys.stderr)

@@ -1,0 +1,86 @@
+"""``emotion-score``: folders with good and bad files, output formats, resume, segments."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+from test_realtime_support import ANGRY_CLIP, LABELS, run_cli, tiny_model  # noqa: F401
+
+
+@pytest.fixture
+def mixed_folder(tmp_path, ravdess_16k, ravdess_48k):
+    """corrupt.wav, empty.wav, a stereo 48 kHz original, a normal 16 kHz FLAC (+ a non-audio file to ignore)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt garbage" + bytes(100))
+    (folder / "empty.wav").write_bytes(b"")
+    stereo = next(p for p in sorted(ravdess_48k.glob("*.wav")) if sf.info(str(p)).channels == 2)
+    assert sf.info(str(stereo)).samplerate == 48_000
+    shutil.copy(stereo, folder / "stereo48k.wav")
+    shutil.copy(ravdess_16k / ANGRY_CLIP, folder / "normal.flac")
+    (folder / "notes.txt").write_text("not audio")
+    return folder
+
+
+def test_folder_with_bad_files_scores_the_good_ones_and_exits_1(tiny_model, mixed_folder, tmp_path):  # noqa: F811
+    out = tmp_path / "results.csv"
+    result = run_cli("score", "--model", str(tiny_model), str(mixed_folder), "--out", str(out))
+    assert result.returncode == 1, result.stderr
+    rows = list(csv.DictReader(open(out, encoding="utf-8")))
+    assert sorted(r["path"].rsplit("/", 1)[-1] for r in rows) == ["normal.flac", "stereo48k.wav"]
+    for row in rows:
+        probs = np.array([float(row[label]) for label in LABELS])
+        assert abs(probs.sum() - 1) < 1e-4 and row["label"] == LABELS[int(np.argmax(probs))]
+    errors = [line for line in result.stderr.splitlines() if "corrupt.wav" in line or "empty.wav" in line]
+    assert len(errors) == 2, result.stderr  # one line each, naming the file and the reason
+    assert "1 failed" not in result.stderr and "2 scored, 2 failed" in result.stderr
+
+
+def test_resume_skips_files_already_scored(tiny_model, mixed_folder, tmp_path):  # noqa: F811
+    out = tmp_path / "results.jsonl"
+    first = run_cli("score", "--model", str(tiny_model), str(mixed_folder / "normal.flac"), "--out", str(out))
+    assert first.returncode == 0, first.stderr
+    with open(out, "a", encoding="utf-8") as f:
+        f.write('{"path": "torn')  # a run killed mid-line
+    second = run_cli("score", "--model", str(tiny_model), str(mixed_folder), "--out", str(out), "--resume")
+    assert second.returncode == 1
+    assert "1 already done" in second.stderr
+    records = [json.loads(line) for line in open(out, encoding="utf-8")]  # every line parses again
+    assert sorted(r["path"].rsplit("/", 1)[-1] for r in records) == ["normal.flac", "stereo48k.wav"]
+
+
+def test_silent_file_is_reported_not_scored(tiny_model, tmp_path):  # noqa: F811
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(32_000, np.float32), 16_000)
+    result = run_cli("score", "--model", str(tiny_model), str(silent))
+    assert result.returncode == 1
+    assert f"{silent}: silent" in result.stderr
+    assert "silent.wav" not in result.stdout  # stdout table: header only
+
+
+def test_segments_timeline_and_stdout_table(tiny_model, ravdess_16k, tmp_path):  # noqa: F811
+    clip = ravdess_16k / ANGRY_CLIP
+    out = tmp_path / "timeline.csv"
+    result = run_cli("score", "--model", str(tiny_model), str(clip), "--segments", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(open(out, encoding="utf-8")))
+    ends = [float(r["end_s"]) for r in rows]
+    assert ends[:3] == [1.0, 1.5, 2.0] and all(b - a <= 0.5 + 1e-9 for a, b in zip(ends, ends[1:]))
+    assert abs(ends[-1] - sf.info(str(clip)).duration) < 0.01
+    assert {r["label"] for r in rows if r["speech"] == "False"} <= {"silence"}
+    table = run_cli("score", "--model", str(tiny_model), str(clip), "--batch-size", "3")
+    assert table.returncode == 0
+    header, line = table.stdout.strip().splitlines()
+    assert header.split()[:3] == ["path", "label", "confidence"] and line.startswith(str(clip))
+
+
+def test_bad_output_name_and_missing_path(tiny_model, tmp_path):  # noqa: F811
+    bad = run_cli("score", "--model", str(tiny_model), str(tmp_path), "--out", str(tmp_path / "x.txt"))
+    assert bad.returncode == 2 and "use a .csv or .jsonl" in bad.stderr
+    missing = run_cli("score", "--model", str(tiny_model), str(tmp_path / "nope.wav"))
+    assert missing.returncode == 1 and "nope.wav: no such file or folder" in missing.stderr
