@@ -19,7 +19,8 @@ from realtime.sources import MicrophoneSource, SourceError
 
 
 def read_jsonl(path) -> list[dict]:
-    return [json.loads(line) for line in open(path, encoding="utf-8")]
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
 
 
 def test_replayed_file_gives_the_same_windows_as_batch_segments(tiny_model, ravdess_16k, tmp_path):  # noqa: F811

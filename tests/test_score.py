@@ -12,6 +12,16 @@ import soundfile as sf
 from test_realtime_support import ANGRY_CLIP, LABELS, run_cli, tiny_model  # noqa: F401
 
 
+def read_csv(path) -> list[dict]:
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def read_jsonl(path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
 @pytest.fixture
 def mixed_folder(tmp_path, ravdess_16k, ravdess_48k):
     """corrupt.wav, empty.wav, a stereo 48 kHz original, a normal 16 kHz FLAC (+ a non-audio file to ignore)."""
@@ -31,7 +41,7 @@ def test_folder_with_bad_files_scores_the_good_ones_and_exits_1(tiny_model, mixe
     out = tmp_path / "results.csv"
     result = run_cli("score", "--model", str(tiny_model), str(mixed_folder), "--out", str(out))
     assert result.returncode == 1, result.stderr
-    rows = list(csv.DictReader(open(out, encoding="utf-8")))
+    rows = read_csv(out)
     assert sorted(r["path"].rsplit("/", 1)[-1] for r in rows) == ["normal.flac", "stereo48k.wav"]
     for row in rows:
         probs = np.array([float(row[label]) for label in LABELS])
@@ -50,7 +60,7 @@ def test_resume_skips_files_already_scored(tiny_model, mixed_folder, tmp_path): 
     second = run_cli("score", "--model", str(tiny_model), str(mixed_folder), "--out", str(out), "--resume")
     assert second.returncode == 1
     assert "1 already done" in second.stderr
-    records = [json.loads(line) for line in open(out, encoding="utf-8")]  # every line parses again
+    records = read_jsonl(out)  # every line parses again
     assert sorted(r["path"].rsplit("/", 1)[-1] for r in records) == ["normal.flac", "stereo48k.wav"]
 
 
@@ -68,9 +78,9 @@ def test_segments_timeline_and_stdout_table(tiny_model, ravdess_16k, tmp_path): 
     out = tmp_path / "timeline.csv"
     result = run_cli("score", "--model", str(tiny_model), str(clip), "--segments", "--out", str(out))
     assert result.returncode == 0, result.stderr
-    rows = list(csv.DictReader(open(out, encoding="utf-8")))
+    rows = read_csv(out)
     ends = [float(r["end_s"]) for r in rows]
-    assert ends[:3] == [1.0, 1.5, 2.0] and all(b - a <= 0.5 + 1e-9 for a, b in zip(ends, ends[1:]))
+    assert ends[:3] == [1.0, 1.5, 2.0] and np.all(np.diff(ends) <= 0.5 + 1e-9)
     assert abs(ends[-1] - sf.info(str(clip)).duration) < 0.01
     assert {r["label"] for r in rows if r["speech"] == "False"} <= {"silence"}
     table = run_cli("score", "--model", str(tiny_model), str(clip), "--batch-size", "3")
