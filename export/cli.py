@@ -152,10 +152,9 @@ def load_checkpoint_model(path: Path, hop_s: float):
         return model, info_from_hparams(hparams, hop_s)
     except CheckpointError as exc:
         raise CliError(f"cannot use checkpoint {exc}", EXIT_BAD_INPUT) from None
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CliError(
-            f"cannot use checkpoint {path}: bad hyper_parameters ({exc})", EXIT_BAD_INPUT
-        ) from None
+    except Exception as exc:  # e.g. load_state_dict's multi-line RuntimeError for a weight shape mismatch
+        reason = f"does not fit this code ({one_line(exc)})"
+        raise CliError(f"cannot use checkpoint {path}: {reason}", EXIT_BAD_INPUT) from None
 
 
 def load_default_model(hop_s: float):
