@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -195,3 +197,47 @@ def test_live_records_a_clip_played_into_pulseaudio(pulse_sink, tiny_model, ravd
     assert not hops[0]["speech"], "the stream starts before the clip: the first hop is silence"
     assert "summary:" in rest
     print(f"pulse live path: {len(hops)} hops, {len(speech)} speech, dropped {hops[-1]['dropped_samples']}")
+
+
+@pytest.mark.audio
+def test_device_vanishing_mid_stream_is_one_line_and_exit_2(tiny_model, tmp_path):  # noqa: F811
+    """A private PulseAudio daemon is killed while emotion-live records from it: a clear error, no hang."""
+    if shutil.which("pulseaudio") is None:
+        pytest.skip("PulseAudio is not installed")
+    runtime = tmp_path / "run"
+    socket = runtime / "pulse" / "native"
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(runtime), PULSE_RUNTIME_PATH=str(runtime / "pulse"))
+    env.pop("PULSE_SERVER", None)
+    if os.geteuid() == 0:
+        env["PULSE_ALLOW_ROOT"] = "1"
+    start = [
+        "pulseaudio",
+        "--daemonize=yes",
+        "--exit-idle-time=-1",
+        "--system=false",
+        "-n",
+        "--disallow-exit",
+    ]
+    start += ["--load=module-null-sink sink_name=vanishing rate=48000 channels=2"]
+    start += [f"--load=module-native-protocol-unix auth-anonymous=1 socket={socket}"]
+    subprocess.run(start, env=env, capture_output=True, timeout=30, check=True)
+    env.update(PULSE_SERVER=f"unix:{socket}", PULSE_SOURCE="vanishing.monitor")
+    cmd = [sys.executable, "-m", "realtime.live", "--model", str(tiny_model), "--device", "pulse"]
+    proc = subprocess.Popen(
+        [*cmd, "--max-seconds", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert "emotion-live:" in proc.stdout.readline()  # recording
+        time.sleep(1.0)
+        subprocess.run(["pulseaudio", "--kill"], env=env, capture_output=True, timeout=30)
+        t0 = time.monotonic()
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        subprocess.run(["pulseaudio", "--kill"], env=env, capture_output=True, timeout=30)
+    assert proc.returncode == 2
+    ours = [line for line in err.splitlines() if line.startswith("emotion-live")]
+    assert len(ours) == 1, err
+    assert "stopped delivering audio" in ours[0] or "no audio for" in ours[0], err
+    assert time.monotonic() - t0 < 10
