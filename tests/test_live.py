@@ -241,3 +241,19 @@ def test_device_vanishing_mid_stream_is_one_line_and_exit_2(tiny_model, tmp_path
     assert len(ours) == 1, err
     assert "stopped delivering audio" in ours[0] or "no audio for" in ours[0], err
     assert time.monotonic() - t0 < 10
+
+
+def test_no_microphone_is_one_line_and_exit_2(tiny_model, tmp_path):  # noqa: F811
+    """No reachable sound server and no sound card: the default input does not exist."""
+    env = dict(os.environ, PULSE_SERVER=f"unix:{tmp_path}/no-server", XDG_RUNTIME_DIR=str(tmp_path))
+    listing = run_cli("live", "--list-devices", env=env, timeout=30)
+    assert listing.returncode == 0, listing.stderr
+    if "no audio input devices found" not in listing.stdout:
+        pytest.skip("this machine has a sound card of its own")
+    result = run_cli("live", "--model", str(tiny_model), "--max-seconds", "1", env=env, timeout=30)
+    assert result.returncode == 2
+    ours = [line for line in result.stderr.splitlines() if line.startswith("emotion-live")]
+    assert ours == [
+        "emotion-live: error: no default audio input device (see --list-devices, or use --input FILE / --stdin-pcm)"
+    ]
+    assert "summary:" not in result.stdout
