@@ -39,6 +39,8 @@ MODEL_ENV = "EMOTION_MODEL"
 SILENT_DBFS = -60.0
 """A clip whose overall level is below this is reported as silent instead of being scored."""
 SILENCE_LABEL = "silence"
+MIN_CLIP_S = 0.1
+"""Shortest clip scored: below this the speech encoders' front ends have too few samples (and it says nothing)."""
 BUILD_TIMEOUT_S = 3600.0
 
 
@@ -223,15 +225,14 @@ class EmotionModel:
         # One graph, run sequentially: parallel branches do not exist, so inter-op threads would only idle.
         so.inter_op_num_threads = 1
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.log_severity_level = 3  # keep ONNX Runtime's warnings off the live display
+        so.log_severity_level = 4  # ORT logs nothing itself; its errors reach the user as one ModelError line
         # Idle worker threads would otherwise spin between windows, stealing the CPU the audio thread and
         # the VAD need (and that other programs need) on a small machine.
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             return ort.InferenceSession(str(self.path), so, providers=providers)
         except Exception as exc:  # ORT raises its own exception types; all mean "cannot load"
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"{self.path}: cannot load model ({first})") from None
+            raise ModelError(f"{self.path}: cannot load model ({_first_line(exc)})") from None
 
     @property
     def device(self) -> str:
@@ -263,7 +264,12 @@ class EmotionModel:
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         """``[batch, samples]`` float32 → probabilities ``[batch, classes]``."""
-        (out,) = self.session.run([self._output], {INPUT_NAME: x.astype(np.float32, copy=False)})
+        try:
+            (out,) = self.session.run([self._output], {INPUT_NAME: x.astype(np.float32, copy=False)})
+        except Exception as exc:  # ORT's own exception types (Fail, InvalidArgument, ...)
+            raise ModelError(
+                f"{self.path.name}: inference failed on input {x.shape}: {_first_line(exc)}"
+            ) from None
         if self._output == LOGITS_NAME:
             e = np.exp(out - out.max(axis=1, keepdims=True))
             out = e / e.sum(axis=1, keepdims=True)
@@ -299,6 +305,10 @@ class EmotionModel:
         """
         audio = self.ensure_audible(self.to_model_rate(samples, sample_rate, source), source)
         clip = prepare_clip(audio, self.preprocess, self.sample_rate)
+        if len(clip) < MIN_CLIP_S * self.sample_rate:
+            raise AudioError(
+                source, f"too short ({len(clip) / self.sample_rate:.3f} s of sound, minimum {MIN_CLIP_S} s)"
+            )
         bounds = self.clip_bounds(len(clip))
         probs = self.predict_windows([clip[s:e] for s, e in bounds]).mean(axis=0)
         best = int(np.argmax(probs))
@@ -358,6 +368,11 @@ class EmotionModel:
         if not np.all(np.isfinite(samples)):
             raise AudioError(source, "audio contains NaN or infinite samples")
         return _to_model_rate(samples, sample_rate, self.sample_rate)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_model(path: str | Path | None = None, options: ModelOptions | None = None, **kwargs) -> EmotionModel:

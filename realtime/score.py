@@ -33,7 +33,7 @@ from realtime.windowing import DEFAULT_HOP_S
 
 EXIT_SOME_FAILED = 1
 EXIT_ERROR = 2
-AUDIO_SUFFIXES = frozenset("." + fmt.lower() for fmt in sf.available_formats()) | {".oga", ".opus", ".aiff"}
+AUDIO_SUFFIXES = frozenset("." + fmt.lower() for fmt in sf.available_formats()) | {".oga", ".opus", ".aif"}
 """File endings picked up inside folders (what libsndfile can decode); files named explicitly are always tried."""
 BAR_WIDTH = 30
 
@@ -227,10 +227,13 @@ def score_file(model: EmotionModel, path: Path, args, vad) -> list[dict]:
         return [prediction_row(model.predict_file(path))]
     audio = load_audio(path, model.sample_rate)
     model.ensure_audible(audio, str(path))
-    return [
-        segment_row(s)
-        for s in model.predict_segments(audio, model.sample_rate, args.window_s, args.hop_s, vad)
-    ]
+    segments = model.predict_segments(audio, model.sample_rate, args.window_s, args.hop_s, vad)
+    if not segments:
+        minimum = model.window_spec(args.window_s, args.hop_s).min_window_s
+        raise AudioError(
+            path, f"too short for a window ({len(audio) / model.sample_rate:.2f} s < {minimum:g} s)"
+        )
+    return [segment_row(s) for s in segments]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -272,7 +275,7 @@ def run(args) -> int:
                 continue
             try:
                 rows = score_file(model, path, args, vad)
-            except AudioError as exc:
+            except (AudioError, ModelError) as exc:  # this file is unusable; the others still get scored
                 failures.append(str(exc))
                 progress.message(f"emotion-score: {exc}")
                 continue

@@ -94,3 +94,12 @@ def test_bad_output_name_and_missing_path(tiny_model, tmp_path):  # noqa: F811
     assert bad.returncode == 2 and "use a .csv or .jsonl" in bad.stderr
     missing = run_cli("score", "--model", str(tiny_model), str(tmp_path / "nope.wav"))
     assert missing.returncode == 1 and "nope.wav: no such file or folder" in missing.stderr
+
+
+def test_too_short_file_is_reported_in_both_modes(tiny_model, tmp_path):  # noqa: F811
+    blip = tmp_path / "blip.wav"
+    sf.write(blip, 0.3 * np.sin(np.arange(800) / 5.0).astype(np.float32), 16_000)  # 50 ms
+    per_file = run_cli("score", "--model", str(tiny_model), str(blip))
+    assert per_file.returncode == 1 and f"{blip}: too short" in per_file.stderr
+    segments = run_cli("score", "--model", str(tiny_model), str(blip), "--segments")
+    assert segments.returncode == 1 and f"{blip}: too short for a window" in segments.stderr
