@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 
 import numpy as np
 import pytest
 
+from realtime.display import HopRecord, Summary, make_view
 from realtime.ringbuffer import RingBuffer
 from realtime.smoothing import Smoother, SmootherOptions
 from realtime.vad import FRAME_SAMPLES, FrameVAD
@@ -176,3 +178,41 @@ def test_smoother_rejects_bad_options():
         SmootherOptions(alpha=0.0)
     with pytest.raises(ValueError):
         SmootherOptions(patience_hops=0)
+
+
+# -- display -------------------------------------------------------------------------------------------------
+class _Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def _record(end_s: float, speech: bool) -> HopRecord:
+    probs = {"calm": 0.25, "angry": 0.75} if speech else None
+    return HopRecord(end_s - 2, end_s, speech, "angry" if speech else "silence", 0.75, probs, probs, 12.0, 0)
+
+
+def test_plain_lines_when_not_a_terminal_and_ansi_redraw_on_a_terminal():
+    plain = io.StringIO()
+    view = make_view(plain, ("calm", "angry"), "header")
+    view.show(_record(2.0, True))
+    view.show(_record(2.5, False))
+    lines = plain.getvalue().splitlines()
+    assert lines[0] == "header" and len(lines) == 3 and "\x1b[" not in plain.getvalue()
+    assert "angry" in lines[1] and "12.0 ms" in lines[1] and "silence" in lines[2]
+
+    tty = _Tty()
+    view = make_view(tty, ("calm", "angry"), "header")
+    view.show(_record(2.0, True))
+    assert "\x1b[" not in tty.getvalue()  # nothing to redraw yet
+    view.show(_record(2.5, True))
+    assert tty.getvalue().count("\x1b[J") == 1  # the panel is redrawn in place, not appended
+    assert "█" * 22 in tty.getvalue()  # 0.75 of a 30-character bar
+
+
+def test_summary_shares_time_per_label():
+    summary = Summary(hop_s=0.5)
+    for rec in [_record(2.0, True), _record(2.5, True), _record(3.0, True), _record(3.5, False)]:
+        summary.add(rec)
+    text = summary.render(audio_s=3.5, dropped_samples=7, device_overflows=1)
+    assert "angry       75.0%  (1.5 s)" in text and "silence     25.0%  (0.5 s)" in text
+    assert "mean 12.0 ms" in text and "dropped samples: 7" in text
