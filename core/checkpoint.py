@@ -27,11 +27,13 @@ TINY_WAV2VEC2_CONFIG: dict[str, Any] = {
     "num_hidden_layers": 2,
     "num_attention_heads": 2,
     "intermediate_size": 64,
-    "conv_dim": [16, 16],
-    "conv_stride": [5, 4],
-    "conv_kernel": [10, 4],
+    "conv_dim": [16, 16, 16],
+    "conv_stride": [5, 8, 8],
+    "conv_kernel": [10, 8, 8],
     "num_conv_pos_embeddings": 16,
     "num_conv_pos_embedding_groups": 2,
+    # LayerDrop would drop hidden states and break the per-layer weighting in training mode.
+    "layerdrop": 0.0,
 }
 """A random wav2vec2 small enough for tests and offline smoke runs (``configs/model/tiny.yaml`` mirrors it)."""
 

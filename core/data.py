@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytorch_lightning as pl
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
+from core.augment import Augmenter, AugmentOptions
 from realtime.audio import SAMPLE_RATE, AudioError, PreprocessOptions, load_audio, prepare_clip, prepare_input
 
 log = logging.getLogger(__name__)
@@ -308,3 +310,126 @@ def limit_per_actor(files: Sequence[RavdessFile], max_files: int | None) -> list
         step = max(1, math.ceil(len(items) / max_files))
         kept += items[::step][:max_files]
     return sorted(kept, key=lambda f: str(f.path))
+
+
+class RavdessDataModule(pl.LightningDataModule):
+    """Indexes, splits (by actor) and decodes RAVDESS once; serves crop datasets for train/val/test.
+
+    root: folder holding ``Actor_XX`` (directly or inside ``Audio_Speech_Actors_01-24``).
+    window_s: crop length in seconds (= the streaming window). batch_size / eval_batch_size: clips per batch.
+    split_ratios: train/val/test shares of the actors, used when ``fold`` is None.
+    fold / num_folds: k-fold by actor groups (``fold_actors``). split_seed: seed of the actor shuffle.
+    actors: restrict to these actor numbers (None = all found). max_files_per_actor: debug/smoke limit.
+    preprocessing: ``PreprocessOptions`` fields. augment: ``AugmentOptions`` fields (training only).
+    seed: crop/augmentation seed.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        window_s: float = 3.0,
+        batch_size: int = 8,
+        eval_batch_size: int = 16,
+        num_workers: int = 0,
+        split_ratios: Sequence[float] = (0.7, 0.15, 0.15),
+        fold: int | None = None,
+        num_folds: int = 5,
+        split_seed: int = 0,
+        actors: Sequence[int] | None = None,
+        max_files_per_actor: int | None = None,
+        preprocessing: dict | None = None,
+        augment: dict | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.root = Path(root)
+        self.window_s = float(window_s)
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.split_ratios = tuple(split_ratios)
+        self.fold = fold
+        self.num_folds = num_folds
+        self.split_seed = split_seed
+        self.actors = None if actors is None else sorted(int(a) for a in actors)
+        self.max_files_per_actor = max_files_per_actor
+        self.preprocessing = PreprocessOptions.from_dict(preprocessing)
+        self.augment = AugmentOptions.from_dict(augment)
+        self.seed = seed
+        self.labels = list(EMOTIONS)
+        self.problems: list[Problem] = []
+        self.split: dict[str, list[int]] = {}
+        self.files: dict[str, list[RavdessFile]] = {}
+        self.datasets: dict[str, ClipDataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:  # decoded once per process; fit, validate and test share the cache
+            return
+        files, problems = index_ravdess(self.root)
+        if self.actors is not None:
+            files = [f for f in files if f.actor in self.actors]
+        files = limit_per_actor(files, self.max_files_per_actor)
+        files, clips, bad = decode_clips(files, self.preprocessing)
+        self.problems = problems + bad
+        report_problems(self.problems)
+        if not files:
+            raise DataError(f"{self.root}: no usable RAVDESS speech files ({len(self.problems)} left out)")
+        self.split = self.split_actors(sorted({f.actor for f in files}))
+        augmenter = Augmenter(self.augment) if self.augment.enabled else None
+        for name in SPLITS:
+            chosen = [i for i, f in enumerate(files) if f.actor in self.split[name]]
+            self.files[name] = [files[i] for i in chosen]
+            self.datasets[name] = ClipDataset(
+                [clips[i] for i in chosen],
+                [files[i].label for i in chosen],
+                self.window_s,
+                self.preprocessing,
+                train=name == "train",
+                augmenter=augmenter if name == "train" else None,
+                seed=self.seed,
+            )
+        sizes = {name: len(ds) for name, ds in self.datasets.items()}
+        log.info("RAVDESS %s: actors %s, clips %s", self.root, self.split, sizes)
+        for name in ("train", "val"):
+            if not sizes[name]:
+                raise DataError(f"the {name} split is empty (actors {self.split[name]})")
+
+    def split_actors(self, actors: list[int]) -> dict[str, list[int]]:
+        if self.fold is None:
+            return split_actors(actors, self.split_ratios, self.split_seed)
+        return fold_actors(actors, self.fold, self.num_folds, self.split_seed)
+
+    def split_info(self) -> dict:
+        """Plain description of the split (stored in checkpoints, used by emotion-eval)."""
+        return {
+            "actors": {k: list(v) for k, v in self.split.items()},
+            "fold": self.fold,
+            "num_folds": self.num_folds if self.fold is not None else None,
+            "split_ratios": list(self.split_ratios),
+            "split_seed": self.split_seed,
+            "num_clips": {k: len(v) for k, v in self.datasets.items()},
+            "problems": [str(p) for p in self.problems],
+        }
+
+    def train_labels(self) -> list[int]:
+        return list(self.datasets["train"].labels)
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            self.datasets[name],
+            batch_size=self.batch_size if name == "train" else self.eval_batch_size,
+            shuffle=shuffle,
+            # BatchNorm in the head cannot take a batch of one; drop a ragged last training batch.
+            drop_last=name == "train" and len(self.datasets[name]) > self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

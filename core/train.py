@@ -1,0 +1,250 @@
+"""``emotion-train``: Hydra entry point (configs from the installed ``configs`` package).
+
+    emotion-train model=tiny train.max_epochs=1              # offline smoke run, random tiny encoder
+    emotion-train model.backbone.name_or_path=/models/wav2vec2-base dataset.fold=0
+    emotion-train trainer.accelerator=cpu trainer.strategy=ddp trainer.devices=2
+
+Writes ``<output_dir>/checkpoints/best.ckpt`` (best validation macro-F1), ``last.ckpt``, logs, and
+``summary.json`` (+ ``test_metrics.json`` / ``test_confusion.png`` when ``evaluate_test``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import hydra
+from hydra.utils import get_method, instantiate, to_absolute_path
+from omegaconf import DictConfig, OmegaConf
+
+if TYPE_CHECKING:  # torch/Lightning are imported when needed so `emotion-train --help/--cfg` stay fast
+    import pytorch_lightning as pl
+
+    from core.data import RavdessDataModule
+    from core.lightning_module import EmotionModule, TrainSettings
+    from core.model import EmotionClassifier
+
+log = logging.getLogger("emotion-train")
+
+DEFAULT_BACKBONE_BUILDER = "core.backbones.build_backbone"
+
+
+class BackboneUnavailable(RuntimeError):
+    """Pretrained encoder weights cannot be loaded (offline hub, wrong directory); one-line message."""
+
+
+def to_plain(node: Any) -> Any:
+    """DictConfig/ListConfig → plain dicts/lists (interpolations resolved); plain values unchanged."""
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def build_backbone_from_config(backbone_cfg: dict) -> Any:
+    """Call the backbone builder (``_target_``, default ``core.backbones.build_backbone``) with the rest.
+
+    A hub/download failure becomes ``BackboneUnavailable`` telling the user to point
+    ``model.backbone.name_or_path`` at a local copy.
+    """
+    cfg = dict(backbone_cfg)
+    builder = get_method(cfg.pop("_target_", DEFAULT_BACKBONE_BUILDER))
+    try:
+        return builder(**cfg)
+    except (OSError, ValueError) as exc:
+        name = cfg.get("name_or_path")
+        if cfg.get("config") is not None or name is None:
+            raise
+        cause = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        if Path(str(name)).is_absolute() or Path(str(name)).exists():
+            hint = f"the local directory {name} does not hold a loadable model"
+        else:
+            hint = (
+                f"'{name}' is neither a local directory nor reachable on the Hugging Face hub (offline?); "
+                "download it where there is network and pass model.backbone.name_or_path=/local/dir"
+            )
+        raise BackboneUnavailable(f"cannot load backbone: {hint} [{type(exc).__name__}: {cause}]") from None
+
+
+def build_model(model_cfg: DictConfig | dict, num_classes: int) -> tuple[EmotionClassifier, int]:
+    """``model`` config group → (classifier, freeze_layers). The backbone goes through ``build_backbone``."""
+    cfg = dict(to_plain(model_cfg))
+    freeze_layers = int(cfg.pop("freeze_layers", 0) or 0)
+    backbone = build_backbone_from_config(cfg.pop("backbone"))
+    cfg.setdefault("_target_", "core.model.EmotionClassifier")
+    model = instantiate(cfg, backbone=backbone, num_classes=num_classes, _convert_="all")
+    return model, freeze_layers
+
+
+def train_settings(
+    train_cfg: DictConfig | dict, freeze_layers: int, train_labels: list[int], num_classes: int
+) -> TrainSettings:
+    """``train`` config group → TrainSettings; ``loss.class_weights: auto`` is computed from the training split."""
+    from core.lightning_module import TrainSettings
+    from core.losses import class_weights_from_labels
+
+    cfg = to_plain(train_cfg)
+    weights = cfg["loss"].get("class_weights", "auto")
+    if weights == "auto":
+        weights = class_weights_from_labels(train_labels, num_classes)
+    elif weights is not None and len(weights) != num_classes:
+        raise ValueError(f"train.loss.class_weights has {len(weights)} entries, expected {num_classes}")
+    opt, sched, mix = cfg["optimizer"], cfg["scheduler"], cfg["mixup"]
+    return TrainSettings(
+        lr=float(opt["lr"]),
+        weight_decay=float(opt["weight_decay"]),
+        betas=tuple(opt.get("betas", (0.9, 0.999))),
+        lr_scales={k: float(v) for k, v in opt["lr_scales"].items()},
+        freeze_layers=freeze_layers,
+        t0_epochs=float(sched["t0_epochs"]),
+        t_mult=int(sched["t_mult"]),
+        eta_min=float(sched["eta_min"]),
+        gamma=float(cfg["loss"]["gamma"]),
+        label_smoothing=float(cfg["loss"]["label_smoothing"]),
+        class_weights=None if weights is None else [float(w) for w in weights],
+        mixup_alpha=float(mix["alpha"]),
+        mixup_prob=float(mix["prob"]),
+        mixup_clean_forward=bool(mix["clean_forward"]),
+    )
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    """Instantiate the loggers named by ``cfg.logger`` (a name or a list of names from ``cfg.loggers``)."""
+    names = cfg.logger
+    names = [] if names in (None, "", "none", False) else [names] if isinstance(names, str) else list(names)
+    unknown = [n for n in names if n not in cfg.loggers]
+    if unknown:
+        raise ValueError(f"unknown logger {unknown}; choose from {list(cfg.loggers)}")
+    return [instantiate(cfg.loggers[name]) for name in names]
+
+
+def build_callbacks(cfg: DictConfig, output_dir: Path) -> list[pl.Callback]:
+    from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+
+    callbacks: list[pl.Callback] = [
+        ModelCheckpoint(
+            dirpath=output_dir / "checkpoints",
+            filename="best",
+            monitor=cfg.checkpoint.monitor,
+            mode=cfg.checkpoint.mode,
+            save_top_k=1,
+            save_last=cfg.checkpoint.save_last,
+            auto_insert_metric_name=False,
+        )
+    ]
+    if cfg.logger:
+        callbacks.append(LearningRateMonitor(logging_interval="epoch"))
+    patience = cfg.train.get("early_stopping_patience")
+    if patience:
+        callbacks.append(
+            EarlyStopping(monitor=cfg.checkpoint.monitor, mode=cfg.checkpoint.mode, patience=patience)
+        )
+    return callbacks
+
+
+def build_datamodule(cfg: DictConfig) -> RavdessDataModule:
+    """``dataset`` group → datamodule with ``root`` made absolute against the launch directory."""
+    data_cfg = to_plain(cfg.dataset)
+    data_cfg["root"] = to_absolute_path(str(data_cfg["root"]))
+    return instantiate(data_cfg, _convert_="all")
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train once as configured; returns the run summary (also written to ``summary.json``)."""
+    import pytorch_lightning as pl
+    import torch
+
+    from core.lightning_module import EmotionModule
+    from realtime.audio import SAMPLE_RATE
+
+    if cfg.num_threads:
+        torch.set_num_threads(int(cfg.num_threads))
+    pl.seed_everything(cfg.seed, workers=True)
+    output_dir = Path(cfg.output_dir)
+    datamodule = build_datamodule(cfg)
+    datamodule.setup("fit")
+    labels = datamodule.labels
+    model, freeze_layers = build_model(cfg.model, len(labels))
+    settings = train_settings(cfg.train, freeze_layers, datamodule.train_labels(), len(labels))
+    module = EmotionModule(
+        model_spec=model.spec(),
+        labels=labels,
+        sample_rate=SAMPLE_RATE,
+        window_s=datamodule.window_s,
+        preprocessing=datamodule.preprocessing.to_dict(),
+        train=settings.to_dict(),
+        metrics={},
+        split=datamodule.split_info(),
+        model=model,
+    )
+    trainer_cfg = to_plain(cfg.trainer)
+    trainer_cfg.update(fast_dev_run=cfg.debug.fast_dev_run, overfit_batches=cfg.debug.overfit_batches)
+    trainer: pl.Trainer = instantiate(
+        trainer_cfg,
+        logger=build_loggers(cfg) or False,
+        callbacks=build_callbacks(cfg, output_dir),
+        default_root_dir=str(output_dir),
+        _convert_="all",
+    )
+    trainer.fit(module, datamodule=datamodule)
+    return finish(cfg, trainer, module, datamodule, output_dir)
+
+
+def finish(
+    cfg: DictConfig,
+    trainer: pl.Trainer,
+    module: EmotionModule,
+    datamodule: RavdessDataModule,
+    output_dir: Path,
+) -> dict[str, Any]:
+    """Rank 0: evaluate the best checkpoint on the test actors and write ``summary.json``."""
+    import torch
+
+    from core.metrics import save_json
+
+    checkpoint = trainer.checkpoint_callback
+    best = Path(checkpoint.best_model_path) if checkpoint is not None and checkpoint.best_model_path else None
+    summary: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "best_checkpoint": str(best) if best else None,
+        "best_val": module.hparams.get("metrics") if best is None else None,
+        "split": datamodule.split_info(),
+    }
+    if not trainer.is_global_zero:
+        return summary
+    if best is not None:
+        from core.evaluate import evaluate_checkpoint, record_test_metrics
+
+        summary["best_val"] = torch.load(best, weights_only=True)["hyper_parameters"].get("metrics")
+        if cfg.evaluate_test and datamodule.datasets["test"].labels:
+            report = evaluate_checkpoint(
+                best, datamodule=datamodule, split="test", out_dir=output_dir, name="test"
+            )
+            record_test_metrics(best, report)
+            summary["test"] = {
+                k: report[k] for k in ("accuracy", "macro_f1", "weighted_f1", "uar", "num_samples")
+            }
+    save_json(summary, output_dir / "summary.json")
+    log.info("summary: %s", {k: summary.get(k) for k in ("best_checkpoint", "best_val", "test")})
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path="pkg://configs", config_name="config")
+def _hydra_main(cfg: DictConfig) -> None:
+    from core.checkpoint import CheckpointError
+    from core.data import DataError
+
+    try:
+        run(cfg)
+    except (BackboneUnavailable, DataError, CheckpointError) as exc:
+        # Expected user-facing failures: one line, no traceback, non-zero exit.
+        print(f"emotion-train: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    """Console-script entry point (``emotion-train``)."""
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()
