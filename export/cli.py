@@ -118,19 +118,33 @@ def plain(value: Any) -> Any:
 
 
 def describe_backbone(spec: dict[str, Any]) -> str:
-    """``kind:name_or_path`` (``whisper:whisper-base``), or ``kind:custom-config`` for a config-only backbone."""
+    """``kind:name_or_path (N layers, hidden H)``; ``kind:custom`` for a backbone defined only by its config."""
     backbone = spec.get("backbone", {})
-    kind = backbone.get("kind", "unknown")
-    name = backbone.get("name_or_path") or "custom-config"
-    return f"{kind}:{name}"
+    config = backbone.get("config") or {}
+    text = f"{backbone.get('kind', 'unknown')}:{backbone.get('name_or_path') or 'custom'}"
+    layers = config.get("num_hidden_layers", config.get("encoder_layers"))
+    hidden = config.get("hidden_size", config.get("d_model"))
+    return f"{text} ({layers} layers, hidden {hidden})" if layers and hidden else text
+
+
+def describe_split(split: dict[str, Any]) -> str:
+    """emotion-train's ``split`` hparam in words: which actors trained, validated and tested the model."""
+    actors = split.get("actors")
+    if not isinstance(actors, dict):
+        return "split: " + json.dumps(plain(split), sort_keys=True)
+    sets = "; ".join(f"{name} actors {', '.join(map(str, ids))}" for name, ids in actors.items())
+    text = f"speaker-independent split by RAVDESS actor: {sets}"
+    if split.get("fold") is not None:
+        text += f" (fold {split['fold']} of {split.get('num_folds')})"
+    return text + "; metric names give the set they were measured on"
 
 
 def info_from_hparams(hparams: dict[str, Any], hop_s: float) -> ModelInfo:
     """ModelInfo from emotion-train ``hyper_parameters`` (see core.checkpoint for the format)."""
     metrics = plain(hparams.get("metrics") or {})
     protocol = hparams.get("protocol") or (metrics.get("protocol") if isinstance(metrics, dict) else None)
-    if not protocol and hparams.get("split"):
-        protocol = "split: " + json.dumps(plain(hparams["split"]), sort_keys=True)
+    if not protocol and isinstance(hparams.get("split"), dict):
+        protocol = describe_split(hparams["split"])
     return ModelInfo(
         labels=tuple(str(label) for label in hparams["labels"]),
         sample_rate=int(hparams["sample_rate"]),

@@ -25,7 +25,7 @@ def write_lightning_checkpoint(path, model, **overrides):
         "window_s": 2.5,
         "preprocessing": PreprocessOptions().to_dict(),
         "metrics": {"accuracy": torch.tensor(0.61), "macro_f1": 0.58},
-        "split": {"train_actors": [1, 2, 3], "val_actors": [4]},
+        "split": {"actors": {"train": [1, 2, 3], "val": [4]}, "fold": None},
     } | overrides
     state = {"model." + k: v for k, v in model.state_dict().items()}
     torch.save({"state_dict": state, "hyper_parameters": hparams, "epoch": 3}, path)
@@ -58,8 +58,11 @@ def test_checkpoint_exports_validates_and_runs(checkpoint, tmp_path, capsys):
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     info = ModelInfo.from_metadata(session.get_modelmeta().custom_metadata_map)
     assert info.labels == LABELS and info.window_s == 2.5 and info.hop_s == 0.5
-    assert info.metrics["accuracy"] == pytest.approx(0.61) and "val_actors" in info.protocol
-    assert info.backbone == "wav2vec2:custom-config" and info.preprocessing == PreprocessOptions().to_dict()
+    assert info.metrics["accuracy"] == pytest.approx(0.61) and "val actors 4" in info.protocol
+    assert (
+        info.backbone.startswith("wav2vec2:custom (2 layers")
+        and info.preprocessing == PreprocessOptions().to_dict()
+    )
     int8_session = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
     assert ModelInfo.from_metadata(int8_session.get_modelmeta().custom_metadata_map) == info
 
