@@ -153,7 +153,8 @@ class Monitor:
                 self.source.sample_rate, self.model.sample_rate, 1, dtype="float32"
             )
         ring = self.source.ring
-        while True:
+        limit = None if max_seconds is None else round(max_seconds * self.model.sample_rate)
+        while limit is None or self.windower.received < limit:
             chunk = ring.read(timeout_s=READ_TIMEOUT_S)
             if chunk.size == 0:
                 if ring.closed:
@@ -162,15 +163,10 @@ class Monitor:
                 continue
             if resampler is not None:
                 chunk = resampler.resample_chunk(chunk)
-            if max_seconds is not None:  # stop exactly at the limit, whatever the read sizes
-                room = round(max_seconds * self.model.sample_rate) - round(
-                    self.windower.received_s * self.model.sample_rate
-                )
-                chunk = chunk[: max(0, room)]
+            if limit is not None:  # stop exactly at the limit, whatever the read sizes
+                chunk = chunk[: limit - self.windower.received]
             for window in self.windower.feed(chunk):
                 self.handle(window)
-            if max_seconds is not None and self.windower.received_s >= max_seconds:
-                break
         if resampler is not None:  # the resampler holds back a few samples until told the stream ended
             for window in self.windower.feed(resampler.resample_chunk(np.zeros(0, np.float32), last=True)):
                 self.handle(window)

@@ -119,6 +119,11 @@ class StreamWindower:
         self._frames_start = 0  # absolute index of the first kept VAD frame
 
     @property
+    def received(self) -> int:
+        """Samples fed since the last reset."""
+        return self._received
+
+    @property
     def received_s(self) -> float:
         return self._received / self.spec.sample_rate
 

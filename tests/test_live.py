@@ -67,27 +67,25 @@ def test_runtime_never_imports_torch(tiny_model, ravdess_16k, tmp_path):  # noqa
     assert "TORCH-FREE" in result.stdout
 
 
-def test_stdin_pcm_at_another_rate_is_resampled(tiny_model, ravdess_16k, tmp_path):  # noqa: F811
+def test_stdin_pcm_at_another_rate_is_resampled_and_jsonl_goes_to_stdout(tiny_model, ravdess_16k):  # noqa: F811
     audio = load_audio(ravdess_16k / ANGRY_CLIP, target_rate=48_000)
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
-    out = tmp_path / "stdin.jsonl"
-    result = _run_live_with_stdin(tiny_model, pcm, out)
+    cmd = [
+        sys.executable,
+        "-m",
+        "realtime.live",
+        "--model",
+        str(tiny_model),
+        "--stdin-pcm",
+        "--rate",
+        "48000",
+    ]
+    result = subprocess.run([*cmd, "--jsonl", "-"], input=pcm, capture_output=True, timeout=60, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr
-    hops = read_jsonl(out)
-    duration_s = len(audio) / 48_000
-    assert abs(hops[-1]["end_s"] - duration_s) < 0.05  # every sample arrived, at the model's rate
+    hops = [json.loads(line) for line in result.stdout.decode().splitlines()]  # stdout: JSON lines only
+    assert abs(hops[-1]["end_s"] - len(audio) / 48_000) < 0.05  # every sample arrived, at the model's rate
     assert any(h["speech"] for h in hops)
-
-
-def _run_live_with_stdin(model_path, pcm: bytes, out):
-    return subprocess.run(
-        [sys.executable, "-m", "realtime.live", "--model", str(model_path), "--stdin-pcm", "--rate", "48000"]
-        + ["--jsonl", str(out)],
-        input=pcm,
-        capture_output=True,
-        timeout=60,
-        cwd=REPO_ROOT,
-    )
+    assert b"summary:" in result.stderr  # the human-readable view moved to stderr
 
 
 def test_ctrl_c_prints_the_summary_and_exits_0(tiny_model, ravdess_16k):  # noqa: F811
