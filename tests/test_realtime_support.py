@@ -158,7 +158,10 @@ def test_failed_default_build_is_one_clear_line(monkeypatch, tmp_path):
 
 # -- Python API ----------------------------------------------------------------------------------------------
 def test_python_api_predicts_arrays_and_files(tiny_model, ravdess_48k):
-    model = rt_model.load_model(tiny_model)
+    from realtime import load_model
+
+    assert load_model is rt_model.load_model  # the package-level API
+    model = load_model(tiny_model)
     assert model.labels == LABELS and model.window_s == TINY_WINDOW_S
     stereo_48k = next(p for p in sorted(ravdess_48k.glob("*.wav")) if _channels(p) == 2)
     result = model.predict_file(stereo_48k)
