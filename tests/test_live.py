@@ -255,3 +255,16 @@ def test_no_microphone_is_one_line_and_exit_2(tiny_model, tmp_path):  # noqa: F8
         "emotion-live: error: no default audio input device (see --list-devices, or use --input FILE / --stdin-pcm)"
     ]
     assert "summary:" not in result.stdout
+
+
+@pytest.mark.audio
+def test_list_devices_and_unsupported_rate(pulse_sink, tiny_model):  # noqa: F811
+    env = dict(pulse_sink.env, PULSE_SOURCE=pulse_sink.monitor)
+    listing = run_cli("live", "--list-devices", env=env, timeout=30)
+    assert listing.returncode == 0 and " pulse " in listing.stdout
+    result = run_cli("live", "--model", str(tiny_model), "--device", "pulse", "--rate", "3000000", env=env)
+    assert result.returncode == 2
+    (line,) = (
+        result.stderr.strip().splitlines()
+    )  # e.g. "... 'pulse': Invalid sample rate ... (at 3000000 Hz, mono)"
+    assert line.startswith("emotion-live: error: input device 'pulse': ") and "3000000 Hz" in line
