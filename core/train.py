@@ -148,8 +148,8 @@ def build_datamodule(cfg: DictConfig) -> RavdessDataModule:
     return instantiate(data_cfg, _convert_="all")
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train once as configured; returns the run summary (also written to ``summary.json``)."""
+def fit(cfg: DictConfig) -> tuple[pl.Trainer, EmotionModule, RavdessDataModule]:
+    """Build everything from ``cfg`` and train; returns the trainer, the trained module and the data."""
     import pytorch_lightning as pl
     import torch
 
@@ -161,13 +161,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True)
     output_dir = Path(cfg.output_dir)
     datamodule = build_datamodule(cfg)
+    # The backbone first: a missing download should fail before minutes of audio decoding.
+    model, freeze_layers = build_model(cfg.model, len(datamodule.labels))
     datamodule.setup("fit")
-    labels = datamodule.labels
-    model, freeze_layers = build_model(cfg.model, len(labels))
-    settings = train_settings(cfg.train, freeze_layers, datamodule.train_labels(), len(labels))
+    settings = train_settings(cfg.train, freeze_layers, datamodule.train_labels(), len(datamodule.labels))
     module = EmotionModule(
         model_spec=model.spec(),
-        labels=labels,
+        labels=datamodule.labels,
         sample_rate=SAMPLE_RATE,
         window_s=datamodule.window_s,
         preprocessing=datamodule.preprocessing.to_dict(),
@@ -178,7 +178,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     trainer_cfg = to_plain(cfg.trainer)
     trainer_cfg.update(fast_dev_run=cfg.debug.fast_dev_run, overfit_batches=cfg.debug.overfit_batches)
-    trainer: pl.Trainer = instantiate(
+    trainer = instantiate(
         trainer_cfg,
         logger=build_loggers(cfg) or False,
         callbacks=build_callbacks(cfg, output_dir),
@@ -186,7 +186,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         _convert_="all",
     )
     trainer.fit(module, datamodule=datamodule)
-    return finish(cfg, trainer, module, datamodule, output_dir)
+    return trainer, module, datamodule
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train once as configured; returns the run summary (also written to ``summary.json``)."""
+    trainer, module, datamodule = fit(cfg)
+    return finish(cfg, trainer, module, datamodule, Path(cfg.output_dir))
 
 
 def finish(
@@ -208,6 +214,8 @@ def finish(
         "best_checkpoint": str(best) if best else None,
         "best_val": module.hparams.get("metrics") if best is None else None,
         "split": datamodule.split_info(),
+        "world_size": trainer.world_size,
+        "num_nodes": trainer.num_nodes,
     }
     if not trainer.is_global_zero:
         return summary
