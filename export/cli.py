@@ -87,9 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--hop",
         type=float,
-        default=DEFAULT_HOP_S,
         metavar="SECONDS",
-        help=f"suggested hop between live windows stored in the metadata (default: {DEFAULT_HOP_S})",
+        help=f"suggested hop between live windows stored in the metadata (default: {DEFAULT_HOP_S}, or the "
+        "bundled model's own)",
     )
     parser.add_argument(
         "--opset", type=int, default=17, help="ONNX opset, 17 or newer (default: 17, ONNX Runtime >= 1.14)"
@@ -171,7 +171,7 @@ def load_checkpoint_model(path: Path, hop_s: float):
         raise CliError(f"cannot use checkpoint {path}: {reason}", EXIT_BAD_INPUT) from None
 
 
-def load_default_model(hop_s: float):
+def load_default_model(hop_s: float | None):
     """``(model, ModelInfo)`` of the bundled default model (``export.default_model``), imported lazily."""
     try:
         from export.default_model import build_default_classifier
@@ -187,14 +187,14 @@ def load_default_model(hop_s: float):
         model, info = build_default_classifier()
     except Exception as exc:  # missing weights package, changed layout...: report, do not dump a traceback
         raise CliError(f"cannot build the bundled default model: {one_line(exc)}") from None
-    return model, dataclasses.replace(info, hop_s=hop_s)
+    return model, info if hop_s is None else dataclasses.replace(info, hop_s=hop_s)
 
 
 def check_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """Reject values argparse cannot: exits with code 2 and a one-line usage error."""
     if args.opset < 17:
         parser.error(f"--opset {args.opset}: 17 or newer is required")
-    if args.hop <= 0:
+    if args.hop is not None and args.hop <= 0:
         parser.error(f"--hop {args.hop}: must be a positive number of seconds")
     if args.clips < 1:
         parser.error(f"--clips {args.clips}: must be at least 1")
@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> None:
 
     source = str(args.checkpoint) if args.checkpoint else "the bundled default model"
     if args.checkpoint:
-        model, info = load_checkpoint_model(args.checkpoint, args.hop)
+        model, info = load_checkpoint_model(args.checkpoint, args.hop or DEFAULT_HOP_S)
     else:
         model, info = load_default_model(args.hop)
     print(f"exporting {source}: {info.backbone}, {len(info.labels)} labels ({', '.join(info.labels)})")

@@ -180,3 +180,11 @@ def test_help_explains_usage(capsys):
     assert exc.value.code == 0
     text = capsys.readouterr().out
     assert "emotion-train checkpoint" in text and "--quantize" in text and "exit codes" in text
+
+
+def test_no_checkpoint_without_default_model_is_one_line(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "export.default_model", None)  # as if the file were not installed
+    assert cli.main(["-o", str(tmp_path / "m.onnx")]) == 2
+    assert "default model" in _stderr_line(capsys)
