@@ -176,10 +176,19 @@ class MicrophoneSource(AudioSource):
         except SourceError:
             raise
         except (sd.PortAudioError, ValueError) as exc:
-            raise SourceError(
-                f"{self.description}: {one_line(exc)} (at {self.sample_rate} Hz, mono)"
-            ) from None
+            reason = f"{self.description}: {one_line(exc)} (at {self.sample_rate} Hz, mono)"
+            raise SourceError(reason + self._rate_hint(sd, exc)) from None
         self._last_progress = time.monotonic()
+
+    def _rate_hint(self, sd, exc: BaseException) -> str:
+        """For a rejected rate: the device's own default rate, to pass with --rate (resampled to the model's)."""
+        if "sample rate" not in str(exc).lower():
+            return ""
+        try:
+            default_rate = sd.query_devices(self.device, kind="input")["default_samplerate"]
+        except (sd.PortAudioError, ValueError):
+            return ""
+        return f"; try --rate {default_rate:.0f}"
 
     def check(self) -> None:
         written = self.ring.stats().written

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -268,3 +269,4 @@ def test_list_devices_and_unsupported_rate(pulse_sink, tiny_model):  # noqa: F81
         result.stderr.strip().splitlines()
     )  # e.g. "... 'pulse': Invalid sample rate ... (at 3000000 Hz, mono)"
     assert line.startswith("emotion-live: error: input device 'pulse': ") and "3000000 Hz" in line
+    assert re.search(r"; try --rate \d+$", line)  # the device's default rate, resampled to the model's
