@@ -250,7 +250,7 @@ class EmotionModule(pl.LightningModule):
     def epoch_metrics(self, stage: str) -> tuple[dict[str, float], np.ndarray]:
         """Metrics of the epoch from the confusion matrix summed over all processes; resets it."""
         cm = self._confusion[stage].to(self.device)
-        if self.trainer is not None and self.trainer.world_size > 1:
+        if self._trainer is not None and self._trainer.world_size > 1:
             cm = self.trainer.strategy.reduce(cm, reduce_op="sum")
         self._confusion[stage] = torch.zeros_like(self._confusion[stage])
         result = metrics_from_confusion(cm.cpu().numpy())
@@ -286,7 +286,7 @@ class EmotionModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def _steps_per_epoch(self) -> int:
-        trainer = self.trainer
+        trainer = self._trainer
         if trainer is None or not trainer.max_epochs or trainer.max_epochs < 1:
             return 1
         try:

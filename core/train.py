@@ -55,8 +55,10 @@ def build_backbone_from_config(backbone_cfg: dict) -> Any:
         if cfg.get("config") is not None or name is None:
             raise
         cause = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        if Path(str(name)).is_absolute() or Path(str(name)).exists():
+        if Path(str(name)).exists():
             hint = f"the local directory {name} does not hold a loadable model"
+        elif Path(str(name)).is_absolute() or str(name).startswith("."):
+            hint = f"the local directory {name} does not exist"
         else:
             hint = (
                 f"'{name}' is neither a local directory nor reachable on the Hugging Face hub (offline?); "
@@ -120,17 +122,28 @@ def build_loggers(cfg: DictConfig) -> list:
 def build_callbacks(cfg: DictConfig, output_dir: Path) -> list[pl.Callback]:
     from pytorch_lightning.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
-    callbacks: list[pl.Callback] = [
-        ModelCheckpoint(
-            dirpath=output_dir / "checkpoints",
-            filename="best",
-            monitor=cfg.checkpoint.monitor,
-            mode=cfg.checkpoint.mode,
-            save_top_k=1,
-            save_last=cfg.checkpoint.save_last,
-            auto_insert_metric_name=False,
+    best = ModelCheckpoint(
+        dirpath=output_dir / "checkpoints",
+        filename="best",
+        monitor=cfg.checkpoint.monitor,
+        mode=cfg.checkpoint.mode,
+        save_top_k=1,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    callbacks: list[pl.Callback] = [best]  # first, so trainer.checkpoint_callback is the best-model one
+    if cfg.checkpoint.save_last:
+        # A separate unmonitored callback: Lightning 2.6's save_last only re-saves when top-k improved,
+        # so its last.ckpt would be the best epoch, not the last one.
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=output_dir / "checkpoints",
+                filename="last",
+                save_top_k=1,
+                auto_insert_metric_name=False,
+                enable_version_counter=False,
+            )
         )
-    ]
     if cfg.logger:
         callbacks.append(LearningRateMonitor(logging_interval="epoch"))
     patience = cfg.train.get("early_stopping_patience")
