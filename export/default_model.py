@@ -1,0 +1,70 @@
+"""The bundled default model: pretrained Whisper-base encoder (pip packages) + the head shipped in ``bundled/``.
+
+``emotion-export`` calls ``build_default_classifier()`` when no checkpoint is given, so a fresh install can
+export and run a real model without training anything or downloading weights. The head was trained by
+``python -m core.bundle``; ``bundled/model.json`` records how, and its cross-validated metrics.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+BUNDLE_DIR = Path(__file__).resolve().parent / "bundled"
+HEAD_FILE = "head.safetensors"
+INFO_FILE = "model.json"
+
+
+def bundle_info(bundle_dir: Path = BUNDLE_DIR) -> dict:
+    """The bundle's ``model.json`` (labels, window, preprocessing, metrics, protocol, rebuild command)."""
+    path = Path(bundle_dir) / INFO_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no bundled model (rebuild with: python -m core.bundle)")
+    return json.loads(path.read_text())
+
+
+def model_info(info: dict):
+    """``realtime.metadata.ModelInfo`` for the bundled model (what the ONNX metadata will carry)."""
+    from realtime.metadata import ModelInfo
+
+    metrics = dict(info["metrics"])
+    return ModelInfo(
+        labels=tuple(info["labels"]),
+        sample_rate=int(info["sample_rate"]),
+        window_s=float(info["window_s"]),
+        hop_s=float(info["hop_s"]),
+        backbone=f"{info['weights']}:frozen+bundled-head",
+        preprocessing=dict(info["preprocessing"]),
+        metrics=metrics,
+        protocol=info["protocol"],
+    )
+
+
+def build_default_classifier(bundle_dir: Path = BUNDLE_DIR):
+    """``(EmotionClassifier in eval mode, ModelInfo)``: installed encoder weights + the shipped head.
+
+    Raises ``core.ct2.MissingWeightsError`` (one line naming the pip packages) when the encoder weights are
+    not installed.
+    """
+    from safetensors.torch import load_file
+
+    from core.model import EmotionClassifier
+    from core.whisper import build_whisper_backbone
+
+    info = bundle_info(bundle_dir)
+    backbone = build_whisper_backbone(name_or_path=info["weights"])
+    model = EmotionClassifier(
+        backbone,
+        num_classes=int(info["num_classes"]),
+        hidden_dims=tuple(info["hidden_dims"]),
+        dropout=float(info["dropout"]),
+        layer_pooling=info["layer_pooling"],
+    )
+    head = load_file(str(Path(bundle_dir) / HEAD_FILE))
+    missing, unexpected = model.load_state_dict(head, strict=False)
+    not_encoder = [k for k in missing if not k.startswith("backbone.")]
+    if unexpected or not_encoder:
+        raise RuntimeError(
+            f"bundled head does not fit the model: missing={not_encoder} unexpected={unexpected}"
+        )
+    return model.eval(), model_info(info)
