@@ -263,7 +263,6 @@ class ClipDataset(Dataset):
         self.train = train
         self.augmenter = augmenter
         self.seed = seed
-        self._calls = 0
 
     def __len__(self) -> int:
         return len(self.clips)

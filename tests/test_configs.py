@@ -35,7 +35,7 @@ def test_default_config_composes_and_resolves(monkeypatch):
     assert cfg.model.backbone.gradient_checkpointing is True and cfg.model.freeze_layers == 6
     assert cfg.train.loss.gamma == 1.0 and cfg.train.loss.label_smoothing == 0.05
     assert cfg.train.optimizer.lr_scales == {"lower": 0.01, "upper": 0.1, "head": 1.0}
-    assert cfg.trainer.max_epochs == cfg.train.max_epochs
+    assert cfg.trainer.max_epochs == cfg.train.max_epochs and cfg.trainer.gradient_clip_val == 1.0
     assert cfg.logger == ["csv", "tensorboard"] and cfg.loggers.wandb.offline is True
     assert cfg.debug.fast_dev_run is False and cfg.debug.overfit_batches == 0
     assert cfg.checkpoint.monitor == "val/macro_f1" and cfg.checkpoint.mode == "max"
