@@ -33,6 +33,8 @@ class HopRecord:
     (smoothed label, or ``silence``). probs: the window's raw probabilities (None for silence: not scored).
     smoothed: EMA probabilities (None for silence). inference_ms: model time for this window.
     dropped_samples: audio lost so far (ring overwrites).
+    latency_ms: from the arrival of the window's last sample in the ring buffer to this estimate being ready
+        (queueing + VAD + inference + smoothing); None when unknown.
     """
 
     start_s: float
@@ -44,6 +46,7 @@ class HopRecord:
     smoothed: dict[str, float] | None
     inference_ms: float | None
     dropped_samples: int
+    latency_ms: float | None = None
 
     def to_json(self) -> str:
         data = {"timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
@@ -57,6 +60,7 @@ class HopRecord:
             smoothed=self.smoothed,
             inference_ms=None if self.inference_ms is None else round(self.inference_ms, 2),
             dropped_samples=self.dropped_samples,
+            latency_ms=None if self.latency_ms is None else round(self.latency_ms, 2),
         )
         return json.dumps(data)
 
@@ -117,12 +121,15 @@ class Summary:
         self.hop_s = hop_s
         self.label_hops: Counter[str] = Counter()
         self.inference_ms: list[float] = []
+        self.latency_ms: list[float] = []
         self.started = time.monotonic()
 
     def add(self, rec: HopRecord) -> None:
         self.label_hops[rec.label] += 1
         if rec.inference_ms is not None:
             self.inference_ms.append(rec.inference_ms)
+        if rec.latency_ms is not None:
+            self.latency_ms.append(rec.latency_ms)
 
     def render(self, audio_s: float, dropped_samples: int, device_overflows: int) -> str:
         hops = sum(self.label_hops.values())
@@ -138,5 +145,9 @@ class Summary:
             )
         else:
             lines.append(f"  inference: no speech windows scored (all {SILENCE_LABEL})")
+        if self.latency_ms:
+            ordered = sorted(self.latency_ms)
+            p50, p95 = ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+            lines.append(f"  latency (last sample in → estimate): median {p50:.1f} ms, p95 {p95:.1f} ms")
         lines.append(f"  dropped samples: {dropped_samples}  (driver overflows: {device_overflows})")
         return "\n".join(lines)

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import os
 import sys
+import time
 
 import numpy as np
 import soxr
@@ -138,12 +139,19 @@ class Monitor:
             smoothed=smoothed,
             inference_ms=ms,
             dropped_samples=self.source.ring.stats().dropped,
+            latency_ms=self._latency_ms(window),
         )
         self.view.show(rec)
         self.summary.add(rec)
         if self.jsonl is not None:
             self.jsonl.write(rec.to_json() + "\n")
             self.jsonl.flush()
+
+    def _latency_ms(self, window: AudioWindow) -> float | None:
+        """Milliseconds since the window's last sample entered the ring buffer (None if no longer known)."""
+        source_index = round(window.end * self.source.sample_rate / window.sample_rate)
+        arrived = self.source.ring.arrival_time(source_index)
+        return None if arrived is None else (time.monotonic() - arrived) * 1000.0
 
     def run(self, max_seconds: float | None = None) -> None:
         """Consume until end of input, ``max_seconds`` of audio, or Ctrl-C (KeyboardInterrupt propagates)."""

@@ -9,9 +9,14 @@ current rather than drifting behind real time) and every lost sample is counted 
 from __future__ import annotations
 
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
+
+ARRIVAL_HISTORY = 4096
+"""Writes remembered for latency measurement (about 40 s of 10 ms callbacks)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,9 @@ class RingBuffer:
         self._device_overflows = 0
         self._closed = False
         self._error: BaseException | None = None
+        # (absolute end index of a write, monotonic time of that write): lets the consumer tell how long ago
+        # a window's last sample arrived, i.e. the monitor's real latency. Bounded, newest last.
+        self._arrivals: deque[tuple[int, float]] = deque(maxlen=ARRIVAL_HISTORY)
         self._cond = threading.Condition(threading.Lock())
 
     # -- producer side ---------------------------------------------------------------------------------------
@@ -83,6 +91,7 @@ class RingBuffer:
             self._data[start : start + first] = samples[:first]
             self._data[: n - first] = samples[first:]
             self._write_pos += n
+            self._arrivals.append((self._write_pos, time.monotonic()))
             self._cond.notify_all()
 
     def note_device_overflow(self) -> None:
@@ -120,6 +129,16 @@ class RingBuffer:
             self._read_pos += n
             self._cond.notify_all()
             return out
+
+    def arrival_time(self, sample_index: int) -> float | None:
+        """``time.monotonic()`` at which absolute sample ``sample_index - 1`` was written (None if too old)."""
+        with self._cond:
+            found = None
+            for end, t in reversed(self._arrivals):  # windows are recent: a few steps back at most
+                if end < sample_index:
+                    break
+                found = t
+            return found
 
     @property
     def closed(self) -> bool:

@@ -195,6 +195,9 @@ def test_live_records_a_clip_played_into_pulseaudio(pulse_sink, tiny_model, ravd
     assert all(h["probs"] and abs(sum(h["probs"].values()) - 1) < 1e-4 for h in speech)
     assert not hops[0]["speech"], "the stream starts before the clip: the first hop is silence"
     assert "summary:" in rest
+    # Live from a device, every hop knows how long ago its last sample arrived; a few seconds would mean the
+    # monitor fell behind the microphone (the ring holds 10 s).
+    assert all(h["latency_ms"] is not None and 0 <= h["latency_ms"] < 5000 for h in hops)
     print(f"pulse live path: {len(hops)} hops, {len(speech)} speech, dropped {hops[-1]['dropped_samples']}")
 
 

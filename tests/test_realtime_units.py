@@ -40,6 +40,18 @@ def test_ring_buffer_overrun_drops_oldest_and_counts():
     assert ring.read(timeout_s=0).tolist() == list(range(12, 20))
 
 
+def test_ring_buffer_remembers_when_each_sample_arrived():
+    ring = RingBuffer(100)
+    ring.write(np.zeros(10, dtype=np.float32))
+    time.sleep(0.02)
+    ring.write(np.zeros(10, dtype=np.float32))
+    first, second = ring.arrival_time(10), ring.arrival_time(11)
+    assert first is not None and second is not None
+    assert second - first >= 0.015  # sample 10 (index 10) came with the second write
+    assert ring.arrival_time(1) == first
+    assert ring.arrival_time(21) is None  # not written yet
+
+
 def test_ring_buffer_read_times_out_and_close_ends_the_stream():
     ring = RingBuffer(4)
     t0 = time.monotonic()
