@@ -7,7 +7,6 @@ decode are collected as ``Problem``s (file + reason), logged, and left out: neve
 from __future__ import annotations
 
 import logging
-import math
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -298,16 +297,22 @@ def count_per_class(labels: Iterable[int], num_classes: int = len(EMOTIONS)) -> 
 
 
 def limit_per_actor(files: Sequence[RavdessFile], max_files: int | None) -> list[RavdessFile]:
-    """At most ``max_files`` per actor, spread over emotions (for debug/smoke runs); None keeps all."""
+    """At most ``max_files`` per actor for debug/smoke runs, taken round-robin over emotions (each actor
+    starting where the previous actor stopped) so small subsets still cover every class; None keeps all."""
     if max_files is None:
         return list(files)
     by_actor: dict[int, list[RavdessFile]] = {}
-    for item in files:
+    for item in sorted(files, key=lambda f: str(f.path)):
         by_actor.setdefault(item.actor, []).append(item)
     kept = []
-    for items in by_actor.values():
-        step = max(1, math.ceil(len(items) / max_files))
-        kept += items[::step][:max_files]
+    for actor, items in by_actor.items():
+        seen: dict[int, int] = {}
+        ranked = []
+        for item in items:
+            seen[item.emotion] = seen.get(item.emotion, 0) + 1
+            start = (actor - 1) * max_files  # consecutive actors continue where the previous one stopped
+            ranked.append(((seen[item.emotion], (item.emotion - 1 - start) % len(EMOTIONS)), item))
+        kept += [item for _, item in sorted(ranked, key=lambda pair: pair[0])[:max_files]]
     return sorted(kept, key=lambda f: str(f.path))
 
 

@@ -20,6 +20,7 @@ from core.data import (
     decode_clips,
     fold_actors,
     index_ravdess,
+    limit_per_actor,
     parse_name,
     random_crop,
     report_problems,
@@ -110,6 +111,15 @@ def test_real_ravdess_index(ravdess_16k):
     assert actors == set(range(1, 21))
     per_class = np.bincount([f.label for f in files if f.actor == 3], minlength=8)
     assert per_class.tolist() == [4, 8, 8, 8, 8, 8, 8, 8]
+
+
+def test_limit_per_actor_covers_the_classes(ravdess_16k):
+    files, _ = index_ravdess(ravdess_16k)
+    eight = limit_per_actor(files, 8)
+    assert len(eight) == 8 * 20
+    assert all(len({f.emotion for f in eight if f.actor == a}) == 8 for a in range(1, 21))
+    two = limit_per_actor([f for f in files if f.actor <= 4], 2)
+    assert len(two) == 8 and len({f.emotion for f in two}) == 8
 
 
 def test_48k_originals_decode_to_16k(ravdess_48k):
