@@ -372,3 +372,23 @@ def test_ddp_two_cpu_processes(ravdess_16k, tmp_path):
     assert hp["metrics"]["val/num_samples"] == summary["split"]["num_clips"]["val"]
     model, _ = load_classifier(run_dir / "checkpoints" / "best.ckpt")
     assert model.num_classes == 8
+
+
+def test_gradient_checkpointing_still_trains_every_tier():
+    from core.backbones import build_backbone
+    from core.checkpoint import TINY_WAV2VEC2_CONFIG
+    from core.model import EmotionClassifier
+
+    torch.manual_seed(0)
+    backbone = build_backbone(
+        "wav2vec2", None, config={**TINY_WAV2VEC2_CONFIG, "num_hidden_layers": 3}, gradient_checkpointing=True
+    )
+    model = EmotionClassifier(backbone, 8, (16,))
+    module = EmotionModule(
+        model.spec(), list(EMOTIONS), train=TrainSettings(freeze_layers=1).to_dict(), model=model
+    )
+    model.train()
+    module.loss_fn(model(torch.randn(4, 16_000)), torch.tensor([0, 1, 2, 3])).backward()
+    for layer in backbone.transformer_layers():  # lower (layer 0) and upper tiers both receive gradients
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in layer.parameters())
+    assert all(p.grad is None for p in backbone.model.feature_extractor.parameters())  # CNN stays frozen
