@@ -217,12 +217,14 @@ class EmotionModule(pl.LightningModule):
     @torch.no_grad()
     def clean_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Eval-mode, no-grad logits of un-mixed inputs (no dropout, BatchNorm running stats untouched)."""
-        was_training = self.model.training
+        # Restore each submodule's own mode afterwards: a backbone may keep frozen parts in eval mode.
+        modes = {module: module.training for module in self.model.modules()}
         self.model.eval()
         try:
             return self.model(x)
         finally:
-            self.model.train(was_training)
+            for module, training in modes.items():
+                module.training = training
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch["input_values"], batch["label"]

@@ -125,8 +125,10 @@ def test_mixup_trains_on_mixed_batch_but_metrics_use_clean_predictions(monkeypat
 
     monkeypatch.setattr(lm, "mix_batch", spy)
     x, y = torch.randn(6, 16_000), torch.tensor([0, 1, 2, 3, 4, 5])
+    module.model.head.eval()  # a submodule a backbone/head keeps in eval mode must stay so
     loss, metric_logits = module.mixup_step(x, y)
-    assert module.model.training  # the clean forward restores training mode
+    assert module.model.training and not module.model.head.training  # modes restored per submodule
+    module.model.head.train()
     module.model.eval()
     with torch.no_grad():
         clean, mixed = module.model(x), module.model(seen["x_mix"])
