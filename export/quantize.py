@@ -60,31 +60,69 @@ def _preprocess(source: Path, work: Path) -> Path:
     return target
 
 
-def quantize_int8(
-    source: str | Path, target: str | Path, per_channel: bool = True, preprocess: bool = True
-) -> Path:
-    """Dynamic int8 quantisation of ``source`` (fp32 export) into ``target``.
+INT8_METHODS = ("blockwise", "dynamic")
+BLOCK_SIZE = 32
+"""Weights per int8 scale in ``blockwise`` quantisation: finer blocks follow outlier weights more closely."""
 
-    Weights are int8 (per output channel when ``per_channel``: less error, same speed); activations are
-    quantised on the fly per batch, so no calibration data is needed. Only weight×activation matmuls are
-    converted (``MatMulConstBOnly``): attention score matmuls stay float.
+
+def quantize_int8(source: str | Path, target: str | Path, method: str = "blockwise") -> Path:
+    """int8 copy of ``source`` (fp32 export) in ``target``; only transformer-layer weight matmuls change.
+
+    method:
+      ``blockwise`` (default): ``MatMulNBits`` with 8-bit symmetric weights, one scale per ``BLOCK_SIZE``
+        weights, and ``accuracy_level=4``, i.e. activations quantised to int8 per block on the fly and int8
+        dot products. Measured on a Whisper-base classifier it keeps the top label on 97–100 % of clips,
+        where ``dynamic`` changed 6–12 %: Whisper's activations have outlier channels that one scale per
+        tensor cannot cover. A contrib op: the file runs in ONNX Runtime only (as everything here does).
+      ``dynamic``: classic ``quantize_dynamic`` (``MatMulInteger``): int8 weights, uint8 activations with
+        one scale per tensor computed per run; standard ONNX ops.
+    Neither needs calibration data.
     """
+    if method not in INT8_METHODS:
+        raise ValueError(f"unknown int8 method {method!r}; expected one of {INT8_METHODS}")
+    source, target = Path(source), Path(target)
+    if method == "blockwise":
+        _quantize_blockwise(source, target)
+    else:
+        _quantize_dynamic(source, target)
+    _finish(source, target, "int8" if method == "blockwise" else "int8-dynamic")
+    return target
+
+
+def _quantize_blockwise(source: Path, target: Path) -> None:
+    """8-bit ``MatMulNBits`` weights (see ``quantize_int8``)."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    model = onnx.load(str(source))
+    quantizer = MatMulNBitsQuantizer(
+        model,
+        bits=8,
+        block_size=BLOCK_SIZE,
+        is_symmetric=True,
+        accuracy_level=4,
+        nodes_to_include=quantizable_nodes(model),
+    )
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(target), use_external_data_format=False)
+
+
+def _quantize_dynamic(source: Path, target: Path) -> None:
+    """``quantize_dynamic`` on the ``quant_pre_process``-ed graph; weight × activation matmuls only."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    source, target = Path(source), Path(target)
     with tempfile.TemporaryDirectory() as tmp:
-        prepared = _preprocess(source, Path(tmp)) if preprocess else source
+        prepared = _preprocess(source, Path(tmp))
         quantize_dynamic(
             str(prepared),
             str(target),
             op_types_to_quantize=list(QUANTIZED_OPS),
             nodes_to_quantize=quantizable_nodes(onnx.load(str(prepared), load_external_data=False)) or None,
-            per_channel=per_channel,
+            # One scale per tensor: per-channel weights measured no better on Whisper-base (48 clips).
+            per_channel=False,
             weight_type=QuantType.QInt8,
+            # Attention score matmuls (both inputs are activations) stay float.
             extra_options={"MatMulConstBOnly": True},
         )
-    _finish(source, target, "int8")
-    return target
 
 
 def _float16_converter():

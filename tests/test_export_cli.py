@@ -76,7 +76,8 @@ def test_checkpoint_exports_validates_and_runs(checkpoint, tmp_path, capsys):
     assert np.abs(probs - validate.torch_probs(model, x)).max() <= 1e-4
 
 
-def test_int8_agrees_with_fp32(checkpoint, tmp_path):
+@pytest.mark.parametrize("method", ["blockwise", "dynamic"])
+def test_int8_agrees_with_fp32(checkpoint, tmp_path, method):
     from core.checkpoint import load_classifier
     from export.onnx_export import export_onnx
     from export.quantize import quantize_int8
@@ -84,7 +85,8 @@ def test_int8_agrees_with_fp32(checkpoint, tmp_path):
     model, hparams = load_classifier(checkpoint)
     info = cli.info_from_hparams(hparams, 0.5)
     fp32 = export_onnx(model, info, tmp_path / "m.onnx")
-    int8 = quantize_int8(fp32, tmp_path / "m.int8.onnx")
+    int8 = quantize_int8(fp32, tmp_path / "m.int8.onnx", method=method)
+    assert int8.stat().st_size < fp32.stat().st_size
     audio = validate.load_validation_audio(info, 12, log=lambda _: None)
     result = validate.agreement(validate.cpu_session(fp32), validate.cpu_session(int8), info, audio)
     assert result.clips == len(audio.clips) and result.top1 >= 0.9 and result.max_delta < 0.05
