@@ -76,7 +76,7 @@ def test_checkpoint_exports_validates_and_runs(checkpoint, tmp_path, capsys):
     assert np.abs(probs - validate.torch_probs(model, x)).max() <= 1e-4
 
 
-@pytest.mark.parametrize("method", ["blockwise", "dynamic"])
+@pytest.mark.parametrize("method", ["dynamic", "blockwise"])
 def test_int8_agrees_with_fp32(checkpoint, tmp_path, method):
     from core.checkpoint import load_classifier
     from export.onnx_export import export_onnx
