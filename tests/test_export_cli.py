@@ -190,3 +190,18 @@ def test_no_checkpoint_without_default_model_is_one_line(tmp_path, capsys, monke
     monkeypatch.setitem(sys.modules, "export.default_model", None)  # as if the file were not installed
     assert cli.main(["-o", str(tmp_path / "m.onnx")]) == 2
     assert "default model" in _stderr_line(capsys)
+
+
+@pytest.mark.slow
+def test_bundled_default_model_exports(tmp_path, capsys):
+    """No checkpoint → the bundled Whisper-base model (pip weights + shipped head), validated like any other."""
+    default_model = pytest.importorskip("export.default_model")
+    try:
+        default_model.bundle_info()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    out = tmp_path / "default.onnx"
+    assert cli.main(["-o", str(out), *CLIPS]) == 0, capsys.readouterr().err
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    info = ModelInfo.from_metadata(session.get_modelmeta().custom_metadata_map)
+    assert info.labels and info.metrics and info.protocol
