@@ -60,21 +60,23 @@ class HeadConfig:
     layer: int | None = None
     hidden_dims: tuple[int, ...] = (512, 256)
     dropout: float = 0.3
-    epochs: int = 60
-    batch_size: int = 64
+    epochs: int = 40
+    batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 1e-2
     focal_gamma: float = 1.0
     label_smoothing: float = 0.05
-    train_crops: tuple[tuple[float | None, int], ...] = ((None, 1), (3.0, 3))
+    train_crops: tuple[tuple[float | None, int], ...] = ((None, 1),)
     window_s: float = 3.0
     crops: int = 3
     speaker_norm: bool = False
     seed: int = 0
 
 
-CHOSEN = HeadConfig()
-"""Setting of the bundled head; replaced by the best ``--search`` result (see export/bundled/kfold.json)."""
+CHOSEN = HeadConfig(dropout=0.5)
+"""Setting of the bundled head: the best ``--search`` result by mean single-window macro-F1
+(export/bundled/search.json). Differences between the settings tried (±0.01) are well inside the
+fold-to-fold spread (±0.07), so this is "a good setting", not a significantly better one."""
 
 
 @dataclass
@@ -230,10 +232,10 @@ def cross_validate(cfg: HeadConfig, data: Dataset) -> dict:
 
 
 SEARCH = {
-    "layer": [None, 2, 3, 4, 6],
+    "layer": [None, 2, 3, 4],
     "dropout": [0.3, 0.5],
     "hidden_dims": [(512, 256), (256, 128)],
-    "train_crops": [((None, 1),), ((None, 1), (3.0, 3)), ((None, 1), (3.0, 3), (2.0, 3))],
+    "train_crops": [((None, 1),), ((None, 1), (3.0, 3))],
     "window_s": [3.0, 2.0],
     "speaker_norm": [False, True],
 }
@@ -255,7 +257,7 @@ def summary_line(name: str, result: dict) -> str:
 def search(data: Dataset, base: HeadConfig, out_path: Path) -> HeadConfig:
     """Greedy one-axis-at-a-time search by k-fold macro-F1 on single windows; speaker_norm is reported but
     never selected (the bundled model must work on a single clip of an unknown speaker)."""
-    results, best = [], base
+    results, best, seen = [], base, {}
     for axis, values in SEARCH.items():
         scored = []
         for value in values:
@@ -269,8 +271,12 @@ def search(data: Dataset, base: HeadConfig, out_path: Path) -> HeadConfig:
             if any(n not in data.feats for n in needed):
                 log.info("skip %s=%s: crops not cached", axis, value)
                 continue
+            key = json.dumps(asdict(cfg), sort_keys=True)
+            if key in seen:  # the best value of the previous axis: already measured
+                scored.append((seen[key]["window"]["macro_f1"]["mean"], cfg))
+                continue
             start = time.time()
-            result = cross_validate(cfg, data)
+            result = seen[key] = cross_validate(cfg, data)
             log.info("%s  (%.0f s)", summary_line(f"{axis}={value}", result), time.time() - start)
             results.append({"config": asdict(cfg), "result": result})
             scored.append((result["window"]["macro_f1"]["mean"], cfg))
@@ -355,7 +361,7 @@ def write_bundle(
         "dropout": cfg.dropout,
         "layer_pooling": "weighted",
         "layer": cfg.layer,
-        "layer_weights": [round(float(w), 4) for w in model.layer_weights()],
+        "layer_weights": [round(float(w), 4) for w in model.layer_weights().detach()],
         "preprocessing": PreprocessOptions().to_dict(),
         "metrics": {"mean": metrics, "std": metrics_std, "folds": NUM_FOLDS},
         "confusion_matrix": {mode: result[mode]["confusion_matrix"] for mode in result},
