@@ -8,6 +8,7 @@ that extra key, so the runtime reads a variant exactly like the fp32 file.
 from __future__ import annotations
 
 import json
+import logging
 import tempfile
 from pathlib import Path
 
@@ -93,8 +94,13 @@ def quantize_int8(source: str | Path, target: str | Path, method: str = "dynamic
 
 def _quantize_blockwise(source: Path, target: Path) -> None:
     """8-bit ``MatMulNBits`` weights (see ``quantize_int8``)."""
+    root_level = logging.getLogger().level
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
+    # Importing it calls logging.basicConfig(level=INFO) and it logs one line per graph node: keep the
+    # root logger as it was and the quantizer to warnings.
+    logging.getLogger().setLevel(root_level)
+    logging.getLogger(MatMulNBitsQuantizer.__module__).setLevel(logging.WARNING)
     model = onnx.load(str(source))
     quantizer = MatMulNBitsQuantizer(
         model,
