@@ -116,7 +116,7 @@ def export_onnx(model: nn.Module, info: ModelInfo, path: str | Path, opset: int 
         _check_labels(proto, info)
         write_metadata(proto, info)
         onnx.save(proto, str(path))
-        # Check by path: works for files above the 2 GB protobuf limit too.
+        # Check the file as saved (what the runtime will load), not the in-memory copy.
         onnx.checker.check_model(str(path), full_check=True)
     except ExportError:
         path.unlink(missing_ok=True)
