@@ -36,8 +36,10 @@ PROVIDER_CHOICES = ("auto", "cpu", "cuda")
 DIST_NAME = "speech-emotion-monitor"
 MODEL_ENV = "EMOTION_MODEL"
 """Environment variable naming an explicit model file used when no ``--model`` is given."""
-SILENT_DBFS = -60.0
-"""A clip whose overall level is below this is reported as silent instead of being scored."""
+SILENT_DBFS = -70.0
+"""A clip whose overall level is below this is reported as silent instead of being scored. Real quiet speech
+goes lower than one might think: the quietest RAVDESS clips (soft "calm" takes) sit at -62 dBFS RMS after
+trimming, so the bar is 8 dB under that; a muted input or digital silence is far below it."""
 SILENCE_LABEL = "silence"
 MIN_CLIP_S = 0.1
 """Shortest clip scored: below this the speech encoders' front ends have too few samples (and it says nothing)."""

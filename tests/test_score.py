@@ -64,6 +64,14 @@ def test_resume_skips_files_already_scored(tiny_model, mixed_folder, tmp_path): 
     assert sorted(r["path"].rsplit("/", 1)[-1] for r in records) == ["normal.flac", "stereo48k.wav"]
 
 
+def test_quiet_real_speech_is_scored_not_called_silent(tiny_model, ravdess_16k):  # noqa: F811
+    # One of the quietest RAVDESS takes (a soft "calm", about -61 dBFS RMS): quiet is not silent.
+    quiet = ravdess_16k / "Actor_20" / "03-01-02-01-02-01-20.flac"
+    result = run_cli("score", "--model", str(tiny_model), str(quiet))
+    assert result.returncode == 0, result.stderr
+    assert quiet.name in result.stdout
+
+
 def test_silent_file_is_reported_not_scored(tiny_model, tmp_path):  # noqa: F811
     silent = tmp_path / "silent.wav"
     sf.write(silent, np.zeros(32_000, np.float32), 16_000)
