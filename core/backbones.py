@@ -57,7 +57,8 @@ class Wav2Vec2FamilyBackbone(SpeechBackbone):
         self.hidden_size = int(model.config.hidden_size)
         self.num_layers = int(model.config.num_hidden_layers)
         # The convolutional feature encoder is always frozen: fine-tuning it on ~1k clips only overfits.
-        model.freeze_feature_encoder()
+        # HubertModel has no freeze_feature_encoder(); its conv stack has the same _freeze_parameters().
+        (getattr(model, "freeze_feature_encoder", None) or model.feature_extractor._freeze_parameters)()
         if gradient_checkpointing:
             # transformers >= 5 renamed the switch; keep both so the supported range works.
             enable = (

@@ -84,11 +84,6 @@ def test_backbone_config_override_on_the_command_line():
     assert model.layer_pooling == "last" and model.dropout == 0.2
 
 
-@pytest.mark.xfail(
-    raises=AttributeError,
-    strict=False,
-    reason="core/backbones.py calls model.freeze_feature_encoder(), which transformers' HubertModel lacks",
-)
 def test_hubert_builds():
     cfg = compose_cfg(["model=hubert", f"model.backbone.config={{{TINY_OVERRIDE}}}"])
     model, _ = build_model(cfg.model, 8)
