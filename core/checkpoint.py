@@ -54,10 +54,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(path, "no such checkpoint file")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except pickle.UnpicklingError:
+        # torch's own message advises weights_only=False, i.e. running arbitrary code from the file: not quoted.
         raise CheckpointError(
-            path, f"holds objects that are not plain data, refused by weights_only loading ({first[:200]})"
+            path, "not a safe checkpoint: it is not a PyTorch file, or it holds objects other than plain data"
         ) from None
     except (
         Exception
@@ -86,7 +86,11 @@ def load_classifier(path: str | Path) -> tuple[EmotionClassifier, dict[str, Any]
     state = {k[len(STATE_PREFIX) :]: v for k, v in data["state_dict"].items() if k.startswith(STATE_PREFIX)}
     if not state:
         raise CheckpointError(path, f"state_dict has no '{STATE_PREFIX}' weights")
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # strict=False still raises on shape mismatches, in many lines
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise CheckpointError(path, f"weights do not match model_spec ({first[:200]})") from None
     if result.missing_keys or result.unexpected_keys:
         example = (result.missing_keys or result.unexpected_keys)[0]
         raise CheckpointError(

@@ -56,8 +56,9 @@ def test_non_plain_objects_are_refused(tmp_path):
 
     path = tmp_path / "dictconfig.ckpt"
     torch.save({"state_dict": {}, "hyper_parameters": OmegaConf.create({"labels": ["a"]})}, path)
-    with pytest.raises(CheckpointError, match="weights_only"):
+    with pytest.raises(CheckpointError, match="not a safe checkpoint") as err:
         load_classifier(path)
+    assert "weights_only=False" not in str(err.value)  # never advise loading untrusted code
 
 
 def test_missing_hparams_and_mismatched_weights(tmp_path):
@@ -72,6 +73,13 @@ def test_missing_hparams_and_mismatched_weights(tmp_path):
     torch.save(data, tmp_path / "partial.ckpt")
     with pytest.raises(CheckpointError, match="1 missing"):
         load_classifier(tmp_path / "partial.ckpt")
+
+    data = torch.load(good, weights_only=True)
+    data["state_dict"]["model.head.weight"] = torch.zeros(3, 3)  # wrong shape for the stored spec
+    torch.save(data, tmp_path / "reshaped.ckpt")
+    with pytest.raises(CheckpointError, match="do not match") as err:
+        load_classifier(tmp_path / "reshaped.ckpt")
+    assert "\n" not in str(err.value)
 
 
 def test_cli_writes_and_checks(tmp_path, capsys):
