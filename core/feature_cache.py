@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         "--data-dir", default=str(Path(__file__).resolve().parents[2] / "shared/data/ravdess-16k")
     )
     parser.add_argument("--weights", default="whisper-base")
-    parser.add_argument("--windows", type=float, nargs="*", default=[3.0, 2.0], help="crop lengths, seconds")
+    parser.add_argument("--windows", type=float, nargs="*", default=[3.0], help="crop lengths, seconds")
     parser.add_argument("--crops", type=int, default=3, help="crops per clip and window length")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
