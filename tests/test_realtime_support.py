@@ -195,3 +195,18 @@ def _channels(path: Path) -> int:
     import soundfile as sf
 
     return sf.info(str(path)).channels
+
+
+def test_windows_are_trimmed_of_edge_silence_before_inference(tiny_model, ravdess_16k, monkeypatch):
+    from realtime.audio import load_audio, prepare_clip
+
+    model = rt_model.load_model(tiny_model)
+    speech = prepare_clip(load_audio(ravdess_16k / ANGRY_CLIP), model.preprocess)[: 2 * model.sample_rate]
+    window = np.concatenate([np.zeros(model.sample_rate, np.float32), speech])  # 1 s pause, then speech
+    seen = []
+    run = model._run
+    monkeypatch.setattr(model, "_run", lambda x: seen.append(x.shape) or run(x))
+    probs = model.predict_windows([window, speech])
+    # The pause is cut (up to the 0.1 s margin the trimmer keeps), so both inputs are nearly the same audio.
+    assert len(speech) <= seen[0][1] <= len(speech) + 0.15 * model.sample_rate
+    assert np.abs(probs[0] - probs[1]).max() < 0.05
