@@ -12,6 +12,8 @@ No torch here: the default model is built by the exporter in a separate process.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -91,6 +93,10 @@ def default_intra_op_threads() -> int:
 
 
 # -- default model -------------------------------------------------------------------------------------------
+BUNDLE_FILES = ("model.json", "head.safetensors")
+"""The shipped trained part of the default model (``export/bundled/``)."""
+
+
 def package_version() -> str:
     try:
         return importlib_metadata.version(DIST_NAME)
@@ -98,13 +104,32 @@ def package_version() -> str:
         return "0+unknown"
 
 
+def bundle_fingerprint() -> str:
+    """12 hex digits of the shipped head files (``export/bundled/``), or ``none`` when they are not installed.
+
+    Part of the cached default model's name, so retraining the head (same package version) builds anew
+    instead of silently running a stale model. Found without importing ``export`` (that would load torch).
+    """
+    spec = importlib.util.find_spec("export")
+    if spec is None or not spec.submodule_search_locations:
+        return "none"
+    bundled = Path(list(spec.submodule_search_locations)[0]) / "bundled"
+    digest = hashlib.sha256()
+    for name in BUNDLE_FILES:
+        file = bundled / name
+        if not file.is_file():
+            return "none"
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def default_model_path() -> Path:
-    """``$EMOTION_MODEL`` if set, else ``$XDG_CACHE_HOME/speech-emotion-monitor/default-<version>.onnx``."""
+    """``$EMOTION_MODEL`` if set, else ``$XDG_CACHE_HOME/speech-emotion-monitor/default-<version>-<head>.onnx``."""
     explicit = os.environ.get(MODEL_ENV)
     if explicit:
         return Path(explicit).expanduser()
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / DIST_NAME / f"default-{package_version()}.onnx"
+    return cache / DIST_NAME / f"default-{package_version()}-{bundle_fingerprint()}.onnx"
 
 
 def build_default_model(path: Path, log=None) -> Path:

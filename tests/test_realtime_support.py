@@ -117,7 +117,8 @@ def test_default_model_path_honours_env(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     path = rt_model.default_model_path()
     assert path.parent == tmp_path / "speech-emotion-monitor"
-    assert path.name == f"default-{rt_model.package_version()}.onnx"
+    assert path.name == f"default-{rt_model.package_version()}-{rt_model.bundle_fingerprint()}.onnx"
+    assert len(rt_model.bundle_fingerprint()) == 12  # the head files are found without importing export
     monkeypatch.setenv(rt_model.MODEL_ENV, str(tmp_path / "mine.onnx"))
     assert rt_model.default_model_path() == tmp_path / "mine.onnx"
     with pytest.raises(ModelError, match="mine.onnx: model file not found"):
@@ -210,3 +211,20 @@ def test_windows_are_trimmed_of_edge_silence_before_inference(tiny_model, ravdes
     # The pause is cut (up to the 0.1 s margin the trimmer keeps), so both inputs are nearly the same audio.
     assert len(speech) <= seen[0][1] <= len(speech) + 0.15 * model.sample_rate
     assert np.abs(probs[0] - probs[1]).max() < 0.05
+
+
+def test_retrained_head_gets_a_new_default_model_name(monkeypatch, tmp_path):
+    import importlib.util
+    from types import SimpleNamespace
+
+    bundled = tmp_path / "export" / "bundled"
+    bundled.mkdir(parents=True)
+    (bundled / "model.json").write_text("{}")
+    (bundled / "head.safetensors").write_bytes(b"weights v1")
+    fake = SimpleNamespace(submodule_search_locations=[str(tmp_path / "export")])
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: fake)
+    first = rt_model.bundle_fingerprint()
+    (bundled / "head.safetensors").write_bytes(b"weights v2")
+    assert rt_model.bundle_fingerprint() != first
+    (bundled / "head.safetensors").unlink()
+    assert rt_model.bundle_fingerprint() == "none"
