@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import time
 
@@ -16,7 +15,7 @@ import numpy as np
 import soxr
 
 from realtime.audio import AudioError
-from realtime.display import HelpFormatter, HopRecord, Summary, make_view
+from realtime.display import HelpFormatter, HopRecord, Summary, make_view, run_command
 from realtime.model import PROVIDER_CHOICES, SILENCE_LABEL, EmotionModel, ModelError, ModelOptions, load_model
 from realtime.smoothing import DEFAULT_ALPHA, DEFAULT_MARGIN, DEFAULT_PATIENCE_HOPS, Smoother, SmootherOptions
 from realtime.sources import (
@@ -34,7 +33,6 @@ READ_TIMEOUT_S = 0.25
 """Longest wait for audio before the loop checks that the source is still alive (never hang)."""
 RESET_AFTER_SILENT_HOPS = 2
 """Silent hops after which the smoother forgets the last utterance (1 s at the default hop)."""
-EXIT_ERROR = 2
 
 EPILOG = """\
 examples:
@@ -184,17 +182,9 @@ class Monitor:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        if args.list_devices:
-            print(list_input_devices())
-            return 0
-        return run(args)
-    except (ModelError, SourceError, AudioError, ValueError) as exc:
-        print(f"emotion-live: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except BrokenPipeError:  # e.g. piped into ``head``: stop quietly, as command-line tools do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_ERROR
+    if args.list_devices:
+        return run_command("emotion-live", lambda: print(list_input_devices()) or 0, (SourceError,))
+    return run_command("emotion-live", lambda: run(args), (ModelError, SourceError, AudioError, ValueError))
 
 
 def run(args) -> int:

@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 from pathlib import Path
 
 import soundfile as sf
 
 from realtime.audio import AudioError, load_audio
-from realtime.display import HelpFormatter
+from realtime.display import HelpFormatter, run_command
 from realtime.model import (
     PROVIDER_CHOICES,
     EmotionModel,
@@ -32,7 +31,6 @@ from realtime.vad import load_vad
 from realtime.windowing import DEFAULT_HOP_S
 
 EXIT_SOME_FAILED = 1
-EXIT_ERROR = 2
 AUDIO_SUFFIXES = frozenset("." + fmt.lower() for fmt in sf.available_formats()) | {".oga", ".opus", ".aif"}
 """File endings picked up inside folders (what libsndfile can decode); files named explicitly are always tried."""
 BAR_WIDTH = 30
@@ -238,14 +236,7 @@ def score_file(model: EmotionModel, path: Path, args, vad) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except (ModelError, ValueError) as exc:
-        print(f"emotion-score: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except BrokenPipeError:  # e.g. piped into ``head``: stop quietly, as command-line tools do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_ERROR
+    return run_command("emotion-score", lambda: run(args), (ModelError, ValueError))
 
 
 def run(args) -> int:
