@@ -244,6 +244,11 @@ def run(args) -> int:
     files, missing = find_audio_files(args.paths, args.recursive)
     if not files and not missing:
         raise ValueError(f"no audio files found in {' '.join(args.paths)}")
+    if not files:  # only missing paths: say so without loading (or first building) a model
+        for line in missing:
+            print(f"emotion-score: {line}", file=sys.stderr)
+        print(f"emotion-score: 0 scored, {len(missing)} failed", file=sys.stderr)
+        return EXIT_SOME_FAILED
     model = load_model(args.model, ModelOptions(args.provider, args.threads, args.batch_size))
     if model.provider_notice:
         print(model.provider_notice, file=sys.stderr)

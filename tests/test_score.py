@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 
 import numpy as np
@@ -111,3 +112,13 @@ def test_too_short_file_is_reported_in_both_modes(tiny_model, tmp_path):  # noqa
     assert per_file.returncode == 1 and f"{blip}: too short" in per_file.stderr
     segments = run_cli("score", "--model", str(tiny_model), str(blip), "--segments")
     assert segments.returncode == 1 and f"{blip}: too short for a window" in segments.stderr
+
+
+def test_only_missing_paths_fail_fast_without_a_model(tmp_path):
+    # No --model and an empty cache: were a model needed, this would start building the default one.
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env.pop("EMOTION_MODEL", None)
+    result = run_cli("score", str(tmp_path / "nope.wav"), env=env)
+    assert result.returncode == 1
+    assert "nope.wav: no such file" in result.stderr
+    assert "building the default model" not in result.stderr
