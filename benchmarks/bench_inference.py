@@ -24,13 +24,14 @@ import onnxruntime as ort
 import torch
 
 from core.backbones import build_backbone
+from core.data import EMOTIONS
 from core.model import EmotionClassifier
 from export.onnx_export import export_onnx
 from export.quantize import quantize_int8
 from realtime.audio import SAMPLE_RATE
 from realtime.metadata import ModelInfo
 
-LABELS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+LABELS = EMOTIONS
 
 
 def wav2vec2_base_sized() -> tuple[torch.nn.Module, ModelInfo]:

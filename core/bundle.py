@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from core.backbones import SpeechBackbone
+from core.data import EMOTIONS
 from core.feature_cache import Crop, FeatureCache, crops_for, packaged_backbone, ravdess_files
 from core.losses import FocalLoss, class_weights_from_labels
 from core.metrics import confusion_matrix, metrics_from_confusion
@@ -35,8 +36,8 @@ from realtime.audio import PreprocessOptions
 
 log = logging.getLogger(__name__)
 
-LABELS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
-"""RAVDESS emotion codes 01..08 in order."""
+LABELS = EMOTIONS
+"""RAVDESS emotion codes 01..08 in order (defined once, in core.data)."""
 WEIGHTS = "whisper-base"
 NUM_FOLDS = 5
 BUNDLE_DIR = Path(__file__).resolve().parents[1] / "export" / "bundled"
