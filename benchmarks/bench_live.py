@@ -50,13 +50,17 @@ def long_recording(path: Path, minutes: float) -> float:
     return audio.size / SAMPLE_RATE
 
 
-def run_monitors(recording: Path, count: int, model: str | None, workdir: Path) -> list[dict]:
+def run_monitors(
+    recording: Path, count: int, model: str | None, workdir: Path, window_s: float | None = None
+) -> list[dict]:
     procs = []
     for k in range(count):
         out = workdir / f"live{k}.jsonl"
         cmd = [sys.executable, "-m", "realtime.live", "--input", str(recording), "--jsonl", str(out)]
         if model:
             cmd += ["--model", model]
+        if window_s:
+            cmd += ["--window-s", str(window_s)]
         started = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         procs.append((proc, out, started))
@@ -105,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the replayed recording")
     parser.add_argument("--monitors", type=int, nargs="+", default=[1, 2], help="monitors running at once")
     parser.add_argument("--model", help="ONNX model (default: the bundled one)")
+    parser.add_argument("--window-s", type=float, help="analysis window, seconds (default: the model's)")
     args = parser.parse_args(argv)
 
     report = {
@@ -117,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         recording = Path(tmp) / "long.wav"
         report["audio_s"] = round(long_recording(recording, args.minutes), 1)
         for count in args.monitors:
-            report["runs"][f"{count}_monitor(s)"] = run_monitors(recording, count, args.model, Path(tmp))
+            report["runs"][f"{count}_monitor(s)"] = run_monitors(
+                recording, count, args.model, Path(tmp), args.window_s
+            )
     json.dump(report, sys.stdout, indent=2)
     print()
     return 0
