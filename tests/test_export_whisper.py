@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -11,11 +9,6 @@ import torch
 from test_export_onnx import LABELS, tiny_info
 
 from realtime.metadata import INPUT_NAME, LOGITS_NAME, PROBS_NAME, ModelInfo
-
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("core.whisper") is None,
-    reason="core/whisper.py (Whisper backbone) is not there yet",
-)
 
 TINY_WHISPER = dict(
     d_model=32,
