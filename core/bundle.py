@@ -9,6 +9,9 @@ Protocol (speaker independent, no tuning on held-out actors 21–24, which are n
    weighted-F1 and UAR, for single windows and whole clips.
 3. The chosen setting (``CHOSEN``) is cross-validated once more for the published numbers, then trained
    on all of actors 1–20 and written to ``export/bundled/`` (head weights + ``model.json``).
+4. Per-speaker normalisation is measured (``speaker_norm_study``: histories that help and that hurt), and a
+   second head, trained on features centred per speaker, is written beside the first
+   (``head_speaker_norm.safetensors``, used by ``--speaker-norm`` in ``emotion-live`` / ``emotion-score``).
 
 Only the head (layer weights + MLP) is trained; the encoder stays as pretrained, so the bundle is small
 and the exported model is the encoder from the pip packages + this head (``export/default_model.py``).
@@ -26,12 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.backbones import SpeechBackbone
 from core.data import EMOTIONS
 from core.feature_cache import Crop, FeatureCache, crops_for, packaged_backbone, ravdess_files
 from core.losses import FocalLoss, class_weights_from_labels
 from core.metrics import confusion_matrix, metrics_from_confusion
-from core.model import EmotionClassifier
+from core.model import EmotionClassifier, ShapeOnlyBackbone
 from realtime.audio import PreprocessOptions
 
 log = logging.getLogger(__name__)
@@ -55,7 +57,8 @@ class HeadConfig:
         (``layer_pooling="weighted"``) is unchanged.
     train_crops: ``(window_s or None, count)`` crop sets used as training examples (augmentation).
     window_s: the streaming window; single-window metrics use the ``window_s`` crops.
-    speaker_norm: standardise pooled features per speaker with that speaker's own clips (experiment only).
+    speaker_norm: centre pooled features per speaker with the mean of all that speaker's clips (an upper
+        bound: the runtime only has a running mean of what it has heard; see ``speaker_norm_study``).
     """
 
     layer: int | None = None
@@ -117,28 +120,10 @@ def crop_names(window_s: float | None, count: int) -> list[str]:
     return [c.name for c in crops_for(window_s, count)]
 
 
-def speaker_standardise(x: np.ndarray, actors: np.ndarray) -> np.ndarray:
-    """Per-speaker z-score of pooled features ``[N, L+1, H]`` using only that speaker's (unlabelled) clips."""
-    out = np.empty_like(x)
-    for actor in np.unique(actors):
-        rows = actors == actor
-        mean, std = x[rows].mean(axis=0), x[rows].std(axis=0)
-        out[rows] = (x[rows] - mean) / (std + 1e-5)
-    return out
-
-
-class _ShapeOnly(SpeechBackbone):
-    """Stand-in backbone with the encoder's sizes, so ``EmotionClassifier`` builds just its head."""
-
-    def __init__(self, hidden_size: int, num_layers: int):
-        super().__init__()
-        self.hidden_size, self.num_layers = hidden_size, num_layers
-
-
 def new_head(cfg: HeadConfig, hidden_size: int, num_layers: int) -> EmotionClassifier:
     """An ``EmotionClassifier`` without encoder weights; ``classify_pooled`` is all that is trained."""
     model = EmotionClassifier(
-        _ShapeOnly(hidden_size, num_layers),
+        ShapeOnlyBackbone(hidden_size, num_layers),
         len(LABELS),
         cfg.hidden_dims,
         cfg.dropout,
@@ -190,7 +175,7 @@ def _features(data: Dataset, names: list[str], rows: np.ndarray, cfg: HeadConfig
     """Stack crop sets ``names`` for ``rows`` → ``[len(names) * rows, L+1, H]`` (crop-major)."""
     x = np.concatenate([data.feats[n][rows] for n in names])
     if cfg.speaker_norm:
-        x = speaker_standardise(x, np.tile(data.actors[rows], len(names)))
+        x = speaker_centred(x, np.tile(data.actors[rows], len(names)))
     return x
 
 
@@ -288,55 +273,95 @@ def search(data: Dataset, base: HeadConfig, out_path: Path) -> HeadConfig:
     return best
 
 
-def _centre(x: np.ndarray, stats_rows: np.ndarray, scale: bool) -> np.ndarray:
-    """Subtract the mean (and divide by the std when ``scale``) of ``x[stats_rows]`` from all of ``x``."""
-    ref = x[stats_rows]
-    out = x - ref.mean(axis=0)
-    return out / (ref.std(axis=0) + 1e-5) if scale else out
+def speaker_centred(x: np.ndarray, actors: np.ndarray) -> np.ndarray:
+    """Each speaker's pooled features ``[N, L+1, H]`` minus that speaker's own mean (mean-only centring,
+    what the runtime does with its running per-speaker mean)."""
+    out = np.empty_like(x)
+    for actor in np.unique(actors):
+        rows = actors == actor
+        out[rows] = x[rows] - x[rows].mean(axis=0)
+    return out
 
 
-def speaker_norm_study(
-    cfg: HeadConfig, data: Dataset, counts=(5, 10, 20, 60), repeats: int = 5
-) -> list[dict]:
-    """Per-speaker normalisation when only ``k`` unlabelled clips of the test speaker are available.
+def train_speaker_norm_head(cfg: HeadConfig, x: np.ndarray, y: np.ndarray, actors: np.ndarray):
+    """A head for speaker-centred features: every training speaker centred with all of their own clips."""
+    return train_head(cfg, speaker_centred(x, actors).astype(np.float32), y)
 
-    Training speakers are normalised with all their clips; each test speaker with the statistics of ``k``
-    random clips of their own (repeated ``repeats`` times), then all their clips are classified whole.
-    Both z-scoring and mean-only centring are measured. Optimistic for live use: the k clips are drawn
-    from an emotion-balanced set, a live session's history is not.
+
+NORM_MIN_CLIPS = 5
+"""Clips (utterances) of a speaker the running mean needs before the centred head takes over."""
+
+
+def _history_scenarios(ya: np.ndarray, rng: np.random.Generator, repeats: int) -> dict[str, list[np.ndarray]]:
+    """Index sets of a test speaker's clips used as that speaker's unlabelled history (the mean's input).
+
+    balanced-k: k random clips (the emotion mix of RAVDESS: neutral 1/15, every other emotion 2/15).
+    low-arousal: only the speaker's neutral and calm clips (a calm conversation).
+    one-emotion-E: only clips of emotion E (the worst case: a history of one mood).
+    """
+    out: dict[str, list[np.ndarray]] = {}
+    for k in (5, 10, 20):
+        out[f"balanced-{k}"] = [rng.choice(len(ya), k, replace=False) for _ in range(repeats)]
+    out["balanced-all"] = [np.arange(len(ya))]
+    out["low-arousal"] = [np.flatnonzero(np.isin(ya, [0, 1]))]
+    for e, name in enumerate(LABELS):
+        out[f"one-emotion-{name}"] = [np.flatnonzero(ya == e)]
+    return out
+
+
+def speaker_norm_study(cfg: HeadConfig, data: Dataset, repeats: int = 5) -> list[dict]:
+    """How per-speaker mean centring does on unseen speakers, with histories that help and that hurt.
+
+    Per fold (by actor): a plain head and a centred head (``train_speaker_norm_head``) are trained on the
+    other actors. Each test speaker's clips (whole, trimmed) are classified by the centred head after
+    subtracting the mean of a "history" of their own unlabelled clips (``_history_scenarios``), and by the
+    runtime's causal rule ("running"): clips in random order, clip i centred with the mean of clips 0..i,
+    the plain head until ``NORM_MIN_CLIPS`` clips were heard. "centred" uses the centred head alone,
+    "blend" the mean of its probabilities and the plain head's (the runtime's default: it gains less
+    from a balanced history and loses far less from a one-sided one). Metrics: mean ± std over folds.
     """
     rng = np.random.default_rng(cfg.seed)
     x, y, actors = data.feats["full"], data.labels, data.actors
+    confusions: dict[str, list[np.ndarray]] = {}
+
+    def add(name: str, fold_i: int, true, pred) -> None:
+        per_fold = confusions.setdefault(name, [np.zeros((len(LABELS),) * 2, int) for _ in actor_folds()])
+        per_fold[fold_i] += confusion_matrix(list(true), list(pred), len(LABELS))
+
+    for fold_i, fold in enumerate(actor_folds()):
+        train = ~np.isin(actors, fold)
+        plain = train_head(cfg, x[train], y[train])
+        centred = train_speaker_norm_head(cfg, x[train], y[train], actors[train])
+        for actor in fold:
+            xa, ya = x[actors == actor], y[actors == actor]
+            p_plain = predict_proba(plain, xa)
+            add("none (single clip, plain head)", fold_i, ya, p_plain.argmax(1))
+            for name, histories in _history_scenarios(ya, rng, repeats).items():
+                for rows in histories:
+                    p_centred = predict_proba(centred, (xa - xa[rows].mean(axis=0)).astype(np.float32))
+                    add(f"{name} / centred", fold_i, ya, p_centred.argmax(1))
+                    add(f"{name} / blend", fold_i, ya, (p_centred + p_plain).argmax(1))
+            for _ in range(repeats):
+                order = rng.permutation(len(ya))
+                running = np.cumsum(xa[order], axis=0) / np.arange(1, len(ya) + 1)[:, None, None]
+                p_centred = predict_proba(centred, (xa[order] - running).astype(np.float32))
+                p_first = p_plain[order]
+                ready = (np.arange(len(ya)) + 1 >= NORM_MIN_CLIPS)[:, None]
+                add("running / centred", fold_i, ya[order], np.where(ready, p_centred, p_first).argmax(1))
+                p_blend = np.where(ready, (p_centred + p_first) / 2, p_first)
+                add("running / blend", fold_i, ya[order], p_blend.argmax(1))
     rows = []
-    for scale in (True, False):
-        confusions = {k: [] for k in counts}
-        for fold in actor_folds():
-            train = [a for a in np.unique(actors) if a not in fold]
-            xs = np.concatenate(
-                [_centre(x[actors == a], np.ones((actors == a).sum(), bool), scale) for a in train]
-            )
-            model = train_head(cfg, xs.astype(np.float32), np.concatenate([y[actors == a] for a in train]))
-            for k in counts:
-                true, pred = [], []
-                for actor in fold:
-                    xa, ya = x[actors == actor], y[actors == actor]
-                    for _ in range(repeats if k < len(ya) else 1):
-                        pick = np.zeros(len(ya), bool)
-                        pick[rng.choice(len(ya), min(k, len(ya)), replace=False)] = True
-                        pred += list(
-                            predict_proba(model, _centre(xa, pick, scale).astype(np.float32)).argmax(1)
-                        )
-                        true += list(ya)
-                confusions[k].append(metrics_from_confusion(confusion_matrix(true, pred, len(LABELS))))
-        for k, scores in confusions.items():
-            row = {"normalisation": "z-score" if scale else "mean-only", "clips": k}
-            for name in scores[0]:
-                row[name] = [
-                    round(float(np.mean([s[name] for s in scores])), 4),
-                    round(float(np.std([s[name] for s in scores])), 4),
-                ]
-            log.info("speaker norm %s", row)
-            rows.append(row)
+    for name, per_fold in confusions.items():
+        scores = [metrics_from_confusion(c) for c in per_fold]
+        row = {"history": name}
+        for metric in scores[0]:
+            values = [s[metric] for s in scores]
+            row[metric] = [round(float(np.mean(values)), 4), round(float(np.std(values)), 4)]
+        row["recall"] = dict(
+            zip(LABELS, np.round(np.diag(sum(per_fold)) / sum(per_fold).sum(1), 3).tolist(), strict=True)
+        )
+        log.info("speaker norm %-36s acc %.3f F1 %.3f", name, row["accuracy"][0], row["macro_f1"][0])
+        rows.append(row)
     return rows
 
 
@@ -347,9 +372,7 @@ PROTOCOL = (
     "scored on its own; 'clip': the whole trimmed clip in one pass. Mean and std over the 5 folds. "
     "Frozen whisper-base encoder; only the head is trained. Actors 21-24 never used."
 )
-REBUILD = (
-    "python -m core.bundle  (features: python -m core.feature_cache; search: python -m core.bundle --search)"
-)
+REBUILD = "python -m core.bundle  (both heads, speaker_norm.json; features: python -m core.feature_cache; search: python -m core.bundle --search)"
 
 
 def head_state(model: EmotionClassifier) -> dict[str, torch.Tensor]:
@@ -379,6 +402,48 @@ def reference_predictions(model: EmotionClassifier, data: Dataset) -> list[dict]
     return refs
 
 
+SPEAKER_NORM_SUMMARY = (
+    "none (single clip, plain head)",
+    "balanced-10 / blend",
+    "balanced-all / blend",
+    "low-arousal / blend",
+    "running / blend",
+    "balanced-all / centred",
+    "low-arousal / centred",
+    "running / centred",
+)
+"""Rows of the speaker-normalisation study copied into model.json (the full table is speaker_norm.json)."""
+
+
+def speaker_norm_info(study: list[dict]) -> dict:
+    """model.json's ``speaker_norm``: runtime defaults, protocol and the study's key figures (incl. the worst)."""
+    by_name = {row["history"]: row for row in study}
+    one_emotion = [
+        row for row in study if row["history"].startswith("one-emotion") and "blend" in row["history"]
+    ]
+    worst = min(one_emotion, key=lambda row: row["accuracy"][0]) if one_emotion else None
+    figures = {
+        name: {"accuracy": by_name[name]["accuracy"], "macro_f1": by_name[name]["macro_f1"]}
+        for name in SPEAKER_NORM_SUMMARY
+        if name in by_name
+    }
+    if worst is not None:
+        figures[f"worst one-emotion history: {worst['history']}"] = {
+            "accuracy": worst["accuracy"],
+            "macro_f1": worst["macro_f1"],
+        }
+    return {
+        "default_mode": "blend",
+        "min_clips": NORM_MIN_CLIPS,
+        "protocol": (
+            "5-fold by actor on actors 1-20; whole clips of each unseen test speaker, centred with the mean "
+            "pooled features of an unlabelled history of that speaker's own clips. [mean, std] over folds. "
+            "Full table: speaker_norm.json (python -m core.bundle --speaker-norm-study)."
+        ),
+        "results": figures,
+    }
+
+
 def write_bundle(
     model: EmotionClassifier,
     cfg: HeadConfig,
@@ -386,14 +451,19 @@ def write_bundle(
     out: Path,
     backbone_id: str,
     references: list[dict],
+    speaker_norm: tuple[EmotionClassifier, list[dict]] | None = None,
 ) -> Path:
-    """``head.safetensors`` + ``model.json`` (+ ``confusion.png``) into ``out``."""
+    """``head.safetensors`` + ``model.json`` (+ ``confusion.png``) into ``out``; with ``speaker_norm`` (the
+    centred head and its study rows) also ``head_speaker_norm.safetensors`` and ``speaker_norm.json``."""
     from safetensors.torch import save_file
 
     from core.metrics import plot_confusion
 
     out.mkdir(parents=True, exist_ok=True)
     save_file(head_state(model), str(out / "head.safetensors"))
+    if speaker_norm is not None:
+        save_file(head_state(speaker_norm[0]), str(out / "head_speaker_norm.safetensors"))
+        (out / "speaker_norm.json").write_text(json.dumps(speaker_norm[1], indent=1) + "\n")
     metrics = {
         mode: {name: round(v["mean"], 4) for name, v in result[mode].items() if name != "confusion_matrix"}
         for mode in result
@@ -424,6 +494,8 @@ def write_bundle(
         "rebuild": REBUILD,
         "reference_predictions": references,
     }
+    if speaker_norm is not None:
+        info["speaker_norm"] = speaker_norm_info(speaker_norm[1])
     (out / "model.json").write_text(json.dumps(info, indent=1) + "\n")
     cm = np.array(result["window"]["confusion_matrix"])
     title = f"{cfg.window_s:g} s windows, 5-fold by actor (actors 1-20)"
@@ -456,14 +528,18 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.speaker_norm_study:
         rows = speaker_norm_study(CHOSEN, data)
+        args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "speaker_norm.json").write_text(json.dumps(rows, indent=1) + "\n")
         return
     result = cross_validate(CHOSEN, data)
     log.info("%s", summary_line("chosen", result))
+    study = speaker_norm_study(CHOSEN, data)
     names = [n for w, c in CHOSEN.train_crops for n in crop_names(w, c)]
     everyone = np.ones(len(data.labels), dtype=bool)
     model = train_head(CHOSEN, _features(data, names, everyone, CHOSEN), np.tile(data.labels, len(names)))
-    write_bundle(model, CHOSEN, result, args.out, backbone_id, reference_predictions(model, data))
+    norm_model = train_speaker_norm_head(CHOSEN, data.feats["full"], data.labels, data.actors)
+    references = reference_predictions(model, data)
+    write_bundle(model, CHOSEN, result, args.out, backbone_id, references, (norm_model, study))
 
 
 if __name__ == "__main__":

@@ -93,6 +93,15 @@ class EmotionClassifier(nn.Module):
         }
 
 
+class ShapeOnlyBackbone(SpeechBackbone):
+    """A backbone with an encoder's sizes and no weights: ``EmotionClassifier(ShapeOnlyBackbone(...))`` is just
+    the head, for training or loading it on cached pooled features (``classify_pooled``)."""
+
+    def __init__(self, hidden_size: int, num_layers: int):
+        super().__init__()
+        self.hidden_size, self.num_layers = hidden_size, num_layers
+
+
 def build_classifier(spec: dict[str, Any], pretrained: bool = False) -> EmotionClassifier:
     """Rebuild from ``EmotionClassifier.spec()``.
 

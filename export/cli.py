@@ -174,9 +174,9 @@ def load_checkpoint_model(path: Path, hop_s: float):
 
 
 def load_default_model(hop_s: float | None):
-    """``(model, ModelInfo)`` of the bundled default model (``export.default_model``), imported lazily."""
+    """``(model, ModelInfo, speaker-norm head or None)`` of the bundled default model (``export.default_model``), imported lazily."""
     try:
-        from export.default_model import build_default_classifier
+        from export.default_model import build_default_classifier, build_speaker_norm_head
     except ModuleNotFoundError as exc:
         if exc.name not in ("export.default_model", "export"):
             raise CliError(f"the bundled default model needs the missing package {exc.name!r}") from None
@@ -187,9 +187,11 @@ def load_default_model(hop_s: float | None):
         ) from None
     try:
         model, info = build_default_classifier()
+        backbone = model.backbone
+        norm_head = build_speaker_norm_head(hidden_size=backbone.hidden_size, num_layers=backbone.num_layers)
     except Exception as exc:  # missing weights package, changed layout...: report, do not dump a traceback
         raise CliError(f"cannot build the bundled default model: {one_line(exc)}") from None
-    return model, info if hop_s is None else dataclasses.replace(info, hop_s=hop_s)
+    return model, (info if hop_s is None else dataclasses.replace(info, hop_s=hop_s)), norm_head
 
 
 def check_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -225,13 +227,14 @@ def run(args: argparse.Namespace) -> None:
     from export.onnx_export import ExportError, export_onnx
 
     source = str(args.checkpoint) if args.checkpoint else "the bundled default model"
+    norm_head = None
     if args.checkpoint:
         model, info = load_checkpoint_model(args.checkpoint, args.hop or DEFAULT_HOP_S)
     else:
-        model, info = load_default_model(args.hop)
+        model, info, norm_head = load_default_model(args.hop)
     print(f"exporting {source}: {info.backbone}, {len(info.labels)} labels ({', '.join(info.labels)})")
     try:
-        path = export_onnx(model, info, args.output, opset=args.opset)
+        path = export_onnx(model, info, args.output, opset=args.opset, speaker_norm_head=norm_head)
     except ExportError as exc:
         raise CliError(str(exc)) from None
     print(f"onnx.checker: ok ({path}, {megabytes(path)}, opset {args.opset})")
@@ -245,6 +248,13 @@ def run(args: argparse.Namespace) -> None:
         message = str(exc) if isinstance(exc, validate.ValidationError) else one_line(exc)
         raise CliError(f"{message}; removed {path}") from None
     print(f"ONNX Runtime vs PyTorch: max |Δprobs| = {worst:.2e} (limit {validate.PARITY_TOLERANCE:g}): ok")
+    if norm_head is not None:
+        try:
+            worst = validate.check_speaker_norm_parity(model, norm_head, path, info, audio)
+        except validate.ValidationError as exc:
+            path.unlink(missing_ok=True)
+            raise CliError(f"{exc}; removed {path}") from None
+        print(f"speaker-normalised head, ONNX Runtime vs PyTorch: max |Δprobs| = {worst:.2e}: ok")
 
     if args.quantize:
         write_variant(path, args.quantize, info, audio)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 BUNDLE_DIR = Path(__file__).resolve().parent / "bundled"
 HEAD_FILE = "head.safetensors"
+SPEAKER_NORM_HEAD_FILE = "head_speaker_norm.safetensors"
+"""A second head trained on features centred per speaker (``realtime.speaker_norm``)."""
 INFO_FILE = "model.json"
 
 
@@ -37,7 +39,33 @@ def model_info(info: dict):
         preprocessing=dict(info["preprocessing"]),
         metrics=metrics,
         protocol=info["protocol"],
+        speaker_norm=dict(info.get("speaker_norm") or {}),
     )
+
+
+def _new_classifier(backbone, info: dict):
+    from core.model import EmotionClassifier
+
+    return EmotionClassifier(
+        backbone,
+        num_classes=int(info["num_classes"]),
+        hidden_dims=tuple(info["hidden_dims"]),
+        dropout=float(info["dropout"]),
+        layer_pooling=info["layer_pooling"],
+    )
+
+
+def _load_head(model, path: Path):
+    """Load a head-only state dict (no ``backbone.*`` keys) into ``model``; RuntimeError when it does not fit."""
+    from safetensors.torch import load_file
+
+    missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
+    not_encoder = [k for k in missing if not k.startswith("backbone.")]
+    if unexpected or not_encoder:
+        raise RuntimeError(
+            f"{path.name} does not fit the model: missing={not_encoder} unexpected={unexpected}"
+        )
+    return model.eval()
 
 
 def build_default_classifier(bundle_dir: Path = BUNDLE_DIR):
@@ -46,25 +74,20 @@ def build_default_classifier(bundle_dir: Path = BUNDLE_DIR):
     Raises ``core.ct2.MissingWeightsError`` (one line naming the pip packages) when the encoder weights are
     not installed.
     """
-    from safetensors.torch import load_file
-
-    from core.model import EmotionClassifier
     from core.whisper import build_whisper_backbone
 
     info = bundle_info(bundle_dir)
     backbone = build_whisper_backbone(name_or_path=info["weights"])
-    model = EmotionClassifier(
-        backbone,
-        num_classes=int(info["num_classes"]),
-        hidden_dims=tuple(info["hidden_dims"]),
-        dropout=float(info["dropout"]),
-        layer_pooling=info["layer_pooling"],
-    )
-    head = load_file(str(Path(bundle_dir) / HEAD_FILE))
-    missing, unexpected = model.load_state_dict(head, strict=False)
-    not_encoder = [k for k in missing if not k.startswith("backbone.")]
-    if unexpected or not_encoder:
-        raise RuntimeError(
-            f"bundled head does not fit the model: missing={not_encoder} unexpected={unexpected}"
-        )
-    return model.eval(), model_info(info)
+    model = _load_head(_new_classifier(backbone, info), Path(bundle_dir) / HEAD_FILE)
+    return model, model_info(info)
+
+
+def build_speaker_norm_head(bundle_dir: Path = BUNDLE_DIR, hidden_size: int = 512, num_layers: int = 6):
+    """The bundled head for speaker-centred features (head only, eval mode), or None when not shipped."""
+    from core.model import ShapeOnlyBackbone
+
+    path = Path(bundle_dir) / SPEAKER_NORM_HEAD_FILE
+    if not path.is_file():
+        return None
+    info = bundle_info(bundle_dir)
+    return _load_head(_new_classifier(ShapeOnlyBackbone(hidden_size, num_layers), info), path)

@@ -1,7 +1,9 @@
-"""PyTorch classifier → self-describing ONNX file (``logits`` and ``probs``, dynamic batch and length).
+"""PyTorch classifier → self-describing ONNX file (``logits``, ``probs``, ``pooled``; dynamic batch and length).
 
 The graph takes raw 16 kHz audio ``input_values`` float32 ``[batch, samples]`` and returns
-``logits`` and ``probs`` float32 ``[batch, classes]``. Everything the runtime needs to use it (labels,
+``logits`` and ``probs`` float32 ``[batch, classes]``, and ``pooled`` ``[batch, layers + 1, hidden]`` (what the
+head reads; the runtime's per-speaker statistics are kept over it). A head trained on speaker-centred features
+can travel in the same file as a second tiny graph in the metadata (``speaker_norm_head_bytes``). Everything the runtime needs to use it (labels,
 sample rate, window, hop, preprocessing) is written into the ONNX ``metadata_props`` from ``ModelInfo``.
 
 The TorchScript exporter (``dynamo=False``) is used: it handles the Hugging Face encoders used here, and a
@@ -10,7 +12,9 @@ traced graph that baked in a shape is caught by ``export.validate`` (several len
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import io
 import warnings
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -19,7 +23,15 @@ import onnx
 import torch
 from torch import nn
 
-from realtime.metadata import INPUT_NAME, LOGITS_NAME, PROBS_NAME, ModelInfo
+from realtime.metadata import (
+    INPUT_NAME,
+    LOGITS_NAME,
+    POOLED_NAME,
+    PROBS_NAME,
+    SPEAKER_MEAN_NAME,
+    SPEAKER_NORM_HEAD_KEY,
+    ModelInfo,
+)
 
 DEFAULT_OPSET = 17
 PACKAGE_NAME = "speech-emotion-monitor"
@@ -34,15 +46,55 @@ class ExportError(RuntimeError):
 
 
 class ProbsWrapper(nn.Module):
-    """``[B, S]`` audio → ``(logits [B, C], probs [B, C])``: softmax inside the graph, so the runtime needs none."""
+    """``[B, S]`` audio → ``(logits [B, C], probs [B, C], pooled [B, L+1, H])``: softmax inside the graph, so the
+    runtime needs none. ``model`` is an ``EmotionClassifier`` (``pool`` + ``classify_pooled``)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(input_values)
+    def forward(self, input_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        pooled = self.model.pool(input_values)
+        logits = self.model.classify_pooled(pooled)
+        return logits, torch.softmax(logits, dim=-1), pooled
+
+
+class CentredHead(nn.Module):
+    """``(pooled [B, L+1, H], speaker_mean [L+1, H])`` → ``(logits, probs)`` of a head trained on centred features."""
+
+    def __init__(self, head: nn.Module):
+        super().__init__()
+        self.head = head
+
+    def forward(self, pooled: torch.Tensor, speaker_mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.head.classify_pooled(pooled - speaker_mean)
         return logits, torch.softmax(logits, dim=-1)
+
+
+def speaker_norm_head_bytes(
+    head: nn.Module, num_states: int, hidden_size: int, opset: int = DEFAULT_OPSET
+) -> bytes:
+    """The speaker-normalised head (an ``EmotionClassifier`` whose ``classify_pooled`` was trained on features
+    centred per speaker) as a serialised ONNX graph with a dynamic batch axis."""
+    head.eval()
+    example = (torch.randn(TRACE_BATCH, num_states, hidden_size), torch.randn(num_states, hidden_size))
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            CentredHead(head).eval(),
+            example,
+            buffer,
+            input_names=[POOLED_NAME, SPEAKER_MEAN_NAME],
+            output_names=[LOGITS_NAME, PROBS_NAME],
+            dynamic_axes={POOLED_NAME: {0: "batch"}, LOGITS_NAME: {0: "batch"}, PROBS_NAME: {0: "batch"}},
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    proto = onnx.load_from_string(buffer.getvalue())
+    onnx.checker.check_model(proto, full_check=True)
+    return buffer.getvalue()
 
 
 def exporter_version() -> str:
@@ -60,10 +112,16 @@ def with_export_version(info: ModelInfo) -> ModelInfo:
     return dataclasses.replace(info, export_version=exporter_version())
 
 
-def write_metadata(model_proto: onnx.ModelProto, info: ModelInfo) -> None:
-    """Replace ``metadata_props`` with ``info.to_metadata()`` (one ``emotion.*`` key per ModelInfo field)."""
+def write_metadata(
+    model_proto: onnx.ModelProto, info: ModelInfo, speaker_norm_head: bytes | None = None
+) -> None:
+    """Replace ``metadata_props`` with ``info.to_metadata()`` (one ``emotion.*`` key per ModelInfo field), plus
+    the speaker-normalised head graph (base64) when given."""
     del model_proto.metadata_props[:]
-    for key, value in info.to_metadata().items():
+    props = info.to_metadata()
+    if speaker_norm_head is not None:
+        props[SPEAKER_NORM_HEAD_KEY] = base64.b64encode(speaker_norm_head).decode("ascii")
+    for key, value in props.items():
         entry = model_proto.metadata_props.add()
         entry.key, entry.value = key, value
     model_proto.producer_name = "emotion-export"
@@ -85,11 +143,12 @@ def _trace_to_onnx(model: nn.Module, path: Path, sample_rate: int, opset: int) -
             (example,),
             str(path),
             input_names=[INPUT_NAME],
-            output_names=[LOGITS_NAME, PROBS_NAME],
+            output_names=[LOGITS_NAME, PROBS_NAME, POOLED_NAME],
             dynamic_axes={
                 INPUT_NAME: {0: "batch", 1: "samples"},
                 LOGITS_NAME: {0: "batch"},
                 PROBS_NAME: {0: "batch"},
+                POOLED_NAME: {0: "batch"},
             },
             opset_version=opset,
             do_constant_folding=True,
@@ -97,10 +156,17 @@ def _trace_to_onnx(model: nn.Module, path: Path, sample_rate: int, opset: int) -
         )
 
 
-def export_onnx(model: nn.Module, info: ModelInfo, path: str | Path, opset: int = DEFAULT_OPSET) -> Path:
+def export_onnx(
+    model: nn.Module,
+    info: ModelInfo,
+    path: str | Path,
+    opset: int = DEFAULT_OPSET,
+    speaker_norm_head: nn.Module | None = None,
+) -> Path:
     """Export ``model`` (``[B, S]`` raw audio → logits ``[B, C]``) to ``path`` with ``info`` as metadata.
 
-    The model is put in eval mode (dropout off, BatchNorm running statistics). ``info.labels`` must match
+    ``speaker_norm_head``: optional head trained on speaker-centred pooled features (same sizes as
+    ``model``'s); it is stored in the metadata (``SPEAKER_NORM_HEAD_KEY``) for ``realtime.speaker_norm``. The model is put in eval mode (dropout off, BatchNorm running statistics). ``info.labels`` must match
     the number of classes. Runs ``onnx.checker``; raises ExportError (one line) on failure and removes the
     partial file. Returns the path written.
     """
@@ -114,7 +180,13 @@ def export_onnx(model: nn.Module, info: ModelInfo, path: str | Path, opset: int 
         _trace_to_onnx(model, path, info.sample_rate, opset)
         proto = onnx.load(str(path))
         _check_labels(proto, info)
-        write_metadata(proto, info)
+        head_bytes = None
+        if speaker_norm_head is not None:
+            backbone = model.backbone
+            head_bytes = speaker_norm_head_bytes(
+                speaker_norm_head, backbone.num_layers + 1, backbone.hidden_size, opset
+            )
+        write_metadata(proto, info, head_bytes)
         onnx.save(proto, str(path))
         # Check the file as saved (what the runtime will load), not the in-memory copy.
         onnx.checker.check_model(str(path), full_check=True)

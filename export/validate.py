@@ -21,7 +21,8 @@ import numpy as np
 import onnxruntime as ort
 
 from realtime.audio import AudioError, PreprocessOptions, load_audio, prepare_clip, prepare_input
-from realtime.metadata import INPUT_NAME, PROBS_NAME, ModelInfo
+from realtime.metadata import INPUT_NAME, POOLED_NAME, PROBS_NAME, SPEAKER_NORM_HEAD_KEY, ModelInfo
+from realtime.speaker_norm import SpeakerNormHead
 
 DATA_DIR_ENV = "EMOTION_DATA_DIR"
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -189,6 +190,41 @@ def check_parity(
         raise ValidationError(
             f"ONNX Runtime disagrees with PyTorch: max |Δprobs| = {worst:.3g} > {tolerance:g} "
             f"({audio.source}, lengths {PARITY_LENGTHS_S[0]}–{PARITY_LENGTHS_S[-1]} s, batches {PARITY_BATCHES})"
+        )
+    return worst
+
+
+SPEAKER_NORM_WINDOWS = 6
+"""Windows of validation speech standing in for one speaker's history in the speaker-norm head check."""
+
+
+def check_speaker_norm_parity(
+    model,
+    head,
+    onnx_path: str | Path,
+    info: ModelInfo,
+    audio: ValidationAudio,
+    tolerance: float = PARITY_TOLERANCE,
+) -> float:
+    """The speaker-normalised head stored in the file against PyTorch, on the whole path the runtime takes:
+    ``pooled`` from the main graph for a batch of windows, their mean as the speaker's mean, the head graph
+    from the metadata. Raises ValidationError (one line) beyond ``tolerance``; returns the largest |Δprobs|."""
+    import torch
+
+    session = cpu_session(onnx_path)
+    x = make_batch(audio, info, info.window_s, SPEAKER_NORM_WINDOWS)
+    pooled = session.run([POOLED_NAME], {INPUT_NAME: x})[0]
+    encoded = session.get_modelmeta().custom_metadata_map.get(SPEAKER_NORM_HEAD_KEY)
+    if encoded is None:
+        raise ValidationError(f"{onnx_path}: no speaker-normalised head in the metadata")
+    ort_p = SpeakerNormHead(encoded).probs(pooled, pooled.mean(axis=0))
+    with torch.no_grad():
+        ref = model.eval().pool(torch.from_numpy(x))
+        ref_p = torch.softmax(head.eval().classify_pooled(ref - ref.mean(dim=0)), dim=-1).numpy()
+    worst = float(np.abs(ort_p - ref_p).max())
+    if not np.isfinite(worst) or worst > tolerance:
+        raise ValidationError(
+            f"speaker-normalised head: ONNX Runtime disagrees with PyTorch: max |Δprobs| = {worst:.3g} > {tolerance:g}"
         )
     return worst
 

@@ -54,6 +54,9 @@ class HopRecord:
     dropped_samples: audio lost so far (ring overwrites).
     latency_ms: from the arrival of the window's last sample in the ring buffer to this estimate being ready
         (queueing + VAD + inference + smoothing); None when unknown.
+    speaker_norm: None when speaker normalisation is off; else ``active`` (the speaker's mean was used for
+        ``probs``) or ``warming`` (not enough speech heard yet: plain probabilities).
+    speaker_speech_s: seconds of the current speaker's speech in the running mean (None when off).
     """
 
     start_s: float
@@ -66,6 +69,8 @@ class HopRecord:
     inference_ms: float | None
     dropped_samples: int
     latency_ms: float | None = None
+    speaker_norm: str | None = None
+    speaker_speech_s: float | None = None
 
     def to_json(self) -> str:
         data = {"timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
@@ -81,7 +86,17 @@ class HopRecord:
             dropped_samples=self.dropped_samples,
             latency_ms=None if self.latency_ms is None else round(self.latency_ms, 2),
         )
+        if self.speaker_norm is not None:
+            data.update(
+                speaker_norm=self.speaker_norm, speaker_speech_s=round(self.speaker_speech_s or 0.0, 2)
+            )
         return json.dumps(data)
+
+    def speaker_note(self) -> str:
+        """``  speaker: active (31 s)`` for the views; empty when speaker normalisation is off."""
+        if self.speaker_norm is None:
+            return ""
+        return f"  speaker: {self.speaker_norm} ({self.speaker_speech_s or 0.0:.0f} s)"
 
 
 class PlainView:
@@ -96,7 +111,7 @@ class PlainView:
         ms = f"{rec.inference_ms:6.1f} ms" if rec.inference_ms is not None else "     - ms"
         conf = f"{rec.confidence:4.2f}" if rec.speech else "  - "
         print(
-            f"{rec.end_s:7.1f}s  {rec.label:<10} {conf}  {ms}  dropped {rec.dropped_samples}",
+            f"{rec.end_s:7.1f}s  {rec.label:<10} {conf}  {ms}  dropped {rec.dropped_samples}{rec.speaker_note()}",
             file=self.stream,
             flush=True,
         )
@@ -121,7 +136,10 @@ class TerminalView(PlainView):
             bar = "█" * round(p * BAR_WIDTH)
             lines.append(f"  {label:<{width}} {bar:<{BAR_WIDTH}} {p:4.2f}")
         ms = f"{rec.inference_ms:.1f} ms/window" if rec.inference_ms is not None else "- ms/window"
-        lines += ["", f"  t={rec.end_s:6.1f}s   {ms}   dropped samples: {rec.dropped_samples}"]
+        lines += [
+            "",
+            f"  t={rec.end_s:6.1f}s   {ms}   dropped samples: {rec.dropped_samples}{rec.speaker_note()}",
+        ]
         prefix = ANSI_UP_AND_CLEAR.format(n=self._lines_drawn) if self._lines_drawn else ""
         self.stream.write(prefix + "\n".join(lines) + "\n")
         self.stream.flush()

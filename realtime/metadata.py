@@ -15,6 +15,14 @@ LOGITS_NAME = "logits"
 """float32 ``[batch, classes]``."""
 PROBS_NAME = "probs"
 """float32 ``[batch, classes]``, softmax of logits."""
+POOLED_NAME = "pooled"
+"""float32 ``[batch, layers + 1, hidden]``: every hidden state's time mean, what the head reads. The runtime's
+per-speaker running mean is taken over these (``realtime.speaker_norm``)."""
+SPEAKER_MEAN_NAME = "speaker_mean"
+"""float32 ``[layers + 1, hidden]``: input of the speaker-normalised head, subtracted from ``pooled``."""
+SPEAKER_NORM_HEAD_KEY = "emotion.speaker_norm_head"
+"""Metadata key holding a second, tiny ONNX graph (base64): ``(pooled, speaker_mean) → (logits, probs)``, a head
+trained on features centred per speaker. Kept inside the one model file so the model stays self-describing."""
 
 METADATA_PREFIX = "emotion."
 FORMAT_VERSION = 1
@@ -33,6 +41,7 @@ class ModelInfo:
     metrics: training/evaluation figures (accuracy, macro_f1, ...) with their protocol.
     protocol: how the metrics were measured, in words.
     export_version: version of the exporter that wrote the file.
+    speaker_norm: how the speaker-normalised head (if any) was trained and measured; empty when none.
     """
 
     labels: tuple[str, ...]
@@ -44,6 +53,7 @@ class ModelInfo:
     metrics: dict = field(default_factory=dict)
     protocol: str = ""
     export_version: str = ""
+    speaker_norm: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def to_metadata(self) -> dict[str, str]:

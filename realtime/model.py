@@ -28,9 +28,17 @@ import onnxruntime as ort
 
 from realtime.audio import AudioError, PreprocessOptions, load_audio, prepare_clip, prepare_input, rms_dbfs
 from realtime.audio import to_model_rate as _to_model_rate
-from realtime.metadata import INPUT_NAME, LOGITS_NAME, PROBS_NAME, ModelInfo
+from realtime.metadata import (
+    INPUT_NAME,
+    LOGITS_NAME,
+    POOLED_NAME,
+    PROBS_NAME,
+    SPEAKER_NORM_HEAD_KEY,
+    ModelInfo,
+)
+from realtime.speaker_norm import SpeakerNormHead
 from realtime.vad import FrameVAD, load_vad
-from realtime.windowing import StreamWindower, WindowSpec
+from realtime.windowing import AudioWindow, StreamWindower, WindowSpec
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -93,7 +101,7 @@ def default_intra_op_threads() -> int:
 
 
 # -- default model -------------------------------------------------------------------------------------------
-BUNDLE_FILES = ("model.json", "head.safetensors")
+BUNDLE_FILES = ("model.json", "head.safetensors", "head_speaker_norm.safetensors")
 """The shipped trained part of the default model (``export/bundled/``)."""
 
 
@@ -216,6 +224,16 @@ class Segment:
     probs: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ClipWindows:
+    """A clip's model windows: probabilities ``[W, classes]``, pooled features ``[W, layers + 1, hidden]`` (None
+    unless asked for), and ``duration_s``, the seconds of sound after trimming."""
+
+    probs: np.ndarray
+    pooled: np.ndarray | None
+    duration_s: float
+
+
 # -- the wrapper ---------------------------------------------------------------------------------------------
 class EmotionModel:
     """An exported model on ONNX Runtime. Input: raw mono audio at ``sample_rate``; output: class probabilities."""
@@ -227,8 +245,9 @@ class EmotionModel:
         self.session = self._create_session(chosen)
         self.providers: list[str] = self.session.get_providers()
         self.provider_notice = check_active_providers(self.options.provider, chosen, self.providers)
+        self._metadata = self.session.get_modelmeta().custom_metadata_map
         try:
-            self.info = ModelInfo.from_metadata(self.session.get_modelmeta().custom_metadata_map)
+            self.info = ModelInfo.from_metadata(self._metadata)
         except ValueError as exc:
             raise ModelError(f"{self.path}: {exc}") from None
         inputs = [i.name for i in self.session.get_inputs()]
@@ -240,6 +259,8 @@ class EmotionModel:
                 f"{self.path}: neither {PROBS_NAME!r} nor {LOGITS_NAME!r} among outputs {outputs}"
             )
         self._output = PROBS_NAME if PROBS_NAME in outputs else LOGITS_NAME
+        self.has_pooled = POOLED_NAME in outputs
+        self._speaker_norm_head: SpeakerNormHead | None = None
         self.labels: tuple[str, ...] = self.info.labels
         self.sample_rate: int = int(self.info.sample_rate)
         self.window_s: float = float(self.info.window_s)
@@ -271,8 +292,9 @@ class EmotionModel:
         return WindowSpec(window_s or self.window_s, hop_s or self.hop_s, self.sample_rate)
 
     # -- core inference --------------------------------------------------------------------------------------
-    def predict_windows(self, windows: Sequence[np.ndarray]) -> np.ndarray:
-        """Raw windows (each [samples] float32 at ``sample_rate``) → probabilities ``[len(windows), classes]``.
+    def predict_windows(self, windows: Sequence[np.ndarray], return_pooled: bool = False):
+        """Raw windows (each [samples] float32 at ``sample_rate``) → probabilities ``[len(windows), classes]``
+        (and, with ``return_pooled``, the pooled features ``[len(windows), layers + 1, hidden]``).
 
         Each window is first trimmed of leading/trailing silence like a training clip (``prepare_clip``) and
         then level-normalised like a training crop (``prepare_input``). Training only ever saw trimmed speech;
@@ -281,11 +303,14 @@ class EmotionModel:
         length are batched (``options.batch_size``); different lengths run separately (the model takes no
         padding mask).
         """
+        if return_pooled and not self.has_pooled:
+            raise ModelError(f"{self.path.name}: the model has no {POOLED_NAME!r} output (re-export it)")
         inputs = [
             prepare_input(prepare_clip(w, self.preprocess, self.sample_rate), self.preprocess)
             for w in windows
         ]
         probs = np.zeros((len(inputs), len(self.labels)), dtype=np.float32)
+        pooled = None
         by_length: dict[int, list[int]] = {}
         for i, x in enumerate(inputs):
             by_length.setdefault(len(x), []).append(i)
@@ -293,13 +318,20 @@ class EmotionModel:
         for indices in by_length.values():
             for k in range(0, len(indices), batch):
                 chunk = indices[k : k + batch]
-                probs[chunk] = self._run(np.stack([inputs[i] for i in chunk]))
+                probs[chunk], chunk_pooled = self._run(np.stack([inputs[i] for i in chunk]), return_pooled)
+                if return_pooled:
+                    if pooled is None:
+                        pooled = np.zeros((len(inputs), *chunk_pooled.shape[1:]), dtype=np.float32)
+                    pooled[chunk] = chunk_pooled
+        if return_pooled:
+            return probs, pooled if pooled is not None else np.zeros((0, 0, 0), np.float32)
         return probs
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        """``[batch, samples]`` float32 → probabilities ``[batch, classes]``."""
+    def _run(self, x: np.ndarray, return_pooled: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """``[batch, samples]`` float32 → (probabilities ``[batch, classes]``, pooled or None)."""
+        names = [self._output] + ([POOLED_NAME] if return_pooled else [])
         try:
-            (out,) = self.session.run([self._output], {INPUT_NAME: x.astype(np.float32, copy=False)})
+            out, *rest = self.session.run(names, {INPUT_NAME: x.astype(np.float32, copy=False)})
         except Exception as exc:  # ORT's own exception types (Fail, InvalidArgument, ...)
             raise ModelError(
                 f"{self.path.name}: inference failed on input {x.shape}: {_first_line(exc)}"
@@ -307,13 +339,40 @@ class EmotionModel:
         if self._output == LOGITS_NAME:
             e = np.exp(out - out.max(axis=1, keepdims=True))
             out = e / e.sum(axis=1, keepdims=True)
-        return out
+        return out, (rest[0] if rest else None)
+
+    @property
+    def has_speaker_norm(self) -> bool:
+        """Whether the model carries a speaker-normalised head (the bundled default model does)."""
+        return self.has_pooled and SPEAKER_NORM_HEAD_KEY in self._metadata
+
+    def speaker_norm_head(self) -> SpeakerNormHead:
+        """The model's speaker-normalised head (loaded once); ModelError when the model has none."""
+        if not self.has_speaker_norm:
+            raise ModelError(
+                f"{self.path.name}: this model has no speaker-normalised head (the bundled default model has one; "
+                "a model exported from a checkpoint does not)"
+            )
+        if self._speaker_norm_head is None:
+            try:
+                self._speaker_norm_head = SpeakerNormHead(self._metadata[SPEAKER_NORM_HEAD_KEY])
+            except Exception as exc:  # corrupt base64 or graph
+                raise ModelError(
+                    f"{self.path.name}: cannot load the speaker-normalised head ({_first_line(exc)})"
+                ) from None
+        return self._speaker_norm_head
 
     def timed_predict(self, window: np.ndarray) -> tuple[np.ndarray, float]:
         """One window → (probabilities [classes], inference milliseconds)."""
         t0 = time.perf_counter()
         probs = self.predict_windows([window])[0]
         return probs, (time.perf_counter() - t0) * 1000.0
+
+    def timed_analyse(self, window: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """One window → (probabilities [classes], pooled [layers + 1, hidden], inference milliseconds)."""
+        t0 = time.perf_counter()
+        probs, pooled = self.predict_windows([window], return_pooled=True)
+        return probs[0], pooled[0], (time.perf_counter() - t0) * 1000.0
 
     def probs_dict(self, probs: np.ndarray) -> dict[str, float]:
         return {label: float(p) for label, p in zip(self.labels, probs, strict=True)}
@@ -330,12 +389,14 @@ class EmotionModel:
             starts.append(n_samples - spec.window)
         return [(s, s + spec.window) for s in starts]
 
-    def predict_array(self, samples: np.ndarray, sample_rate: int, source: str = "<array>") -> Prediction:
-        """Any rate/channels (``[frames]`` or ``[frames, channels]``) → one Prediction for the whole clip.
+    def clip_windows(
+        self, samples: np.ndarray, sample_rate: int, source: str = "<array>", return_pooled: bool = False
+    ) -> ClipWindows:
+        """Any rate/channels (``[frames]`` or ``[frames, channels]``) → the clip's scored windows.
 
         The clip is trimmed like a training clip (``prepare_clip``); a clip up to ``window_s`` long is one model
-        input, a longer one is the mean of its windows' probabilities (training saw ``window_s`` crops, so a
-        long clip is judged crop by crop, never squeezed into one input). Raises AudioError when silent.
+        input, a longer one is cut into ``clip_bounds`` windows (training saw ``window_s`` crops, so a long clip
+        is judged crop by crop, never squeezed into one input). Raises AudioError when silent or too short.
         """
         audio = self.ensure_audible(self.to_model_rate(samples, sample_rate, source), source)
         clip = prepare_clip(audio, self.preprocess, self.sample_rate)
@@ -343,20 +404,65 @@ class EmotionModel:
             raise AudioError(
                 source, f"too short ({len(clip) / self.sample_rate:.3f} s of sound, minimum {MIN_CLIP_S} s)"
             )
-        bounds = self.clip_bounds(len(clip))
-        probs = self.predict_windows([clip[s:e] for s, e in bounds]).mean(axis=0)
+        windows = [clip[s:e] for s, e in self.clip_bounds(len(clip))]
+        if return_pooled:
+            probs, pooled = self.predict_windows(windows, return_pooled=True)
+        else:
+            probs, pooled = self.predict_windows(windows), None
+        return ClipWindows(probs, pooled, len(clip) / self.sample_rate)
+
+    def prediction(self, window_probs: np.ndarray, duration_s: float) -> Prediction:
+        """One Prediction from a clip's window probabilities ``[W, classes]`` (their mean)."""
+        probs = np.asarray(window_probs).mean(axis=0)
         best = int(np.argmax(probs))
         return Prediction(
             label=self.labels[best],
             confidence=float(probs[best]),
             probs=self.probs_dict(probs),
-            duration_s=len(clip) / self.sample_rate,
-            windows=len(bounds),
+            duration_s=duration_s,
+            windows=len(window_probs),
         )
+
+    def predict_array(self, samples: np.ndarray, sample_rate: int, source: str = "<array>") -> Prediction:
+        """Any rate/channels → one Prediction for the whole clip: the mean of its windows (``clip_windows``)."""
+        clip = self.clip_windows(samples, sample_rate, source)
+        return self.prediction(clip.probs, clip.duration_s)
 
     def predict_file(self, path: str | Path) -> Prediction:
         """Any soundfile-readable file → Prediction. Raises AudioError (one line) for unusable files."""
         return self.predict_array(load_audio(path, self.sample_rate), self.sample_rate, source=str(path))
+
+    def segment_windows(
+        self,
+        samples: np.ndarray,
+        sample_rate: int,
+        window_s: float | None = None,
+        hop_s: float | None = None,
+        vad: FrameVAD | None = None,
+        return_pooled: bool = False,
+    ) -> tuple[list[AudioWindow], np.ndarray, np.ndarray | None]:
+        """The live monitor's windows over a recording (same ``StreamWindower``, same VAD gate), every one
+        scored (batched): ``(windows, probabilities [W, classes], pooled [W, L+1, H] or None)``."""
+        audio = self.to_model_rate(samples, sample_rate)
+        windower = StreamWindower(self.window_spec(window_s, hop_s), vad or load_vad()[0])
+        windows = windower.feed(audio) + windower.flush()
+        if return_pooled:
+            probs, pooled = self.predict_windows([w.samples for w in windows], return_pooled=True)
+            return windows, probs, pooled
+        return windows, self.predict_windows([w.samples for w in windows]), None
+
+    def segments(self, windows: Sequence[AudioWindow], probs: np.ndarray) -> list[Segment]:
+        """Timeline rows: speech windows labelled by their top class, the others ``silence`` (probabilities kept)."""
+        return [
+            Segment(
+                start_s=w.start_s,
+                end_s=w.end_s,
+                speech=w.speech,
+                label=self.labels[int(np.argmax(p))] if w.speech else SILENCE_LABEL,
+                probs=self.probs_dict(p),
+            )
+            for w, p in zip(windows, probs, strict=True)
+        ]
 
     def predict_segments(
         self,
@@ -371,20 +477,8 @@ class EmotionModel:
         Every window is scored (batched), silent ones too, so their probabilities are available; their label
         is ``silence``, as the live monitor shows them.
         """
-        audio = self.to_model_rate(samples, sample_rate)
-        windower = StreamWindower(self.window_spec(window_s, hop_s), vad or load_vad()[0])
-        windows = windower.feed(audio) + windower.flush()
-        probs = self.predict_windows([w.samples for w in windows])
-        return [
-            Segment(
-                start_s=w.start_s,
-                end_s=w.end_s,
-                speech=w.speech,
-                label=self.labels[int(np.argmax(p))] if w.speech else SILENCE_LABEL,
-                probs=self.probs_dict(p),
-            )
-            for w, p in zip(windows, probs, strict=True)
-        ]
+        windows, probs, _ = self.segment_windows(samples, sample_rate, window_s, hop_s, vad)
+        return self.segments(windows, probs)
 
     @staticmethod
     def ensure_audible(audio: np.ndarray, source: str = "<array>") -> np.ndarray:

@@ -12,8 +12,11 @@ import argparse
 import csv
 import json
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
 
 from realtime.audio import AudioError, load_audio
@@ -26,6 +29,12 @@ from realtime.model import (
     Prediction,
     Segment,
     load_model,
+)
+from realtime.speaker_norm import (
+    DEFAULT_MIN_SPEECH_S,
+    SPEAKER_NORM_MODES,
+    SpeakerNormalizer,
+    SpeakerNormOptions,
 )
 from realtime.vad import load_vad
 from realtime.windowing import DEFAULT_HOP_S
@@ -41,11 +50,18 @@ examples:
   emotion-score recordings/ --recursive --out results.csv
   emotion-score recordings/ -r --out results.jsonl --resume     # continue an interrupted run
   emotion-score talk.flac --segments --out timeline.csv         # label every 0.5 s, like emotion-live
+  emotion-score actors/ -r --speaker-norm folder --out results.csv  # each folder holds one speaker
+  emotion-score calls/ --speaker-norm map --speakers speakers.csv    # CSV columns: path,speaker
 
 Per file, the label is the most probable emotion; a file longer than the model's window is scored as the mean
 of its windows' probabilities (the model was trained on window-length crops). --segments lists every window
 (start_s, end_s, speech, label, probabilities) with the live monitor's window, hop and speech gate; windows
 without speech are labelled "silence".
+--speaker-norm judges every window against its speaker's own average voice: the mean of that speaker's
+speech windows over all their files (per folder, per file, or per speaker from --speakers), once there are
+--speaker-min-s seconds of it. It helps when a speaker's recordings are varied and costs a little when they all
+share one mood (k-fold by actor on RAVDESS, see the README). Needs a model with a speaker-normalised head
+(the bundled model has one).
 Output format follows --out's extension (.csv or .jsonl). Unusable files (corrupt, empty, silent, unreadable)
 are reported on stderr, one line each; the others are still scored, and the exit status is then 1.
 """
@@ -70,6 +86,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window-s", type=float, help="--segments window in seconds (default: the model's)")
     p.add_argument("--hop-s", type=float, default=DEFAULT_HOP_S, help="--segments hop in seconds")
     p.add_argument("--batch-size", type=int, default=8, help="windows per model call")
+    p.add_argument(
+        "--speaker-norm",
+        choices=("folder", "file", "map"),
+        help="normalise per speaker; a speaker = a folder, a file, or an entry of --speakers",
+    )
+    p.add_argument("--speakers", metavar="CSV", help="with --speaker-norm map: CSV with columns path,speaker")
+    p.add_argument(
+        "--speaker-norm-mode",
+        choices=SPEAKER_NORM_MODES,
+        default="blend",
+        help="blend: average plain and speaker-normalised estimates (safer); centred: normalised only",
+    )
+    p.add_argument(
+        "--speaker-min-s",
+        type=float,
+        default=DEFAULT_MIN_SPEECH_S,
+        help="seconds of a speaker's speech needed for normalisation (else plain estimates, with a notice)",
+    )
     p.add_argument("--model", help="exported .onnx model (default: bundled model)")
     p.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto", help="ONNX Runtime device")
     p.add_argument("--threads", type=int, help="intra-op threads (default: cores, at most 4)")
@@ -218,22 +252,117 @@ class Progress:
             self.stream.write("\n")
 
 
-# -- main ----------------------------------------------------------------------------------------------------
-def score_file(model: EmotionModel, path: Path, args, vad) -> list[dict]:
-    """Rows for one file; raises AudioError for unusable audio."""
+# -- scoring -------------------------------------------------------------------------------------------------
+@dataclass
+class Analysed:
+    """One file's scored windows, before any speaker normalisation.
+
+    probs ``[W, classes]``, pooled ``[W, L+1, H]`` (None unless asked for), speech ``[W]`` bool: windows that
+    count as the speaker's speech; speech_s: seconds of speech they carry. ``rows(probs)`` turns (possibly
+    normalised) window probabilities into output rows.
+    """
+
+    probs: np.ndarray
+    pooled: np.ndarray | None
+    speech: np.ndarray
+    speech_s: float
+    rows: Callable[[np.ndarray], list[dict]]
+
+
+def analyse_file(model: EmotionModel, path: Path, args, vad, pooled: bool = False) -> Analysed:
+    """Score one file's windows; raises AudioError for unusable audio."""
     if not args.segments:
-        return [prediction_row(model.predict_file(path))]
+        clip = model.clip_windows(load_audio(path, model.sample_rate), model.sample_rate, str(path), pooled)
+        return Analysed(
+            clip.probs,
+            clip.pooled,
+            np.ones(len(clip.probs), bool),
+            clip.duration_s,
+            lambda probs: [prediction_row(model.prediction(probs, clip.duration_s))],
+        )
     audio = load_audio(path, model.sample_rate)
     model.ensure_audible(audio, str(path))
-    segments = model.predict_segments(audio, model.sample_rate, args.window_s, args.hop_s, vad)
-    if not segments:
+    windows, probs, pooled_out = model.segment_windows(
+        audio, model.sample_rate, args.window_s, args.hop_s, vad, return_pooled=pooled
+    )
+    if not windows:
         minimum = model.window_spec(args.window_s, args.hop_s).min_window_s
         raise AudioError(
             path, f"too short for a window ({len(audio) / model.sample_rate:.2f} s < {minimum:g} s)"
         )
-    return [segment_row(s) for s in segments]
+    speech = np.array([w.speech for w in windows])
+    hop_s = model.window_spec(args.window_s, args.hop_s).hop_s
+    return Analysed(
+        probs,
+        pooled_out,
+        speech,
+        float(speech.sum()) * hop_s,
+        lambda p: [segment_row(s) for s in model.segments(windows, p)],
+    )
 
 
+def score_file(model: EmotionModel, path: Path, args, vad) -> list[dict]:
+    """Rows for one file (no speaker normalisation); raises AudioError for unusable audio."""
+    analysed = analyse_file(model, path, args, vad)
+    return analysed.rows(analysed.probs)
+
+
+# -- speakers ------------------------------------------------------------------------------------------------
+def read_speaker_map(path: str) -> dict[Path, str]:
+    """``--speakers`` CSV (columns ``path,speaker``) → {resolved file path: speaker}; paths are taken relative
+    to the CSV's folder unless absolute. ValueError (one line) when the file or its columns are wrong."""
+    csv_path = Path(path)
+    if not csv_path.is_file():
+        raise ValueError(f"--speakers {path}: no such file")
+    with open(csv_path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"path", "speaker"} <= set(reader.fieldnames):
+            raise ValueError(f"--speakers {path}: needs a header with columns path,speaker")
+        return {
+            (csv_path.parent / row["path"]).resolve(): row["speaker"]
+            for row in reader
+            if row.get("path") and row.get("speaker")
+        }
+
+
+def speaker_groups(files: list[Path], args) -> list[tuple[str | None, list[Path]]]:
+    """Files grouped by speaker, in order of first appearance; ``(None, [file])`` = scored without
+    normalisation (no --speaker-norm, or a file missing from --speakers)."""
+    if not args.speaker_norm:
+        return [(None, [f]) for f in files]
+    mapping = read_speaker_map(args.speakers) if args.speaker_norm == "map" else {}
+    groups: dict[str | None, list[Path]] = {}
+    alone = []
+    for f in files:
+        if args.speaker_norm == "folder":
+            key = str(f.parent)
+        elif args.speaker_norm == "file":
+            key = str(f)
+        else:
+            key = mapping.get(f.resolve())
+            if key is None:
+                alone.append(f)
+                continue
+        groups.setdefault(key, []).append(f)
+    return list(groups.items()) + [(None, [f]) for f in alone]
+
+
+def normalise_group(normalizer: SpeakerNormalizer, analysed: list[Analysed]) -> list[np.ndarray]:
+    """Each file's window probabilities normalised with the mean of the whole group's speech windows
+    (unchanged when the group has too little speech: ``normalizer.ready`` is then False)."""
+    normalizer.reset()
+    for a in analysed:
+        normalizer.update(a.pooled[a.speech], a.speech_s)
+    out = []
+    for a in analysed:
+        probs = a.probs.copy()
+        if a.speech.any():
+            probs[a.speech] = normalizer.apply(a.probs[a.speech], a.pooled[a.speech])
+        out.append(probs)
+    return out
+
+
+# -- main ----------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return run_command("emotion-score", lambda: run(args), (ModelError, ValueError))
@@ -241,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args) -> int:
     output_format(args.out)  # a bad --out fails before anything else happens
+    if (args.speaker_norm == "map") != bool(args.speakers):
+        raise ValueError("--speakers CSV goes with --speaker-norm map (and map needs --speakers)")
     files, missing = find_audio_files(args.paths, args.recursive)
     if not files and not missing:
         raise ValueError(f"no audio files found in {' '.join(args.paths)}")
@@ -249,6 +380,7 @@ def run(args) -> int:
             print(f"emotion-score: {line}", file=sys.stderr)
         print(f"emotion-score: 0 scored, {len(missing)} failed", file=sys.stderr)
         return EXIT_SOME_FAILED
+    groups = speaker_groups(files, args)  # a bad --speakers file fails before a model is loaded
     model = load_model(args.model, ModelOptions(args.provider, args.threads, args.batch_size))
     if model.provider_notice:
         print(model.provider_notice, file=sys.stderr)
@@ -257,26 +389,45 @@ def run(args) -> int:
         vad, notice = load_vad()
         if notice:
             print(notice, file=sys.stderr)
+    normalizer = None
+    if args.speaker_norm:
+        options = SpeakerNormOptions(args.speaker_norm_mode, args.speaker_min_s)
+        normalizer = SpeakerNormalizer(model.speaker_norm_head(), options)
     writer = ResultWriter(args.out, model.labels, args.segments, args.resume)
     failures = list(missing)
     progress = Progress(len(files))
     for line in missing:
         progress.message(f"emotion-score: {line}")
-    scored = skipped = 0
+    scored = skipped = done = 0
     try:
-        for i, path in enumerate(files):
-            progress.update(i, path.name)
-            if str(path) in writer.done:
-                skipped += 1
+        for speaker, group in groups:
+            if all(str(path) in writer.done for path in group):
+                skipped += len(group)
+                done += len(group)
                 continue
-            try:
-                rows = score_file(model, path, args, vad)
-            except (AudioError, ModelError) as exc:  # this file is unusable; the others still get scored
-                failures.append(str(exc))
-                progress.message(f"emotion-score: {exc}")
-                continue
-            writer.write_file(str(path), rows)
-            scored += 1
+            analysed: list[tuple[Path, Analysed]] = []
+            for path in group:
+                progress.update(done, path.name)
+                done += 1
+                try:
+                    analysed.append((path, analyse_file(model, path, args, vad, pooled=speaker is not None)))
+                except (AudioError, ModelError) as exc:  # this file is unusable; the others still get scored
+                    failures.append(str(exc))
+                    progress.message(f"emotion-score: {exc}")
+            probs = [a.probs for _, a in analysed]
+            if speaker is not None and analysed:
+                probs = normalise_group(normalizer, [a for _, a in analysed])
+                if not normalizer.ready:
+                    progress.message(
+                        f"emotion-score: notice: speaker {speaker}: {normalizer.speech_s:.1f} s of speech "
+                        f"< --speaker-min-s {args.speaker_min_s:g}; scored without speaker normalisation"
+                    )
+            for (path, a), p in zip(analysed, probs, strict=True):
+                if str(path) in writer.done:  # in the group's mean, but already written by an earlier run
+                    skipped += 1
+                    continue
+                writer.write_file(str(path), a.rows(p))
+                scored += 1
         progress.update(len(files), "")
     finally:
         progress.close()

@@ -24,13 +24,16 @@ def test_parse_name():
     assert bundle.parse_name(Path("03-01-05-02-01-01-17.flac")) == (4, 17)
 
 
-def test_speaker_standardise_uses_each_speakers_own_statistics():
+def test_speaker_centring_uses_each_speakers_own_mean_only():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 3, 4)) + np.repeat([0.0, 5.0], 20)[:, None, None]
     actors = np.repeat([1, 2], 20)
-    z = bundle.speaker_standardise(x, actors)
+    centred = bundle.speaker_centred(x, actors)
     for actor in (1, 2):
-        np.testing.assert_allclose(z[actors == actor].mean(0), 0, atol=1e-9)
+        rows = actors == actor
+        np.testing.assert_allclose(centred[rows].mean(0), 0, atol=1e-9)
+        # mean-only: the spread within a speaker is untouched
+        np.testing.assert_allclose(centred[rows].std(0), x[rows].std(0))
 
 
 def test_single_layer_head_ignores_other_layers():

@@ -10,7 +10,14 @@ import torch
 from core.backbones import build_backbone
 from core.model import EmotionClassifier
 from export.onnx_export import ExportError, export_onnx
-from realtime.metadata import INPUT_NAME, LOGITS_NAME, PROBS_NAME, ModelInfo
+from realtime.metadata import (
+    INPUT_NAME,
+    LOGITS_NAME,
+    POOLED_NAME,
+    PROBS_NAME,
+    SPEAKER_NORM_HEAD_KEY,
+    ModelInfo,
+)
 
 LABELS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 TINY_WAV2VEC2 = dict(
@@ -82,7 +89,8 @@ def test_metadata_round_trip(exported):
     assert info.metrics == {"accuracy": 0.5} and info.protocol == "test"
     assert info.export_version  # filled from the installed package version
     assert [i.name for i in session.get_inputs()] == [INPUT_NAME]
-    assert [o.name for o in session.get_outputs()] == [LOGITS_NAME, PROBS_NAME]
+    assert [o.name for o in session.get_outputs()] == [LOGITS_NAME, PROBS_NAME, POOLED_NAME]
+    assert SPEAKER_NORM_HEAD_KEY not in session.get_modelmeta().custom_metadata_map  # none was given
 
 
 def test_export_leaves_model_in_eval_mode(exported):
@@ -95,3 +103,30 @@ def test_label_count_mismatch_is_refused(tmp_path):
     with pytest.raises(ExportError, match="labels"):
         export_onnx(tiny_wav2vec2_classifier(), tiny_info(labels=("a", "b")), path)
     assert not path.exists()
+
+
+def test_pooled_output_matches_pytorch(exported):
+    model, path = exported
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    audio = (0.1 * np.random.default_rng(1).standard_normal((2, 24_000))).astype(np.float32)
+    (pooled,) = session.run([POOLED_NAME], {INPUT_NAME: audio})
+    with torch.no_grad():
+        want = model.pool(torch.from_numpy(audio)).numpy()
+    assert pooled.shape == (2, model.backbone.num_layers + 1, model.backbone.hidden_size)
+    np.testing.assert_allclose(pooled, want, atol=1e-4)
+
+
+def test_speaker_norm_head_travels_in_the_metadata_and_matches_pytorch(tmp_path):
+    """The head graph in the metadata = PyTorch on the runtime's path; a different head is caught."""
+    from export import validate
+
+    model = tiny_wav2vec2_classifier()
+    head = tiny_wav2vec2_classifier(seed=3)  # only its head part (classify_pooled) is used
+    info = tiny_info()
+    path = export_onnx(model, info, tmp_path / "norm.onnx", speaker_norm_head=head)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert SPEAKER_NORM_HEAD_KEY in session.get_modelmeta().custom_metadata_map
+    audio = validate.load_validation_audio(info, 6, log=lambda _: None)
+    assert validate.check_speaker_norm_parity(model, head, path, info, audio) < 1e-4
+    with pytest.raises(validate.ValidationError, match="speaker-normalised head"):
+        validate.check_speaker_norm_parity(model, tiny_wav2vec2_classifier(seed=4), path, info, audio)

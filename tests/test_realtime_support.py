@@ -27,8 +27,24 @@ CLI_TIMEOUT_S = 60
 ANGRY_CLIP = "Actor_01/03-01-05-02-01-01-01.flac"
 
 
-def build_tiny_model(path: Path) -> Path:
-    """Export a random tiny wav2vec2 classifier with RAVDESS labels (about 15 s on 2 cores)."""
+def tiny_speaker_norm_head(seed: int = 1):
+    """A random head-only classifier with the tiny model's sizes (3 hidden states of 32), in eval mode."""
+    import torch
+
+    from core.model import EmotionClassifier, ShapeOnlyBackbone
+
+    torch.manual_seed(seed)
+    head = EmotionClassifier(ShapeOnlyBackbone(32, 2), len(LABELS))
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so a wrong centring shows in the output
+        for bn in (m for m in head.modules() if isinstance(m, torch.nn.BatchNorm1d)):
+            bn.running_mean.normal_(0, 0.1)
+            bn.running_var.uniform_(0.5, 1.5)
+    return head.eval()
+
+
+def build_tiny_model(path: Path, speaker_norm: bool = True) -> Path:
+    """Export a random tiny wav2vec2 classifier with RAVDESS labels (about 15 s on 2 cores), with a random
+    speaker-normalised head in its metadata unless ``speaker_norm`` is False."""
     import torch
 
     from core.backbones import build_backbone
@@ -50,7 +66,8 @@ def build_tiny_model(path: Path) -> Path:
     )
     model = EmotionClassifier(build_backbone("wav2vec2", None, config=config), len(LABELS)).eval()
     info = ModelInfo(labels=LABELS, window_s=TINY_WINDOW_S, hop_s=TINY_HOP_S, backbone="tiny-random-wav2vec2")
-    return export_onnx(model, info, path)
+    head = tiny_speaker_norm_head() if speaker_norm else None
+    return export_onnx(model, info, path, speaker_norm_head=head)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,116 @@
+"""Per-speaker normalisation: judge a window against the speaker's own average voice, not everyone's.
+
+Speakers differ more from each other than one speaker's emotions do, so a head that sees features minus the
+current speaker's mean is more accurate -- when that mean comes from a varied history of the speaker. Measured
+on unseen RAVDESS speakers (``python -m core.bundle --speaker-norm-study``, 5-fold by actor): an emotion-balanced
+history raises accuracy, a history of a single mood lowers it (centring then subtracts part of that mood).
+``blend`` (the default) averages the centred head's probabilities with the plain head's: it gains less from a
+good history and loses far less from a one-sided one. ``centred`` uses the centred head alone.
+
+    norm = SpeakerNormalizer(model.speaker_norm_head())
+    probs, pooled = model.predict_windows(windows, return_pooled=True)
+    norm.update(pooled, speech_s=hop_s * len(windows))
+    probs = norm.apply(probs, pooled)    # plain probabilities until min_speech_s of speech was heard
+    norm.reset()                         # a new speaker
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from realtime.metadata import POOLED_NAME, PROBS_NAME, SPEAKER_MEAN_NAME
+
+SPEAKER_NORM_MODES = ("blend", "centred")
+DEFAULT_MIN_SPEECH_S = 15.0
+"""Speech heard before the speaker's mean is used: about five utterances, where the k-fold study
+(``core.bundle.NORM_MIN_CLIPS``) shows the gain beginning; fewer clips give a noisy mean."""
+
+
+class SpeakerNormHead:
+    """The centred head stored in a model's metadata, on ONNX Runtime: ``(pooled, mean) → probabilities``."""
+
+    def __init__(self, encoded: str, providers: list[str] | None = None):
+        """``encoded``: the base64 ONNX graph from ``SPEAKER_NORM_HEAD_KEY``."""
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1  # a few small matrix products: threads would cost more than they save
+        so.log_severity_level = 4
+        self.session = ort.InferenceSession(
+            base64.b64decode(encoded), so, providers=providers or ["CPUExecutionProvider"]
+        )
+
+    def probs(self, pooled: np.ndarray, speaker_mean: np.ndarray) -> np.ndarray:
+        """``pooled [N, L+1, H]``, ``speaker_mean [L+1, H]`` → probabilities ``[N, classes]``."""
+        feeds = {
+            POOLED_NAME: np.ascontiguousarray(pooled, dtype=np.float32),
+            SPEAKER_MEAN_NAME: np.ascontiguousarray(speaker_mean, dtype=np.float32),
+        }
+        return self.session.run([PROBS_NAME], feeds)[0]
+
+
+@dataclass(frozen=True)
+class SpeakerNormOptions:
+    """mode: ``blend`` (mean of plain and centred probabilities) or ``centred`` (centred head only).
+    min_speech_s: seconds of the speaker's speech needed before the running mean is used."""
+
+    mode: str = "blend"
+    min_speech_s: float = DEFAULT_MIN_SPEECH_S
+
+    def __post_init__(self):
+        if self.mode not in SPEAKER_NORM_MODES:
+            raise ValueError(
+                f"speaker normalisation mode {self.mode!r}: choose {' or '.join(SPEAKER_NORM_MODES)}"
+            )
+        if self.min_speech_s < 0:
+            raise ValueError(f"min_speech_s {self.min_speech_s}: must be >= 0")
+
+
+class SpeakerNormalizer:
+    """Running mean of one speaker's pooled features and the estimates it allows. ``reset()`` for a new speaker.
+
+    The mean is over every window given to ``update`` (speech windows only: silence says nothing about the
+    voice), kept in float64 so hours of windows do not lose precision.
+    """
+
+    def __init__(self, head: SpeakerNormHead, options: SpeakerNormOptions | None = None):
+        self.head = head
+        self.options = options or SpeakerNormOptions()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the speaker: plain estimates until ``min_speech_s`` of new speech."""
+        self._sum: np.ndarray | None = None
+        self.windows = 0
+        self.speech_s = 0.0
+
+    def update(self, pooled: np.ndarray, speech_s: float) -> None:
+        """Add windows ``pooled [N, L+1, H]`` that carry ``speech_s`` seconds of new speech in total."""
+        pooled = np.asarray(pooled, dtype=np.float64)
+        if len(pooled) == 0:
+            return
+        total = pooled.sum(axis=0)
+        self._sum = total if self._sum is None else self._sum + total
+        self.windows += len(pooled)
+        self.speech_s += float(speech_s)
+
+    @property
+    def ready(self) -> bool:
+        """Whether enough speech was heard for the mean to be used."""
+        return self.windows > 0 and self.speech_s >= self.options.min_speech_s
+
+    @property
+    def mean(self) -> np.ndarray | None:
+        """``[L+1, H]`` float32 mean of the windows so far, None before the first."""
+        return None if self._sum is None else (self._sum / self.windows).astype(np.float32)
+
+    def apply(self, probs: np.ndarray, pooled: np.ndarray) -> np.ndarray:
+        """Plain ``probs [N, C]`` → speaker-normalised probabilities (``probs`` unchanged until ``ready``)."""
+        if not self.ready or len(pooled) == 0:
+            return probs
+        centred = self.head.probs(pooled, self.mean)
+        if self.options.mode == "centred":
+            return centred
+        return (probs + centred) / 2.0

@@ -1,0 +1,246 @@
+"""Per-speaker normalisation: the running mean, the head stored in the model, emotion-score and emotion-live.
+
+The tiny model (tests/test_realtime_support.py) carries a random speaker-normalised head: the numbers mean
+nothing, but every path is the real one, so results are checked against the same computation done by hand.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import threading
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from realtime.model import EmotionModel, ModelError
+from realtime.speaker_norm import SpeakerNormalizer, SpeakerNormOptions
+from tests.test_realtime_support import build_tiny_model, run_cli, tiny_model  # noqa: F401
+
+ACTOR_CLIPS = 3
+"""Clips per actor folder in the scoring tests (about 10 s of speech)."""
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model) -> EmotionModel:  # noqa: F811
+    return EmotionModel(tiny_model)
+
+
+@pytest.fixture(scope="module")
+def two_speakers(ravdess_16k, tmp_path_factory) -> Path:
+    """``A/`` and ``B/``: three clips of actor 1 and three of actor 2 (different emotions)."""
+    root = tmp_path_factory.mktemp("speakers")
+    for name, actor in (("A", "Actor_01"), ("B", "Actor_02")):
+        (root / name).mkdir()
+        for clip in sorted((ravdess_16k / actor).glob("*.flac"))[::20][:ACTOR_CLIPS]:
+            shutil.copy(clip, root / name / clip.name)
+    return root
+
+
+def _windows(model: EmotionModel, seed: int, count: int = 4) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [(0.1 * rng.standard_normal(int(model.window_s * model.sample_rate))).astype(np.float32)] * count
+
+
+# -- the normaliser ------------------------------------------------------------------------------------------
+def test_running_mean_is_the_mean_of_every_window_and_reset_forgets(model):
+    probs, pooled = model.predict_windows(_windows(model, 0) + _windows(model, 1), return_pooled=True)
+    assert pooled.shape[0] == 8 and pooled.ndim == 3
+    norm = SpeakerNormalizer(model.speaker_norm_head(), SpeakerNormOptions("centred", min_speech_s=2.0))
+    norm.update(pooled[:3], speech_s=1.5)
+    assert not norm.ready, "1.5 s < 2 s of speech: not yet"
+    np.testing.assert_array_equal(norm.apply(probs[:3], pooled[:3]), probs[:3])
+    norm.update(pooled[3:], speech_s=1.0)
+    assert norm.ready and norm.windows == 8
+    np.testing.assert_allclose(norm.mean, pooled.mean(axis=0), rtol=1e-6, atol=1e-7)
+    norm.reset()
+    assert not norm.ready and norm.mean is None and norm.speech_s == 0
+
+
+def test_blend_is_the_mean_of_plain_and_centred(model):
+    probs, pooled = model.predict_windows(_windows(model, 2) + _windows(model, 3), return_pooled=True)
+    head = model.speaker_norm_head()
+    centred = SpeakerNormalizer(head, SpeakerNormOptions("centred", 0.0))
+    blend = SpeakerNormalizer(head, SpeakerNormOptions("blend", 0.0))
+    for norm in (centred, blend):
+        norm.update(pooled, speech_s=4.0)
+    want_centred = head.probs(pooled, pooled.mean(axis=0))
+    np.testing.assert_allclose(centred.apply(probs, pooled), want_centred, atol=1e-6)
+    np.testing.assert_allclose(blend.apply(probs, pooled), (probs + want_centred) / 2, atol=1e-6)
+    np.testing.assert_allclose(want_centred.sum(axis=1), 1.0, atol=1e-5)
+    assert not np.allclose(want_centred, probs, atol=1e-3), "centring must change the estimate"
+
+
+def test_bad_options_are_one_line_errors():
+    with pytest.raises(ValueError, match="mode 'loud'"):
+        SpeakerNormOptions("loud")
+    with pytest.raises(ValueError, match="min_speech_s"):
+        SpeakerNormOptions(min_speech_s=-1)
+
+
+def test_model_without_head_says_so(tmp_path):
+    path = build_tiny_model(tmp_path / "plain.onnx", speaker_norm=False)
+    plain = EmotionModel(path)
+    assert plain.has_pooled and not plain.has_speaker_norm
+    with pytest.raises(ModelError, match="no speaker-normalised head"):
+        plain.speaker_norm_head()
+    result = run_cli("score", str(path), "--model", str(path), "--speaker-norm", "file")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "no speaker-normalised head" in result.stderr
+
+
+# -- emotion-score -------------------------------------------------------------------------------------------
+def _score(model_path: Path, *args: str, out: Path) -> dict[str, dict]:
+    result = run_cli("score", *args, "--model", str(model_path), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    return {Path(r["path"]).name: r for r in rows}, result.stderr
+
+
+def _by_hand(model: EmotionModel, files: list[Path], mode: str) -> dict[str, np.ndarray]:
+    """Per-file probabilities with one speaker mean over all windows of ``files`` (what --speaker-norm does)."""
+    from realtime.audio import load_audio
+
+    clips = [model.clip_windows(load_audio(f), model.sample_rate, str(f), return_pooled=True) for f in files]
+    mean = np.concatenate([c.pooled for c in clips]).mean(axis=0)
+    head = model.speaker_norm_head()
+    out = {}
+    for f, c in zip(files, clips, strict=True):
+        centred = head.probs(c.pooled, mean)
+        out[f.name] = (centred if mode == "centred" else (c.probs + centred) / 2).mean(axis=0)
+    return out
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("mode", ["blend", "centred"])
+def test_score_per_folder_uses_each_folders_own_mean(tiny_model, model, two_speakers, tmp_path, mode):  # noqa: F811
+    args = [
+        str(two_speakers),
+        "-r",
+        "--speaker-norm",
+        "folder",
+        "--speaker-norm-mode",
+        mode,
+        "--speaker-min-s",
+        "3",
+    ]
+    got, _ = _score(tiny_model, *args, out=tmp_path / "norm.jsonl")
+    plain, _ = _score(tiny_model, str(two_speakers), "-r", out=tmp_path / "plain.jsonl")
+    assert len(got) == 2 * ACTOR_CLIPS
+    for folder in ("A", "B"):
+        want = _by_hand(model, sorted((two_speakers / folder).glob("*.flac")), mode)
+        for name, probs in want.items():
+            np.testing.assert_allclose(
+                [got[name]["probs"][label] for label in model.labels], probs, atol=1e-5
+            )
+    changed = [
+        n for n in got if not np.allclose(list(got[n]["probs"].values()), list(plain[n]["probs"].values()))
+    ]
+    assert len(changed) == len(got), "every file is normalised"
+
+
+@pytest.mark.data
+def test_score_speaker_map_groups_across_folders_and_leaves_unmapped_files_plain(
+    tiny_model,  # noqa: F811
+    model,
+    two_speakers,
+    tmp_path,
+):
+    files = sorted(two_speakers.rglob("*.flac"))
+    unmapped = files[-1]
+    table = tmp_path / "speakers.csv"
+    with open(table, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "speaker"])
+        for file in files[:-1]:  # one speaker across both folders, relative to the CSV's folder
+            writer.writerow([os.path.relpath(file, tmp_path), "same-person"])
+    args = [
+        str(two_speakers),
+        "-r",
+        "--speaker-norm",
+        "map",
+        "--speakers",
+        str(table),
+        "--speaker-min-s",
+        "3",
+    ]
+    got, _ = _score(tiny_model, *args, out=tmp_path / "map.jsonl")
+    plain, _ = _score(tiny_model, str(unmapped), out=tmp_path / "plain.jsonl")
+    for name, probs in _by_hand(model, files[:-1], "blend").items():
+        np.testing.assert_allclose([got[name]["probs"][label] for label in model.labels], probs, atol=1e-5)
+    assert got[unmapped.name]["probs"] == plain[unmapped.name]["probs"]
+
+
+@pytest.mark.data
+def test_score_too_little_speech_is_plain_with_a_notice(tiny_model, two_speakers, tmp_path):  # noqa: F811
+    folder = str(two_speakers / "A")
+    got, stderr = _score(tiny_model, folder, "--speaker-norm", "folder", out=tmp_path / "n.jsonl")
+    plain, _ = _score(tiny_model, folder, out=tmp_path / "p.jsonl")
+    assert "scored without speaker normalisation" in stderr and "< --speaker-min-s 15" in stderr
+    assert got == plain
+
+
+def test_score_speakers_argument_mistakes_are_one_line(tiny_model, tmp_path):  # noqa: F811
+    clip = tmp_path / "x.wav"
+    import soundfile as sf
+
+    sf.write(clip, np.zeros(16000, np.float32), 16000)
+    for args in (
+        ["--speaker-norm", "map"],
+        ["--speakers", "s.csv"],
+        ["--speaker-norm", "map", "--speakers", "no.csv"],
+    ):
+        result = run_cli("score", str(clip), "--model", str(tiny_model), *args)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert "--speakers" in result.stderr
+
+
+# -- emotion-live --------------------------------------------------------------------------------------------
+@pytest.mark.data
+def test_live_warms_up_then_normalises(tiny_model, ravdess_16k, tmp_path):  # noqa: F811
+    clip = ravdess_16k / "Actor_01" / "03-01-05-02-01-01-01.flac"
+    out = tmp_path / "hops.jsonl"
+    args = [
+        "--input",
+        str(clip),
+        "--fast",
+        "--model",
+        str(tiny_model),
+        "--jsonl",
+        str(out),
+        "--vad",
+        "energy",
+    ]
+    result = run_cli("live", *args, "--speaker-norm", "--speaker-min-s", "1")
+    assert result.returncode == 0, result.stderr
+    speech = [json.loads(line) for line in out.read_text().splitlines() if json.loads(line)["speech"]]
+    states = [r["speaker_norm"] for r in speech]
+    assert states[0] == "warming" and states[-1] == "active", states
+    assert all(
+        b["speaker_speech_s"] >= a["speaker_speech_s"] for a, b in zip(speech, speech[1:], strict=False)
+    )
+
+
+def test_sigusr1_requests_a_speaker_reset():
+    from realtime.live import install_reset_triggers
+
+    class Recorder:
+        requests = 0
+
+        def request_speaker_reset(self):
+            self.requests += 1
+
+    monitor = Recorder()
+    fired = threading.Event()
+    with ExitStack() as stack:
+        install_reset_triggers(monitor, stack, use_stdin=False)
+        ours = signal.getsignal(signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        fired.wait(0.2)  # the handler runs in the main thread at the next bytecode boundary
+        assert monitor.requests == 1
+    assert signal.getsignal(signal.SIGUSR1) is not ours, "the previous handler is restored on exit"
