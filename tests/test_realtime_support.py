@@ -223,7 +223,7 @@ def test_windows_are_trimmed_of_edge_silence_before_inference(tiny_model, ravdes
     window = np.concatenate([np.zeros(model.sample_rate, np.float32), speech])  # 1 s pause, then speech
     seen = []
     run = model._run
-    monkeypatch.setattr(model, "_run", lambda x: seen.append(x.shape) or run(x))
+    monkeypatch.setattr(model, "_run", lambda x, *rest: seen.append(x.shape) or run(x, *rest))
     probs = model.predict_windows([window, speech])
     # The pause is cut (up to the 0.1 s margin the trimmer keeps), so both inputs are nearly the same audio.
     assert len(speech) <= seen[0][1] <= len(speech) + 0.15 * model.sample_rate
@@ -238,10 +238,14 @@ def test_retrained_head_gets_a_new_default_model_name(monkeypatch, tmp_path):
     bundled.mkdir(parents=True)
     (bundled / "model.json").write_text("{}")
     (bundled / "head.safetensors").write_bytes(b"weights v1")
+    (bundled / "head_speaker_norm.safetensors").write_bytes(b"centred v1")
     fake = SimpleNamespace(submodule_search_locations=[str(tmp_path / "export")])
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: fake)
     first = rt_model.bundle_fingerprint()
     (bundled / "head.safetensors").write_bytes(b"weights v2")
-    assert rt_model.bundle_fingerprint() != first
+    second = rt_model.bundle_fingerprint()
+    assert second != first
+    (bundled / "head_speaker_norm.safetensors").write_bytes(b"centred v2")
+    assert rt_model.bundle_fingerprint() not in (first, second)
     (bundled / "head.safetensors").unlink()
     assert rt_model.bundle_fingerprint() == "none"

@@ -1,0 +1,130 @@
+"""Speaker normalisation through the shipped runtime (``emotion-score --speaker-norm``), k-fold by actor.
+
+For every fold of the bundled protocol (5 folds over RAVDESS actors 1-20), a plain head and a speaker-centred
+head are trained on the other 16 actors (cached frozen Whisper-base features, the bundled setting), exported
+into one ONNX file exactly as the bundled model is, and the 4 unseen actors' files are scored by
+``emotion-score`` (in-process ``realtime.score.main``) in five ways:
+
+- plain: no speaker normalisation (single file, the default);
+- per speaker, blend / centred: ``--speaker-norm folder`` over each actor's folder of 60 files (a varied history);
+- per speaker and emotion, blend / centred: each actor's files split into one folder per emotion, so every
+  file is judged against a history of its own mood only (the worst case for centring).
+
+Usage:
+    python benchmarks/bench_speaker_norm.py [--folds 0 1 2 3 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from bench_variant_accuracy import full_model, scores  # same folder (run as a script)
+
+from core.bundle import (
+    CHOSEN,
+    LABELS,
+    actor_folds,
+    load_dataset,
+    parse_name,
+    train_head,
+    train_speaker_norm_head,
+)
+from core.feature_cache import FeatureCache, crops_for, packaged_backbone
+from export.default_model import bundle_info, model_info
+from export.onnx_export import export_onnx
+from realtime import score
+from realtime.audio import PreprocessOptions
+
+DATA_DIR = Path(os.environ.get("EMOTION_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SCENARIOS = {
+    "plain": ("actor", []),
+    "per speaker / blend": ("actor", ["--speaker-norm", "folder"]),
+    "per speaker / centred": ("actor", ["--speaker-norm", "folder", "--speaker-norm-mode", "centred"]),
+    "per speaker+emotion / blend": ("emotion", ["--speaker-norm", "folder"]),
+    "per speaker+emotion / centred": (
+        "emotion",
+        ["--speaker-norm", "folder", "--speaker-norm-mode", "centred"],
+    ),
+}
+
+
+def layout(test_actors: list[int], root: Path) -> dict[str, Path]:
+    """Symlinked folders: ``actor/Actor_NN/`` (all of a speaker's files) and ``emotion/Actor_NN-E/``."""
+    for actor in test_actors:
+        for clip in sorted((DATA_DIR / "ravdess-16k" / f"Actor_{actor:02d}").glob("*.flac")):
+            label, _ = parse_name(clip)
+            for folder in (
+                root / "actor" / f"Actor_{actor:02d}",
+                root / "emotion" / f"Actor_{actor:02d}-{label}",
+            ):
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / clip.name).symlink_to(clip)
+    return {"actor": root / "actor", "emotion": root / "emotion"}
+
+
+def run_score(model: Path, folder: Path, extra: list[str], out: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(true labels, predicted labels) of every file under ``folder`` scored by emotion-score."""
+    status = score.main(
+        [str(folder), "-r", "--model", str(model), "--out", str(out), "--threads", "2", *extra]
+    )
+    assert status == 0, f"emotion-score exit {status}"
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    true = np.array([parse_name(Path(r["path"]))[0] for r in rows])
+    return true, np.array([LABELS.index(r["label"]) for r in rows])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--folds", type=int, nargs="*", default=list(range(5)))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    backbone, backbone_id = packaged_backbone("whisper-base")
+    cache = FeatureCache(backbone, backbone_id, PreprocessOptions())
+    data = load_dataset(cache, DATA_DIR / "ravdess-16k", [crops_for(None, 1)])
+    info = model_info(bundle_info())
+    per_fold: dict[str, list[dict]] = {name: [] for name in SCENARIOS}
+    x = data.feats["full"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in args.folds:
+            test_actors = actor_folds()[k]
+            train = ~np.isin(data.actors, test_actors)
+            head = train_head(CHOSEN, x[train], data.labels[train])
+            centred = train_speaker_norm_head(CHOSEN, x[train], data.labels[train], data.actors[train])
+            path = export_onnx(
+                full_model(head, backbone), info, Path(tmp) / f"fold{k}.onnx", speaker_norm_head=centred
+            )
+            folders = layout(test_actors, Path(tmp) / f"fold{k}")
+            for name, (grouping, extra) in SCENARIOS.items():
+                true, pred = run_score(
+                    path, folders[grouping], extra, Path(tmp) / f"fold{k}-{len(extra)}-{grouping}.jsonl"
+                )
+                per_fold[name].append(scores(true, pred))
+            line = ", ".join(f"{n} {per_fold[n][-1]['accuracy']:.3f}" for n in SCENARIOS)
+            print(f"fold {k} actors {test_actors}: {line}", file=sys.stderr, flush=True)
+    report = {
+        "benchmark": "speaker_norm_runtime_kfold_by_actor",
+        "date": time.strftime("%Y-%m-%d"),
+        "protocol": f"folds {args.folds} of 5-fold by actor over RAVDESS actors 1-20, emotion-score whole files",
+        "scenarios": {
+            name: {
+                metric: f"{np.mean([f[metric] for f in folds]):.3f} ± {np.std([f[metric] for f in folds]):.3f}"
+                for metric in ("accuracy", "macro_f1")
+            }
+            for name, folds in per_fold.items()
+        },
+    }
+    json.dump(report, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
