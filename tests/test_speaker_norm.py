@@ -181,7 +181,7 @@ def test_score_too_little_speech_is_plain_with_a_notice(tiny_model, two_speakers
     folder = str(two_speakers / "A")
     got, stderr = _score(tiny_model, folder, "--speaker-norm", "folder", out=tmp_path / "n.jsonl")
     plain, _ = _score(tiny_model, folder, out=tmp_path / "p.jsonl")
-    assert "scored without speaker normalisation" in stderr and "< --speaker-min-s 15" in stderr
+    assert "scored without speaker normalisation" in stderr and "< --speaker-min-s 10" in stderr
     assert got == plain
 
 
