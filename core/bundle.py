@@ -297,7 +297,8 @@ def _history_scenarios(ya: np.ndarray, rng: np.random.Generator, repeats: int) -
 
     balanced-k: k random clips (the emotion mix of RAVDESS: neutral 1/15, every other emotion 2/15).
     low-arousal: only the speaker's neutral and calm clips (a calm conversation).
-    one-emotion-E: only clips of emotion E (the worst case: a history of one mood).
+    one-emotion-E: only clips of emotion E (a history of one mood, judging clips of every mood).
+    The worst case, every clip judged against a history of its own mood, is ``own-emotion`` in the study.
     """
     out: dict[str, list[np.ndarray]] = {}
     for k in (5, 10, 20):
@@ -341,6 +342,13 @@ def speaker_norm_study(cfg: HeadConfig, data: Dataset, repeats: int = 5) -> list
                     p_centred = predict_proba(centred, (xa - xa[rows].mean(axis=0)).astype(np.float32))
                     add(f"{name} / centred", fold_i, ya, p_centred.argmax(1))
                     add(f"{name} / blend", fold_i, ya, (p_centred + p_plain).argmax(1))
+            # Every clip judged against a history of its own mood only (a speaker who stayed in one mood).
+            p_own = np.zeros_like(p_plain)
+            for e in np.unique(ya):
+                rows = ya == e
+                p_own[rows] = predict_proba(centred, (xa[rows] - xa[rows].mean(axis=0)).astype(np.float32))
+            add("own-emotion / centred", fold_i, ya, p_own.argmax(1))
+            add("own-emotion / blend", fold_i, ya, (p_own + p_plain).argmax(1))
             for _ in range(repeats):
                 order = rng.permutation(len(ya))
                 running = np.cumsum(xa[order], axis=0) / np.arange(1, len(ya) + 1)[:, None, None]
@@ -407,9 +415,11 @@ SPEAKER_NORM_SUMMARY = (
     "balanced-10 / blend",
     "balanced-all / blend",
     "low-arousal / blend",
+    "own-emotion / blend",
     "running / blend",
     "balanced-all / centred",
     "low-arousal / centred",
+    "own-emotion / centred",
     "running / centred",
 )
 """Rows of the speaker-normalisation study copied into model.json (the full table is speaker_norm.json)."""

@@ -327,6 +327,14 @@ class EmotionModel:
             return probs, pooled if pooled is not None else np.zeros((0, 0, 0), np.float32)
         return probs
 
+    def _probs_and_pooled(
+        self, windows: Sequence[np.ndarray], with_pooled: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``predict_windows`` as a fixed pair: pooled is None unless ``with_pooled``."""
+        if with_pooled:
+            return self.predict_windows(windows, return_pooled=True)
+        return self.predict_windows(windows), None
+
     def _run(self, x: np.ndarray, return_pooled: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """``[batch, samples]`` float32 → (probabilities ``[batch, classes]``, pooled or None)."""
         names = [self._output] + ([POOLED_NAME] if return_pooled else [])
@@ -405,10 +413,7 @@ class EmotionModel:
                 source, f"too short ({len(clip) / self.sample_rate:.3f} s of sound, minimum {MIN_CLIP_S} s)"
             )
         windows = [clip[s:e] for s, e in self.clip_bounds(len(clip))]
-        if return_pooled:
-            probs, pooled = self.predict_windows(windows, return_pooled=True)
-        else:
-            probs, pooled = self.predict_windows(windows), None
+        probs, pooled = self._probs_and_pooled(windows, return_pooled)
         return ClipWindows(probs, pooled, len(clip) / self.sample_rate)
 
     def prediction(self, window_probs: np.ndarray, duration_s: float) -> Prediction:
@@ -446,10 +451,7 @@ class EmotionModel:
         audio = self.to_model_rate(samples, sample_rate)
         windower = StreamWindower(self.window_spec(window_s, hop_s), vad or load_vad()[0])
         windows = windower.feed(audio) + windower.flush()
-        if return_pooled:
-            probs, pooled = self.predict_windows([w.samples for w in windows], return_pooled=True)
-            return windows, probs, pooled
-        return windows, self.predict_windows([w.samples for w in windows]), None
+        return windows, *self._probs_and_pooled([w.samples for w in windows], return_pooled)
 
     def segments(self, windows: Sequence[AudioWindow], probs: np.ndarray) -> list[Segment]:
         """Timeline rows: speech windows labelled by their top class, the others ``silence`` (probabilities kept)."""
