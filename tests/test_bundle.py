@@ -82,3 +82,19 @@ def test_default_model_on_raw_audio_reproduces_bundle_predictions(ravdess_16k):
         with torch.no_grad():
             probs = torch.softmax(model(torch.from_numpy(audio)[None]), -1)[0].numpy()
         np.testing.assert_allclose(probs, ref["probs"], atol=2e-3, err_msg=ref["file"])
+
+
+def test_bundled_speaker_norm_head_loads_and_matches_its_study():
+    """The shipped centred head fits the model's sizes, and model.json reports the study it came with."""
+    from export.default_model import build_speaker_norm_head
+
+    if not (BUNDLED / "head_speaker_norm.safetensors").is_file():
+        pytest.skip("no bundled speaker-normalised head (python -m core.bundle)")
+    head = build_speaker_norm_head()
+    probs = torch.softmax(head.classify_pooled(torch.randn(3, 7, 512)), -1)
+    assert probs.shape == (3, len(bundle.LABELS)) and not head.training
+    info = json.loads((BUNDLED / "model.json").read_text())["speaker_norm"]
+    study = {row["history"]: row for row in json.loads((BUNDLED / "speaker_norm.json").read_text())}
+    for name, figures in info["results"].items():
+        if name in study:
+            assert figures["accuracy"] == study[name]["accuracy"]

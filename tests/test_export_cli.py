@@ -10,7 +10,7 @@ from test_export_onnx import LABELS, tiny_wav2vec2_classifier
 
 from export import cli, validate
 from realtime.audio import PreprocessOptions
-from realtime.metadata import INPUT_NAME, PROBS_NAME, ModelInfo
+from realtime.metadata import INPUT_NAME, PROBS_NAME, SPEAKER_NORM_HEAD_KEY, ModelInfo
 
 CLIPS = ["--clips", "4"]
 """Few validation clips: the parity check still covers every length and batch size."""
@@ -203,5 +203,9 @@ def test_bundled_default_model_exports(tmp_path, capsys):
     out = tmp_path / "default.onnx"
     assert cli.main(["-o", str(out), *CLIPS]) == 0, capsys.readouterr().err
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    info = ModelInfo.from_metadata(session.get_modelmeta().custom_metadata_map)
+    metadata = session.get_modelmeta().custom_metadata_map
+    info = ModelInfo.from_metadata(metadata)
     assert info.labels and info.metrics and info.protocol
+    # The speaker-normalised head travels in the file and was checked against PyTorch.
+    assert SPEAKER_NORM_HEAD_KEY in metadata and info.speaker_norm["default_mode"] == "blend"
+    assert "speaker-normalised head, ONNX Runtime vs PyTorch" in capsys.readouterr().out
