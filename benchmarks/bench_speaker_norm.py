@@ -99,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
             head = train_head(CHOSEN, x[train], data.labels[train])
             centred = train_speaker_norm_head(CHOSEN, x[train], data.labels[train], data.actors[train])
             path = export_onnx(
-                full_model(head, backbone), info, Path(tmp) / f"fold{k}.onnx", speaker_norm_head=centred
+                full_model(head, backbone),
+                info,
+                Path(tmp) / f"fold{k}.onnx",
+                speaker_heads={"running": centred},
             )
             folders = layout(test_actors, Path(tmp) / f"fold{k}")
             for name, (grouping, extra) in SCENARIOS.items():

@@ -288,6 +288,28 @@ def train_speaker_norm_head(cfg: HeadConfig, x: np.ndarray, y: np.ndarray, actor
     return train_head(cfg, speaker_centred(x, actors).astype(np.float32), y)
 
 
+BASELINE_EMOTIONS = (0, 1)
+"""Label indices of a calm baseline recording: neutral and calm (what a speaker sounds like at rest)."""
+BASELINE_CLIPS = 5
+"""Baseline clips per test speaker in the study: about 10 s of calm speech, what a user records once."""
+
+
+def baseline_centred(x: np.ndarray, y: np.ndarray, actors: np.ndarray) -> np.ndarray:
+    """Each speaker's pooled features minus the mean of that speaker's neutral and calm clips."""
+    out = np.empty_like(x)
+    for actor in np.unique(actors):
+        rows = actors == actor
+        calm = rows & np.isin(y, BASELINE_EMOTIONS)
+        out[rows] = x[rows] - x[calm].mean(axis=0)
+    return out
+
+
+def train_baseline_head(cfg: HeadConfig, x: np.ndarray, y: np.ndarray, actors: np.ndarray):
+    """A head for features centred on the speaker's calm baseline (``baseline_centred``). Unlike the running
+    mean, a baseline recorded once does not drift towards a mood that lasts, so that mood stays visible."""
+    return train_head(cfg, baseline_centred(x, y, actors).astype(np.float32), y)
+
+
 NORM_MIN_CLIPS = 5
 """Clips (utterances) of a speaker the running mean needs before the centred head takes over."""
 
@@ -317,7 +339,9 @@ def speaker_norm_study(cfg: HeadConfig, data: Dataset, repeats: int = 5) -> list
     other actors. Each test speaker's clips (whole, trimmed) are classified by the centred head after
     subtracting the mean of a "history" of their own unlabelled clips (``_history_scenarios``), and by the
     runtime's causal rule ("running"): clips in random order, clip i centred with the mean of clips 0..i,
-    the plain head until ``NORM_MIN_CLIPS`` clips were heard. "centred" uses the centred head alone,
+    the plain head until ``NORM_MIN_CLIPS`` clips were heard; and with a "calm baseline" (``BASELINE_CLIPS``
+    neutral/calm clips as an enrolment, the baseline head, scored on the remaining clips, next to the plain head
+    on the same clips). "centred" uses the centred head alone,
     "blend" the mean of its probabilities and the plain head's (the runtime's default: it gains less
     from a balanced history and loses far less from a one-sided one). Metrics: mean ± std over folds.
     """
@@ -333,10 +357,20 @@ def speaker_norm_study(cfg: HeadConfig, data: Dataset, repeats: int = 5) -> list
         train = ~np.isin(actors, fold)
         plain = train_head(cfg, x[train], y[train])
         centred = train_speaker_norm_head(cfg, x[train], y[train], actors[train])
+        baseline = train_baseline_head(cfg, x[train], y[train], actors[train])
         for actor in fold:
             xa, ya = x[actors == actor], y[actors == actor]
             p_plain = predict_proba(plain, xa)
             add("none (single clip, plain head)", fold_i, ya, p_plain.argmax(1))
+            # Calm baseline: BASELINE_CLIPS neutral/calm clips recorded once; scored on the other clips only.
+            calm = np.flatnonzero(np.isin(ya, BASELINE_EMOTIONS))
+            for _ in range(repeats):
+                enrol = rng.choice(calm, BASELINE_CLIPS, replace=False)
+                rest = np.setdiff1d(np.arange(len(ya)), enrol)
+                p_base = predict_proba(baseline, (xa[rest] - xa[enrol].mean(axis=0)).astype(np.float32))
+                add("calm baseline / centred", fold_i, ya[rest], p_base.argmax(1))
+                add("calm baseline / blend", fold_i, ya[rest], (p_base + p_plain[rest]).argmax(1))
+                add("calm baseline: plain head, same clips", fold_i, ya[rest], p_plain[rest].argmax(1))
             for name, histories in _history_scenarios(ya, rng, repeats).items():
                 for rows in histories:
                     p_centred = predict_proba(centred, (xa - xa[rows].mean(axis=0)).astype(np.float32))
@@ -421,6 +455,9 @@ SPEAKER_NORM_SUMMARY = (
     "low-arousal / centred",
     "own-emotion / centred",
     "running / centred",
+    "calm baseline: plain head, same clips",
+    "calm baseline / blend",
+    "calm baseline / centred",
 )
 """Rows of the speaker-normalisation study copied into model.json (the full table is speaker_norm.json)."""
 
@@ -445,6 +482,7 @@ def speaker_norm_info(study: list[dict]) -> dict:
     return {
         "default_mode": "blend",
         "min_clips": NORM_MIN_CLIPS,
+        "baseline_clips": BASELINE_CLIPS,
         "protocol": (
             "5-fold by actor on actors 1-20; whole clips of each unseen test speaker, centred with the mean "
             "pooled features of an unlabelled history of that speaker's own clips. [mean, std] over folds. "
@@ -461,10 +499,10 @@ def write_bundle(
     out: Path,
     backbone_id: str,
     references: list[dict],
-    speaker_norm: tuple[EmotionClassifier, list[dict]] | None = None,
+    speaker_norm: tuple[dict[str, EmotionClassifier], list[dict]] | None = None,
 ) -> Path:
     """``head.safetensors`` + ``model.json`` (+ ``confusion.png``) into ``out``; with ``speaker_norm`` (the
-    centred head and its study rows) also ``head_speaker_norm.safetensors`` and ``speaker_norm.json``."""
+    speaker heads by file name and the study rows) also those head files and ``speaker_norm.json``."""
     from safetensors.torch import save_file
 
     from core.metrics import plot_confusion
@@ -472,7 +510,8 @@ def write_bundle(
     out.mkdir(parents=True, exist_ok=True)
     save_file(head_state(model), str(out / "head.safetensors"))
     if speaker_norm is not None:
-        save_file(head_state(speaker_norm[0]), str(out / "head_speaker_norm.safetensors"))
+        for file_name, head in speaker_norm[0].items():
+            save_file(head_state(head), str(out / file_name))
         (out / "speaker_norm.json").write_text(json.dumps(speaker_norm[1], indent=1) + "\n")
     metrics = {
         mode: {name: round(v["mean"], 4) for name, v in result[mode].items() if name != "confusion_matrix"}
@@ -547,9 +586,13 @@ def main(argv: list[str] | None = None) -> None:
     names = [n for w, c in CHOSEN.train_crops for n in crop_names(w, c)]
     everyone = np.ones(len(data.labels), dtype=bool)
     model = train_head(CHOSEN, _features(data, names, everyone, CHOSEN), np.tile(data.labels, len(names)))
-    norm_model = train_speaker_norm_head(CHOSEN, data.feats["full"], data.labels, data.actors)
+    x, y, actors = data.feats["full"], data.labels, data.actors
+    speaker_heads = {
+        "head_speaker_norm.safetensors": train_speaker_norm_head(CHOSEN, x, y, actors),
+        "head_speaker_baseline.safetensors": train_baseline_head(CHOSEN, x, y, actors),
+    }
     references = reference_predictions(model, data)
-    write_bundle(model, CHOSEN, result, args.out, backbone_id, references, (norm_model, study))
+    write_bundle(model, CHOSEN, result, args.out, backbone_id, references, (speaker_heads, study))
 
 
 if __name__ == "__main__":

@@ -174,9 +174,9 @@ def load_checkpoint_model(path: Path, hop_s: float):
 
 
 def load_default_model(hop_s: float | None):
-    """``(model, ModelInfo, speaker-norm head or None)`` of the bundled default model (``export.default_model``), imported lazily."""
+    """``(model, ModelInfo, speaker heads by kind)`` of the bundled default model (``export.default_model``), imported lazily."""
     try:
-        from export.default_model import build_default_classifier, build_speaker_norm_head
+        from export.default_model import build_default_classifier, build_speaker_heads
     except ModuleNotFoundError as exc:
         if exc.name not in ("export.default_model", "export"):
             raise CliError(f"the bundled default model needs the missing package {exc.name!r}") from None
@@ -188,10 +188,10 @@ def load_default_model(hop_s: float | None):
     try:
         model, info = build_default_classifier()
         backbone = model.backbone
-        norm_head = build_speaker_norm_head(hidden_size=backbone.hidden_size, num_layers=backbone.num_layers)
+        heads = build_speaker_heads(hidden_size=backbone.hidden_size, num_layers=backbone.num_layers)
     except Exception as exc:  # missing weights package, changed layout...: report, do not dump a traceback
         raise CliError(f"cannot build the bundled default model: {one_line(exc)}") from None
-    return model, (info if hop_s is None else dataclasses.replace(info, hop_s=hop_s)), norm_head
+    return model, (info if hop_s is None else dataclasses.replace(info, hop_s=hop_s)), heads
 
 
 def check_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
@@ -227,14 +227,14 @@ def run(args: argparse.Namespace) -> None:
     from export.onnx_export import ExportError, export_onnx
 
     source = str(args.checkpoint) if args.checkpoint else "the bundled default model"
-    norm_head = None
+    heads = {}
     if args.checkpoint:
         model, info = load_checkpoint_model(args.checkpoint, args.hop or DEFAULT_HOP_S)
     else:
-        model, info, norm_head = load_default_model(args.hop)
+        model, info, heads = load_default_model(args.hop)
     print(f"exporting {source}: {info.backbone}, {len(info.labels)} labels ({', '.join(info.labels)})")
     try:
-        path = export_onnx(model, info, args.output, opset=args.opset, speaker_norm_head=norm_head)
+        path = export_onnx(model, info, args.output, opset=args.opset, speaker_heads=heads)
     except ExportError as exc:
         raise CliError(str(exc)) from None
     print(f"onnx.checker: ok ({path}, {megabytes(path)}, opset {args.opset})")
@@ -248,13 +248,13 @@ def run(args: argparse.Namespace) -> None:
         message = str(exc) if isinstance(exc, validate.ValidationError) else one_line(exc)
         raise CliError(f"{message}; removed {path}") from None
     print(f"ONNX Runtime vs PyTorch: max |Δprobs| = {worst:.2e} (limit {validate.PARITY_TOLERANCE:g}): ok")
-    if norm_head is not None:
+    for kind, head in heads.items():
         try:
-            worst = validate.check_speaker_norm_parity(model, norm_head, path, info, audio)
+            worst = validate.check_speaker_norm_parity(model, head, path, info, audio, kind)
         except validate.ValidationError as exc:
             path.unlink(missing_ok=True)
             raise CliError(f"{exc}; removed {path}") from None
-        print(f"speaker-normalised head, ONNX Runtime vs PyTorch: max |Δprobs| = {worst:.2e}: ok")
+        print(f"speaker head ({kind}), ONNX Runtime vs PyTorch: max |Δprobs| = {worst:.2e}: ok")
 
     if args.quantize:
         write_variant(path, args.quantize, info, audio)

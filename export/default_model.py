@@ -12,8 +12,12 @@ from pathlib import Path
 
 BUNDLE_DIR = Path(__file__).resolve().parent / "bundled"
 HEAD_FILE = "head.safetensors"
-SPEAKER_NORM_HEAD_FILE = "head_speaker_norm.safetensors"
-"""A second head trained on features centred per speaker (``realtime.speaker_norm``)."""
+SPEAKER_HEAD_FILES = {
+    "running": "head_speaker_norm.safetensors",
+    "baseline": "head_speaker_baseline.safetensors",
+}
+"""Heads trained on features centred per speaker (``realtime.speaker_norm``), by kind: ``running`` (the speaker's
+mean over all their speech) and ``baseline`` (the mean of their calm speech)."""
 INFO_FILE = "model.json"
 
 
@@ -82,12 +86,14 @@ def build_default_classifier(bundle_dir: Path = BUNDLE_DIR):
     return model, model_info(info)
 
 
-def build_speaker_norm_head(bundle_dir: Path = BUNDLE_DIR, hidden_size: int = 512, num_layers: int = 6):
-    """The bundled head for speaker-centred features (head only, eval mode), or None when not shipped."""
+def build_speaker_heads(bundle_dir: Path = BUNDLE_DIR, hidden_size: int = 512, num_layers: int = 6) -> dict:
+    """The bundled speaker heads by kind (head only, eval mode); kinds whose file is not shipped are left out."""
     from core.model import ShapeOnlyBackbone
 
-    path = Path(bundle_dir) / SPEAKER_NORM_HEAD_FILE
-    if not path.is_file():
-        return None
     info = bundle_info(bundle_dir)
-    return _load_head(_new_classifier(ShapeOnlyBackbone(hidden_size, num_layers), info), path)
+    heads = {}
+    for kind, file_name in SPEAKER_HEAD_FILES.items():
+        path = Path(bundle_dir) / file_name
+        if path.is_file():
+            heads[kind] = _load_head(_new_classifier(ShapeOnlyBackbone(hidden_size, num_layers), info), path)
+    return heads

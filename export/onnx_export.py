@@ -28,8 +28,8 @@ from realtime.metadata import (
     LOGITS_NAME,
     POOLED_NAME,
     PROBS_NAME,
+    SPEAKER_HEAD_KEYS,
     SPEAKER_MEAN_NAME,
-    SPEAKER_NORM_HEAD_KEY,
     ModelInfo,
 )
 
@@ -113,14 +113,14 @@ def with_export_version(info: ModelInfo) -> ModelInfo:
 
 
 def write_metadata(
-    model_proto: onnx.ModelProto, info: ModelInfo, speaker_norm_head: bytes | None = None
+    model_proto: onnx.ModelProto, info: ModelInfo, speaker_heads: dict[str, bytes] | None = None
 ) -> None:
     """Replace ``metadata_props`` with ``info.to_metadata()`` (one ``emotion.*`` key per ModelInfo field), plus
-    the speaker-normalised head graph (base64) when given."""
+    each speaker head graph (base64) under its kind's key (``SPEAKER_HEAD_KEYS``)."""
     del model_proto.metadata_props[:]
     props = info.to_metadata()
-    if speaker_norm_head is not None:
-        props[SPEAKER_NORM_HEAD_KEY] = base64.b64encode(speaker_norm_head).decode("ascii")
+    for kind, graph in (speaker_heads or {}).items():
+        props[SPEAKER_HEAD_KEYS[kind]] = base64.b64encode(graph).decode("ascii")
     for key, value in props.items():
         entry = model_proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -161,12 +161,13 @@ def export_onnx(
     info: ModelInfo,
     path: str | Path,
     opset: int = DEFAULT_OPSET,
-    speaker_norm_head: nn.Module | None = None,
+    speaker_heads: dict[str, nn.Module] | None = None,
 ) -> Path:
     """Export ``model`` (``[B, S]`` raw audio → logits ``[B, C]``) to ``path`` with ``info`` as metadata.
 
-    ``speaker_norm_head``: optional head trained on speaker-centred pooled features (same sizes as
-    ``model``'s); it is stored in the metadata (``SPEAKER_NORM_HEAD_KEY``) for ``realtime.speaker_norm``. The model is put in eval mode (dropout off, BatchNorm running statistics). ``info.labels`` must match
+    ``speaker_heads``: optional heads trained on speaker-centred pooled features (same sizes as ``model``'s),
+    by kind (``running``, ``baseline``: see ``SPEAKER_HEAD_KEYS``); they are stored in the metadata for
+    ``realtime.speaker_norm``. The model is put in eval mode (dropout off, BatchNorm running statistics). ``info.labels`` must match
     the number of classes. Runs ``onnx.checker``; raises ExportError (one line) on failure and removes the
     partial file. Returns the path written.
     """
@@ -180,12 +181,11 @@ def export_onnx(
         _trace_to_onnx(model, path, info.sample_rate, opset)
         proto = onnx.load(str(path))
         _check_labels(proto, info)
-        head_bytes = None
-        if speaker_norm_head is not None:
-            backbone = model.backbone
-            head_bytes = speaker_norm_head_bytes(
-                speaker_norm_head, backbone.num_layers + 1, backbone.hidden_size, opset
-            )
+        backbone = getattr(model, "backbone", None)
+        head_bytes = {
+            kind: speaker_norm_head_bytes(head, backbone.num_layers + 1, backbone.hidden_size, opset)
+            for kind, head in (speaker_heads or {}).items()
+        }
         write_metadata(proto, info, head_bytes)
         onnx.save(proto, str(path))
         # Check the file as saved (what the runtime will load), not the in-memory copy.

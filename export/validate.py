@@ -21,7 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 from realtime.audio import AudioError, PreprocessOptions, load_audio, prepare_clip, prepare_input
-from realtime.metadata import INPUT_NAME, POOLED_NAME, PROBS_NAME, SPEAKER_NORM_HEAD_KEY, ModelInfo
+from realtime.metadata import INPUT_NAME, POOLED_NAME, PROBS_NAME, SPEAKER_HEAD_KEYS, ModelInfo
 from realtime.speaker_norm import SpeakerNormHead
 
 DATA_DIR_ENV = "EMOTION_DATA_DIR"
@@ -204,9 +204,10 @@ def check_speaker_norm_parity(
     onnx_path: str | Path,
     info: ModelInfo,
     audio: ValidationAudio,
+    kind: str = "running",
     tolerance: float = PARITY_TOLERANCE,
 ) -> float:
-    """The speaker-normalised head stored in the file against PyTorch, on the whole path the runtime takes:
+    """The speaker head of ``kind`` stored in the file against PyTorch, on the whole path the runtime takes:
     ``pooled`` from the main graph for a batch of windows, their mean as the speaker's mean, the head graph
     from the metadata. Raises ValidationError (one line) beyond ``tolerance``; returns the largest |Δprobs|."""
     import torch
@@ -214,9 +215,9 @@ def check_speaker_norm_parity(
     session = cpu_session(onnx_path)
     x = make_batch(audio, info, info.window_s, SPEAKER_NORM_WINDOWS)
     pooled = session.run([POOLED_NAME], {INPUT_NAME: x})[0]
-    encoded = session.get_modelmeta().custom_metadata_map.get(SPEAKER_NORM_HEAD_KEY)
+    encoded = session.get_modelmeta().custom_metadata_map.get(SPEAKER_HEAD_KEYS[kind])
     if encoded is None:
-        raise ValidationError(f"{onnx_path}: no speaker-normalised head in the metadata")
+        raise ValidationError(f"{onnx_path}: no {kind} speaker head in the metadata")
     ort_p = SpeakerNormHead(encoded).probs(pooled, pooled.mean(axis=0))
     with torch.no_grad():
         ref = model.eval().pool(torch.from_numpy(x))
@@ -224,7 +225,7 @@ def check_speaker_norm_parity(
     worst = float(np.abs(ort_p - ref_p).max())
     if not np.isfinite(worst) or worst > tolerance:
         raise ValidationError(
-            f"speaker-normalised head: ONNX Runtime disagrees with PyTorch: max |Δprobs| = {worst:.3g} > {tolerance:g}"
+            f"{kind} speaker head: ONNX Runtime disagrees with PyTorch: max |Δprobs| = {worst:.3g} > {tolerance:g}"
         )
     return worst
 

@@ -59,6 +59,8 @@ Ctrl-C (or the end of --input / stdin) prints a summary and exits 0. Errors prin
 speech windows), after --speaker-min-s seconds of speech. It helps when the history is varied and costs a
 little when the speaker has stayed in one mood (k-fold by actor on RAVDESS, see the README). For a new speaker,
 press Enter (interactive terminal) or send SIGUSR1 (kill -USR1 PID) to forget the previous one.
+--speaker-baseline FILE judges every window against a recording of the speaker talking calmly instead (10 s
+or more): it does not drift towards a mood that lasts, so a speaker who is angry throughout still reads as angry.
 The model: --model FILE, else $EMOTION_MODEL, else the bundled model (built once into ~/.cache).
 """
 
@@ -96,10 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--margin", type=float, default=DEFAULT_MARGIN, help="lead a new label needs to take over"
     )
     ana.add_argument("--patience", type=int, default=DEFAULT_PATIENCE_HOPS, help="hops the lead must last")
-    ana.add_argument(
+    speaker = ana.add_mutually_exclusive_group()
+    speaker.add_argument(
         "--speaker-norm",
         action="store_true",
         help="normalise by the current speaker's running mean (bundled model; reset with Enter or SIGUSR1)",
+    )
+    speaker.add_argument(
+        "--speaker-baseline",
+        metavar="FILE",
+        help="normalise by a recording of the speaker talking calmly (bundled model; 10 s or more)",
     )
     ana.add_argument(
         "--speaker-norm-mode",
@@ -171,6 +179,8 @@ class Monitor:
     def _speaker_state(self) -> tuple[str | None, float | None]:
         if self.normalizer is None:
             return None, None
+        if self.normalizer.baseline is not None:
+            return "baseline", self.normalizer.speech_s
         return ("active" if self.normalizer.ready else "warming"), self.normalizer.speech_s
 
     def handle(self, window: AudioWindow) -> None:
@@ -280,9 +290,11 @@ def run(args) -> int:
             print(notice, file=sys.stderr)
     spec = model.window_spec(args.window_s, args.hop_s)
     normalizer = None
+    options = SpeakerNormOptions(args.speaker_norm_mode, args.speaker_min_s)
     if args.speaker_norm:
-        options = SpeakerNormOptions(args.speaker_norm_mode, args.speaker_min_s)
         normalizer = SpeakerNormalizer(model.speaker_norm_head(), options)
+    elif args.speaker_baseline:
+        normalizer = model.speaker_baseline(args.speaker_baseline, options)
     smoother = Smoother(SmootherOptions(args.alpha, args.margin, args.patience))
     source = make_source(args, model.sample_rate)
     out = sys.stderr if args.jsonl == "-" else sys.stdout  # JSON on stdout keeps the panel off it
@@ -300,7 +312,7 @@ def run(args) -> int:
         stack.callback(source.stop)
         view = make_view(out, model.labels, header)
         monitor = Monitor(model, StreamWindower(spec, vad), smoother, view, jsonl, source, normalizer)
-        if normalizer is not None:
+        if args.speaker_norm:
             install_reset_triggers(monitor, stack, use_stdin=not args.stdin_pcm)
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the normal way to stop: go on to the summary
             monitor.run(args.max_seconds)

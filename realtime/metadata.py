@@ -23,6 +23,11 @@ SPEAKER_MEAN_NAME = "speaker_mean"
 SPEAKER_NORM_HEAD_KEY = "emotion.speaker_norm_head"
 """Metadata key holding a second, tiny ONNX graph (base64): ``(pooled, speaker_mean) → (logits, probs)``, a head
 trained on features centred per speaker. Kept inside the one model file so the model stays self-describing."""
+SPEAKER_BASELINE_HEAD_KEY = "emotion.speaker_baseline_head"
+"""The same for a head trained on features centred on the speaker's calm baseline (neutral and calm speech)."""
+SPEAKER_HEAD_KEYS = {"running": SPEAKER_NORM_HEAD_KEY, "baseline": SPEAKER_BASELINE_HEAD_KEY}
+"""Speaker-head kind → metadata key: ``running`` for a running mean of all speech, ``baseline`` for a calm
+recording of the speaker made once."""
 
 METADATA_PREFIX = "emotion."
 FORMAT_VERSION = 1

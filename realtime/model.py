@@ -33,10 +33,10 @@ from realtime.metadata import (
     LOGITS_NAME,
     POOLED_NAME,
     PROBS_NAME,
-    SPEAKER_NORM_HEAD_KEY,
+    SPEAKER_HEAD_KEYS,
     ModelInfo,
 )
-from realtime.speaker_norm import SpeakerNormHead
+from realtime.speaker_norm import SpeakerNormalizer, SpeakerNormHead, SpeakerNormOptions
 from realtime.vad import FrameVAD, load_vad
 from realtime.windowing import AudioWindow, StreamWindower, WindowSpec
 
@@ -54,6 +54,8 @@ SILENCE_LABEL = "silence"
 MIN_CLIP_S = 0.1
 """Shortest clip scored: below this the speech encoders' front ends have too few samples (and it says nothing)."""
 BUILD_TIMEOUT_S = 3600.0
+MIN_BASELINE_S = 5.0
+"""Shortest calm baseline recording accepted, seconds of sound after trimming (10 s or more is better)."""
 
 
 class ModelError(RuntimeError):
@@ -101,7 +103,12 @@ def default_intra_op_threads() -> int:
 
 
 # -- default model -------------------------------------------------------------------------------------------
-BUNDLE_FILES = ("model.json", "head.safetensors", "head_speaker_norm.safetensors")
+BUNDLE_FILES = (
+    "model.json",
+    "head.safetensors",
+    "head_speaker_norm.safetensors",
+    "head_speaker_baseline.safetensors",
+)
 """The shipped trained part of the default model (``export/bundled/``)."""
 
 
@@ -260,7 +267,7 @@ class EmotionModel:
             )
         self._output = PROBS_NAME if PROBS_NAME in outputs else LOGITS_NAME
         self.has_pooled = POOLED_NAME in outputs
-        self._speaker_norm_head: SpeakerNormHead | None = None
+        self._speaker_heads: dict[str, SpeakerNormHead] = {}
         self.labels: tuple[str, ...] = self.info.labels
         self.sample_rate: int = int(self.info.sample_rate)
         self.window_s: float = float(self.info.window_s)
@@ -349,26 +356,48 @@ class EmotionModel:
             out = e / e.sum(axis=1, keepdims=True)
         return out, (rest[0] if rest else None)
 
-    @property
-    def has_speaker_norm(self) -> bool:
-        """Whether the model carries a speaker-normalised head (the bundled default model does)."""
-        return self.has_pooled and SPEAKER_NORM_HEAD_KEY in self._metadata
+    def speaker_baseline(
+        self, path: str | Path, options: SpeakerNormOptions | None = None
+    ) -> SpeakerNormalizer:
+        """A normaliser fixed on ``path``, a recording of the speaker talking calmly (neutral voice, at rest).
 
-    def speaker_norm_head(self) -> SpeakerNormHead:
-        """The model's speaker-normalised head (loaded once); ModelError when the model has none."""
-        if not self.has_speaker_norm:
-            raise ModelError(
-                f"{self.path.name}: this model has no speaker-normalised head (the bundled default model has one; "
-                "a model exported from a checkpoint does not)"
+        Raises AudioError (one line) when the file is unusable or shorter than ``MIN_BASELINE_S`` of sound, and
+        ModelError when the model has no ``baseline`` head.
+        """
+        head = self.speaker_norm_head("baseline")
+        clip = self.clip_windows(
+            load_audio(path, self.sample_rate), self.sample_rate, str(path), return_pooled=True
+        )
+        if clip.duration_s < MIN_BASELINE_S:
+            raise AudioError(
+                path,
+                f"too short for a speaker baseline ({clip.duration_s:.1f} s of sound; at least {MIN_BASELINE_S:g} s, "
+                "better 10 s or more of calm speech)",
             )
-        if self._speaker_norm_head is None:
+        return SpeakerNormalizer.from_baseline(head, clip.pooled, clip.duration_s, options)
+
+    def has_speaker_head(self, kind: str = "running") -> bool:
+        """Whether the model carries a speaker head of ``kind`` (``running`` or ``baseline``; the bundled default
+        model has both)."""
+        return self.has_pooled and SPEAKER_HEAD_KEYS.get(kind, "") in self._metadata
+
+    def speaker_norm_head(self, kind: str = "running") -> SpeakerNormHead:
+        """The model's speaker head of ``kind`` (loaded once); ModelError when the model has none."""
+        if kind not in SPEAKER_HEAD_KEYS:
+            raise ModelError(f"unknown speaker head {kind!r}; choose {' or '.join(SPEAKER_HEAD_KEYS)}")
+        if not self.has_speaker_head(kind):
+            raise ModelError(
+                f"{self.path.name}: this model has no speaker-normalised head ({kind}); the bundled default model "
+                "has one, a model exported from a checkpoint does not"
+            )
+        if kind not in self._speaker_heads:
             try:
-                self._speaker_norm_head = SpeakerNormHead(self._metadata[SPEAKER_NORM_HEAD_KEY])
+                self._speaker_heads[kind] = SpeakerNormHead(self._metadata[SPEAKER_HEAD_KEYS[kind]])
             except Exception as exc:  # corrupt base64 or graph
                 raise ModelError(
                     f"{self.path.name}: cannot load the speaker-normalised head ({_first_line(exc)})"
                 ) from None
-        return self._speaker_norm_head
+        return self._speaker_heads[kind]
 
     def timed_predict(self, window: np.ndarray) -> tuple[np.ndarray, float]:
         """One window → (probabilities [classes], inference milliseconds)."""

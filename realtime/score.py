@@ -52,6 +52,7 @@ examples:
   emotion-score talk.flac --segments --out timeline.csv         # label every 0.5 s, like emotion-live
   emotion-score actors/ -r --speaker-norm folder --out results.csv  # each folder holds one speaker
   emotion-score calls/ --speaker-norm map --speakers speakers.csv    # CSV columns: path,speaker
+  emotion-score alice/ --speaker-baseline alice-calm.wav            # one speaker, against her calm voice
 
 Per file, the label is the most probable emotion; a file longer than the model's window is scored as the mean
 of its windows' probabilities (the model was trained on window-length crops). --segments lists every window
@@ -61,7 +62,8 @@ without speech are labelled "silence".
 speech windows over all their files (per folder, per file, or per speaker from --speakers), once there are
 --speaker-min-s seconds of it. It helps when a speaker's recordings are varied and costs a little when they all
 share one mood (k-fold by actor on RAVDESS, see the README). Needs a model with a speaker-normalised head
-(the bundled model has one).
+(the bundled model has one). --speaker-baseline FILE instead judges every file against one recording of the
+speaker talking calmly (10 s or more), which does not drift towards a mood shared by all the files.
 Output format follows --out's extension (.csv or .jsonl). Unusable files (corrupt, empty, silent, unreadable)
 are reported on stderr, one line each; the others are still scored, and the exit status is then 1.
 """
@@ -86,10 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window-s", type=float, help="--segments window in seconds (default: the model's)")
     p.add_argument("--hop-s", type=float, default=DEFAULT_HOP_S, help="--segments hop in seconds")
     p.add_argument("--batch-size", type=int, default=8, help="windows per model call")
-    p.add_argument(
+    speaker = p.add_mutually_exclusive_group()
+    speaker.add_argument(
         "--speaker-norm",
         choices=("folder", "file", "map"),
         help="normalise per speaker; a speaker = a folder, a file, or an entry of --speakers",
+    )
+    speaker.add_argument(
+        "--speaker-baseline",
+        metavar="FILE",
+        help="all files are one speaker: normalise by this recording of them talking calmly (10 s or more)",
     )
     p.add_argument("--speakers", metavar="CSV", help="with --speaker-norm map: CSV with columns path,speaker")
     p.add_argument(
@@ -328,6 +336,8 @@ def read_speaker_map(path: str) -> dict[Path, str]:
 def speaker_groups(files: list[Path], args) -> list[tuple[str | None, list[Path]]]:
     """Files grouped by speaker, in order of first appearance; ``(None, [file])`` = scored without
     normalisation (no --speaker-norm, or a file missing from --speakers)."""
+    if args.speaker_baseline:
+        return [("baseline", [f]) for f in files]  # one fixed baseline: each file can be written at once
     if not args.speaker_norm:
         return [(None, [f]) for f in files]
     mapping = read_speaker_map(args.speakers) if args.speaker_norm == "map" else {}
@@ -390,9 +400,14 @@ def run(args) -> int:
         if notice:
             print(notice, file=sys.stderr)
     normalizer = None
+    options = SpeakerNormOptions(args.speaker_norm_mode, args.speaker_min_s)
     if args.speaker_norm:
-        options = SpeakerNormOptions(args.speaker_norm_mode, args.speaker_min_s)
         normalizer = SpeakerNormalizer(model.speaker_norm_head(), options)
+    elif args.speaker_baseline:
+        try:
+            normalizer = model.speaker_baseline(args.speaker_baseline, options)
+        except AudioError as exc:  # the whole run depends on it: an error, not one failed file
+            raise ValueError(f"--speaker-baseline: {exc}") from None
     writer = ResultWriter(args.out, model.labels, args.segments, args.resume)
     failures = list(missing)
     progress = Progress(len(files))

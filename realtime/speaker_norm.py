@@ -12,6 +12,10 @@ good history and loses far less from a one-sided one. ``centred`` uses the centr
     norm.update(pooled, speech_s=hop_s * len(windows))
     probs = norm.apply(probs, pooled)    # plain probabilities until min_speech_s of speech was heard
     norm.reset()                         # a new speaker
+
+A running mean drifts towards any mood that lasts, and then hides it. A calm baseline recorded once (about 10 s
+of the speaker talking at rest) does not: ``SpeakerNormalizer.from_baseline(model.speaker_norm_head("baseline"),
+pooled_of_the_recording)`` judges every window against it, with a head trained for exactly that.
 """
 
 from __future__ import annotations
@@ -79,10 +83,28 @@ class SpeakerNormalizer:
     def __init__(self, head: SpeakerNormHead, options: SpeakerNormOptions | None = None):
         self.head = head
         self.options = options or SpeakerNormOptions()
+        self.baseline: np.ndarray | None = None
         self.reset()
 
+    @classmethod
+    def from_baseline(
+        cls,
+        head: SpeakerNormHead,
+        pooled: np.ndarray,
+        speech_s: float,
+        options: SpeakerNormOptions | None = None,
+    ) -> SpeakerNormalizer:
+        """A normaliser fixed on a calm baseline recording's windows ``pooled [N, L+1, H]`` (``speech_s`` seconds):
+        ``update`` and ``reset`` leave it unchanged, and it is ready at once. ``head``: the ``baseline`` head."""
+        norm = cls(head, options)
+        norm.update(pooled, speech_s)
+        norm.baseline = norm.mean
+        return norm
+
     def reset(self) -> None:
-        """Forget the speaker: plain estimates until ``min_speech_s`` of new speech."""
+        """Forget the speaker: plain estimates until ``min_speech_s`` of new speech (a baseline is kept)."""
+        if self.baseline is not None:
+            return
         self._sum: np.ndarray | None = None
         self.windows = 0
         self.speech_s = 0.0
@@ -90,7 +112,7 @@ class SpeakerNormalizer:
     def update(self, pooled: np.ndarray, speech_s: float) -> None:
         """Add windows ``pooled [N, L+1, H]`` that carry ``speech_s`` seconds of new speech in total."""
         pooled = np.asarray(pooled, dtype=np.float64)
-        if len(pooled) == 0:
+        if len(pooled) == 0 or self.baseline is not None:
             return
         total = pooled.sum(axis=0)
         self._sum = total if self._sum is None else self._sum + total
@@ -99,7 +121,9 @@ class SpeakerNormalizer:
 
     @property
     def ready(self) -> bool:
-        """Whether enough speech was heard for the mean to be used."""
+        """Whether enough speech was heard for the mean to be used (always, with a baseline)."""
+        if self.baseline is not None:
+            return True
         return self.windows > 0 and self.speech_s >= self.options.min_speech_s
 
     @property

@@ -84,15 +84,15 @@ def test_default_model_on_raw_audio_reproduces_bundle_predictions(ravdess_16k):
         np.testing.assert_allclose(probs, ref["probs"], atol=2e-3, err_msg=ref["file"])
 
 
-def test_bundled_speaker_norm_head_loads_and_matches_its_study():
-    """The shipped centred head fits the model's sizes, and model.json reports the study it came with."""
-    from export.default_model import build_speaker_norm_head
+def test_bundled_speaker_heads_load_and_match_their_study():
+    """The shipped speaker heads fit the model's sizes, and model.json reports the study they came with."""
+    from export.default_model import build_speaker_heads
 
-    if not (BUNDLED / "head_speaker_norm.safetensors").is_file():
-        pytest.skip("no bundled speaker-normalised head (python -m core.bundle)")
-    head = build_speaker_norm_head()
-    probs = torch.softmax(head.classify_pooled(torch.randn(3, 7, 512)), -1)
-    assert probs.shape == (3, len(bundle.LABELS)) and not head.training
+    heads = build_speaker_heads()
+    assert set(heads) == {"running", "baseline"}
+    for head in heads.values():
+        probs = torch.softmax(head.classify_pooled(torch.randn(3, 7, 512)), -1)
+        assert probs.shape == (3, len(bundle.LABELS)) and not head.training
     info = json.loads((BUNDLED / "model.json").read_text())["speaker_norm"]
     study = {row["history"]: row for row in json.loads((BUNDLED / "speaker_norm.json").read_text())}
     for name, figures in info["results"].items():

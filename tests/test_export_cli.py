@@ -10,7 +10,13 @@ from test_export_onnx import LABELS, tiny_wav2vec2_classifier
 
 from export import cli, validate
 from realtime.audio import PreprocessOptions
-from realtime.metadata import INPUT_NAME, PROBS_NAME, SPEAKER_NORM_HEAD_KEY, ModelInfo
+from realtime.metadata import (
+    INPUT_NAME,
+    PROBS_NAME,
+    SPEAKER_BASELINE_HEAD_KEY,
+    SPEAKER_NORM_HEAD_KEY,
+    ModelInfo,
+)
 
 CLIPS = ["--clips", "4"]
 """Few validation clips: the parity check still covers every length and batch size."""
@@ -207,5 +213,8 @@ def test_bundled_default_model_exports(tmp_path, capsys):
     info = ModelInfo.from_metadata(metadata)
     assert info.labels and info.metrics and info.protocol
     # The speaker-normalised head travels in the file and was checked against PyTorch.
-    assert SPEAKER_NORM_HEAD_KEY in metadata and info.speaker_norm["default_mode"] == "blend"
-    assert "speaker-normalised head, ONNX Runtime vs PyTorch" in capsys.readouterr().out
+    assert SPEAKER_NORM_HEAD_KEY in metadata and SPEAKER_BASELINE_HEAD_KEY in metadata
+    assert info.speaker_norm["default_mode"] == "blend"
+    printed = capsys.readouterr().out
+    assert "speaker head (running), ONNX Runtime vs PyTorch" in printed
+    assert "speaker head (baseline), ONNX Runtime vs PyTorch" in printed

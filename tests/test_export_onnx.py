@@ -123,10 +123,12 @@ def test_speaker_norm_head_travels_in_the_metadata_and_matches_pytorch(tmp_path)
     model = tiny_wav2vec2_classifier()
     head = tiny_wav2vec2_classifier(seed=3)  # only its head part (classify_pooled) is used
     info = tiny_info()
-    path = export_onnx(model, info, tmp_path / "norm.onnx", speaker_norm_head=head)
+    path = export_onnx(model, info, tmp_path / "norm.onnx", speaker_heads={"running": head})
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert SPEAKER_NORM_HEAD_KEY in session.get_modelmeta().custom_metadata_map
     audio = validate.load_validation_audio(info, 6, log=lambda _: None)
     assert validate.check_speaker_norm_parity(model, head, path, info, audio) < 1e-4
-    with pytest.raises(validate.ValidationError, match="speaker-normalised head"):
+    with pytest.raises(validate.ValidationError, match="running speaker head: ONNX Runtime disagrees"):
         validate.check_speaker_norm_parity(model, tiny_wav2vec2_classifier(seed=4), path, info, audio)
+    with pytest.raises(validate.ValidationError, match="no baseline speaker head"):
+        validate.check_speaker_norm_parity(model, head, path, info, audio, "baseline")

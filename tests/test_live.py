@@ -26,7 +26,7 @@ def read_jsonl(path) -> list[dict]:
         return [json.loads(line) for line in f]
 
 
-def test_replayed_file_gives_the_same_windows_as_batch_segments(tiny_model, ravdess_16k, tmp_path):  # noqa: F811
+def test_replayed_file_gives_the_same_windows_as_batch_segments(tiny_model, ravdess_16k, tmp_path):
     clip = ravdess_16k / ANGRY_CLIP
     live_out, seg_out = tmp_path / "live.jsonl", tmp_path / "segments.jsonl"
     live = run_cli(
@@ -50,7 +50,7 @@ def test_replayed_file_gives_the_same_windows_as_batch_segments(tiny_model, ravd
     assert "summary:" in live.stdout and "dropped samples: 0" in live.stdout
 
 
-def test_runtime_never_imports_torch(tiny_model, ravdess_16k, tmp_path):  # noqa: F811
+def test_runtime_never_imports_torch(tiny_model, ravdess_16k, tmp_path):
     code = (
         "import sys\n"
         "from realtime.live import main as live\n"
@@ -68,7 +68,7 @@ def test_runtime_never_imports_torch(tiny_model, ravdess_16k, tmp_path):  # noqa
     assert "TORCH-FREE" in result.stdout
 
 
-def test_stdin_pcm_at_another_rate_is_resampled_and_jsonl_goes_to_stdout(tiny_model, ravdess_16k):  # noqa: F811
+def test_stdin_pcm_at_another_rate_is_resampled_and_jsonl_goes_to_stdout(tiny_model, ravdess_16k):
     audio = load_audio(ravdess_16k / ANGRY_CLIP, target_rate=48_000)
     pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes()
     cmd = [
@@ -89,7 +89,7 @@ def test_stdin_pcm_at_another_rate_is_resampled_and_jsonl_goes_to_stdout(tiny_mo
     assert b"summary:" in result.stderr  # the human-readable view moved to stderr
 
 
-def test_ctrl_c_prints_the_summary_and_exits_0(tiny_model, ravdess_16k):  # noqa: F811
+def test_ctrl_c_prints_the_summary_and_exits_0(tiny_model, ravdess_16k):
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -125,7 +125,7 @@ def test_ctrl_c_prints_the_summary_and_exits_0(tiny_model, ravdess_16k):  # noqa
         (["--fast"], "--fast only applies to --input"),
     ],
 )
-def test_errors_are_one_line_and_exit_2(tiny_model, args, message):  # noqa: F811
+def test_errors_are_one_line_and_exit_2(tiny_model, args, message):
     model_args = [] if "--model" in args else ["--model", str(tiny_model)]
     result = run_cli("live", *model_args, *args, timeout=30)
     assert result.returncode == 2
@@ -166,7 +166,7 @@ def test_a_microphone_that_vanishes_or_stalls_is_an_error_not_a_hang(monkeypatch
 
 
 @pytest.mark.audio
-def test_live_records_a_clip_played_into_pulseaudio(pulse_sink, tiny_model, ravdess_16k, tmp_path):  # noqa: F811
+def test_live_records_a_clip_played_into_pulseaudio(pulse_sink, tiny_model, ravdess_16k, tmp_path):
     clip = load_audio(ravdess_16k / ANGRY_CLIP)
     wav = tmp_path / "clip.wav"
     sf.write(wav, clip, SAMPLE_RATE)
@@ -202,7 +202,7 @@ def test_live_records_a_clip_played_into_pulseaudio(pulse_sink, tiny_model, ravd
 
 
 @pytest.mark.audio
-def test_device_vanishing_mid_stream_is_one_line_and_exit_2(tiny_model, tmp_path):  # noqa: F811
+def test_device_vanishing_mid_stream_is_one_line_and_exit_2(tiny_model, tmp_path):
     """A private PulseAudio daemon is killed while emotion-live records from it: a clear error, no hang."""
     if shutil.which("pulseaudio") is None:
         pytest.skip("PulseAudio is not installed")
@@ -245,7 +245,7 @@ def test_device_vanishing_mid_stream_is_one_line_and_exit_2(tiny_model, tmp_path
     assert time.monotonic() - t0 < 10
 
 
-def test_no_microphone_is_one_line_and_exit_2(tiny_model, tmp_path):  # noqa: F811
+def test_no_microphone_is_one_line_and_exit_2(tiny_model, tmp_path):
     """No reachable sound server and no sound card: the default input does not exist."""
     env = dict(os.environ, PULSE_SERVER=f"unix:{tmp_path}/no-server", XDG_RUNTIME_DIR=str(tmp_path))
     listing = run_cli("live", "--list-devices", env=env, timeout=30)
@@ -262,7 +262,7 @@ def test_no_microphone_is_one_line_and_exit_2(tiny_model, tmp_path):  # noqa: F8
 
 
 @pytest.mark.audio
-def test_list_devices_and_unsupported_rate(pulse_sink, tiny_model):  # noqa: F811
+def test_list_devices_and_unsupported_rate(pulse_sink, tiny_model):
     env = dict(pulse_sink.env, PULSE_SOURCE=pulse_sink.monitor)
     listing = run_cli("live", "--list-devices", env=env, timeout=30)
     assert listing.returncode == 0 and " pulse " in listing.stdout

@@ -43,8 +43,8 @@ def tiny_speaker_norm_head(seed: int = 1):
 
 
 def build_tiny_model(path: Path, speaker_norm: bool = True) -> Path:
-    """Export a random tiny wav2vec2 classifier with RAVDESS labels (about 15 s on 2 cores), with a random
-    speaker-normalised head in its metadata unless ``speaker_norm`` is False."""
+    """Export a random tiny wav2vec2 classifier with RAVDESS labels (about 15 s on 2 cores), with random
+    speaker heads (running and baseline) in its metadata unless ``speaker_norm`` is False."""
     import torch
 
     from core.backbones import build_backbone
@@ -66,8 +66,10 @@ def build_tiny_model(path: Path, speaker_norm: bool = True) -> Path:
     )
     model = EmotionClassifier(build_backbone("wav2vec2", None, config=config), len(LABELS)).eval()
     info = ModelInfo(labels=LABELS, window_s=TINY_WINDOW_S, hop_s=TINY_HOP_S, backbone="tiny-random-wav2vec2")
-    head = tiny_speaker_norm_head() if speaker_norm else None
-    return export_onnx(model, info, path, speaker_norm_head=head)
+    heads = (
+        {"running": tiny_speaker_norm_head(1), "baseline": tiny_speaker_norm_head(2)} if speaker_norm else {}
+    )
+    return export_onnx(model, info, path, speaker_heads=heads)
 
 
 @pytest.fixture(scope="session")
@@ -236,16 +238,14 @@ def test_retrained_head_gets_a_new_default_model_name(monkeypatch, tmp_path):
 
     bundled = tmp_path / "export" / "bundled"
     bundled.mkdir(parents=True)
-    (bundled / "model.json").write_text("{}")
-    (bundled / "head.safetensors").write_bytes(b"weights v1")
-    (bundled / "head_speaker_norm.safetensors").write_bytes(b"centred v1")
+    for name in rt_model.BUNDLE_FILES:
+        (bundled / name).write_bytes(f"{name} v1".encode())
     fake = SimpleNamespace(submodule_search_locations=[str(tmp_path / "export")])
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: fake)
-    first = rt_model.bundle_fingerprint()
-    (bundled / "head.safetensors").write_bytes(b"weights v2")
-    second = rt_model.bundle_fingerprint()
-    assert second != first
-    (bundled / "head_speaker_norm.safetensors").write_bytes(b"centred v2")
-    assert rt_model.bundle_fingerprint() not in (first, second)
+    seen = {rt_model.bundle_fingerprint()}
+    for name in rt_model.BUNDLE_FILES:  # any shipped file retrained: a new name
+        (bundled / name).write_bytes(f"{name} v2".encode())
+        seen.add(rt_model.bundle_fingerprint())
+    assert len(seen) == len(rt_model.BUNDLE_FILES) + 1 and "none" not in seen
     (bundled / "head.safetensors").unlink()
     assert rt_model.bundle_fingerprint() == "none"

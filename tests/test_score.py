@@ -38,7 +38,7 @@ def mixed_folder(tmp_path, ravdess_16k, ravdess_48k):
     return folder
 
 
-def test_folder_with_bad_files_scores_the_good_ones_and_exits_1(tiny_model, mixed_folder, tmp_path):  # noqa: F811
+def test_folder_with_bad_files_scores_the_good_ones_and_exits_1(tiny_model, mixed_folder, tmp_path):
     out = tmp_path / "results.csv"
     result = run_cli("score", "--model", str(tiny_model), str(mixed_folder), "--out", str(out))
     assert result.returncode == 1, result.stderr
@@ -52,7 +52,7 @@ def test_folder_with_bad_files_scores_the_good_ones_and_exits_1(tiny_model, mixe
     assert "1 failed" not in result.stderr and "2 scored, 2 failed" in result.stderr
 
 
-def test_resume_skips_files_already_scored(tiny_model, mixed_folder, tmp_path):  # noqa: F811
+def test_resume_skips_files_already_scored(tiny_model, mixed_folder, tmp_path):
     out = tmp_path / "results.jsonl"
     first = run_cli("score", "--model", str(tiny_model), str(mixed_folder / "normal.flac"), "--out", str(out))
     assert first.returncode == 0, first.stderr
@@ -65,7 +65,7 @@ def test_resume_skips_files_already_scored(tiny_model, mixed_folder, tmp_path): 
     assert sorted(r["path"].rsplit("/", 1)[-1] for r in records) == ["normal.flac", "stereo48k.wav"]
 
 
-def test_quiet_real_speech_is_scored_not_called_silent(tiny_model, ravdess_16k):  # noqa: F811
+def test_quiet_real_speech_is_scored_not_called_silent(tiny_model, ravdess_16k):
     # One of the quietest RAVDESS takes (a soft "calm", about -61 dBFS RMS): quiet is not silent.
     quiet = ravdess_16k / "Actor_20" / "03-01-02-01-02-01-20.flac"
     result = run_cli("score", "--model", str(tiny_model), str(quiet))
@@ -73,7 +73,7 @@ def test_quiet_real_speech_is_scored_not_called_silent(tiny_model, ravdess_16k):
     assert quiet.name in result.stdout
 
 
-def test_silent_file_is_reported_not_scored(tiny_model, tmp_path):  # noqa: F811
+def test_silent_file_is_reported_not_scored(tiny_model, tmp_path):
     silent = tmp_path / "silent.wav"
     sf.write(silent, np.zeros(32_000, np.float32), 16_000)
     result = run_cli("score", "--model", str(tiny_model), str(silent))
@@ -82,7 +82,7 @@ def test_silent_file_is_reported_not_scored(tiny_model, tmp_path):  # noqa: F811
     assert "silent.wav" not in result.stdout  # stdout table: header only
 
 
-def test_segments_timeline_and_stdout_table(tiny_model, ravdess_16k, tmp_path):  # noqa: F811
+def test_segments_timeline_and_stdout_table(tiny_model, ravdess_16k, tmp_path):
     clip = ravdess_16k / ANGRY_CLIP
     out = tmp_path / "timeline.csv"
     result = run_cli("score", "--model", str(tiny_model), str(clip), "--segments", "--out", str(out))
@@ -98,14 +98,14 @@ def test_segments_timeline_and_stdout_table(tiny_model, ravdess_16k, tmp_path): 
     assert header.split()[:3] == ["path", "label", "confidence"] and line.startswith(str(clip))
 
 
-def test_bad_output_name_and_missing_path(tiny_model, tmp_path):  # noqa: F811
+def test_bad_output_name_and_missing_path(tiny_model, tmp_path):
     bad = run_cli("score", "--model", str(tiny_model), str(tmp_path), "--out", str(tmp_path / "x.txt"))
     assert bad.returncode == 2 and "use a .csv or .jsonl" in bad.stderr
     missing = run_cli("score", "--model", str(tiny_model), str(tmp_path / "nope.wav"))
     assert missing.returncode == 1 and "nope.wav: no such file or folder" in missing.stderr
 
 
-def test_too_short_file_is_reported_in_both_modes(tiny_model, tmp_path):  # noqa: F811
+def test_too_short_file_is_reported_in_both_modes(tiny_model, tmp_path):
     blip = tmp_path / "blip.wav"
     sf.write(blip, 0.3 * np.sin(np.arange(800) / 5.0).astype(np.float32), 16_000)  # 50 ms
     per_file = run_cli("score", "--model", str(tiny_model), str(blip))

@@ -27,7 +27,7 @@ ACTOR_CLIPS = 3
 
 
 @pytest.fixture(scope="module")
-def model(tiny_model) -> EmotionModel:  # noqa: F811
+def model(tiny_model) -> EmotionModel:
     return EmotionModel(tiny_model)
 
 
@@ -86,7 +86,9 @@ def test_bad_options_are_one_line_errors():
 def test_model_without_head_says_so(tmp_path):
     path = build_tiny_model(tmp_path / "plain.onnx", speaker_norm=False)
     plain = EmotionModel(path)
-    assert plain.has_pooled and not plain.has_speaker_norm
+    assert (
+        plain.has_pooled and not plain.has_speaker_head("running") and not plain.has_speaker_head("baseline")
+    )
     with pytest.raises(ModelError, match="no speaker-normalised head"):
         plain.speaker_norm_head()
     result = run_cli("score", str(path), "--model", str(path), "--speaker-norm", "file")
@@ -118,7 +120,7 @@ def _by_hand(model: EmotionModel, files: list[Path], mode: str) -> dict[str, np.
 
 @pytest.mark.data
 @pytest.mark.parametrize("mode", ["blend", "centred"])
-def test_score_per_folder_uses_each_folders_own_mean(tiny_model, model, two_speakers, tmp_path, mode):  # noqa: F811
+def test_score_per_folder_uses_each_folders_own_mean(tiny_model, model, two_speakers, tmp_path, mode):
     args = [
         str(two_speakers),
         "-r",
@@ -146,7 +148,7 @@ def test_score_per_folder_uses_each_folders_own_mean(tiny_model, model, two_spea
 
 @pytest.mark.data
 def test_score_speaker_map_groups_across_folders_and_leaves_unmapped_files_plain(
-    tiny_model,  # noqa: F811
+    tiny_model,
     model,
     two_speakers,
     tmp_path,
@@ -177,7 +179,7 @@ def test_score_speaker_map_groups_across_folders_and_leaves_unmapped_files_plain
 
 
 @pytest.mark.data
-def test_score_too_little_speech_is_plain_with_a_notice(tiny_model, two_speakers, tmp_path):  # noqa: F811
+def test_score_too_little_speech_is_plain_with_a_notice(tiny_model, two_speakers, tmp_path):
     folder = str(two_speakers / "A")
     got, stderr = _score(tiny_model, folder, "--speaker-norm", "folder", out=tmp_path / "n.jsonl")
     plain, _ = _score(tiny_model, folder, out=tmp_path / "p.jsonl")
@@ -185,7 +187,7 @@ def test_score_too_little_speech_is_plain_with_a_notice(tiny_model, two_speakers
     assert got == plain
 
 
-def test_score_speakers_argument_mistakes_are_one_line(tiny_model, tmp_path):  # noqa: F811
+def test_score_speakers_argument_mistakes_are_one_line(tiny_model, tmp_path):
     clip = tmp_path / "x.wav"
     import soundfile as sf
 
@@ -202,7 +204,7 @@ def test_score_speakers_argument_mistakes_are_one_line(tiny_model, tmp_path):  #
 
 # -- emotion-live --------------------------------------------------------------------------------------------
 @pytest.mark.data
-def test_live_warms_up_then_normalises(tiny_model, ravdess_16k, tmp_path):  # noqa: F811
+def test_live_warms_up_then_normalises(tiny_model, ravdess_16k, tmp_path):
     clip = ravdess_16k / "Actor_01" / "03-01-05-02-01-01-01.flac"
     out = tmp_path / "hops.jsonl"
     args = [
@@ -244,3 +246,90 @@ def test_sigusr1_requests_a_speaker_reset():
         fired.wait(0.2)  # the handler runs in the main thread at the next bytecode boundary
         assert monitor.requests == 1
     assert signal.getsignal(signal.SIGUSR1) is not ours, "the previous handler is restored on exit"
+
+
+# -- calm baseline -------------------------------------------------------------------------------------------
+def test_baseline_is_fixed_ready_at_once_and_survives_reset(model):
+    probs, pooled = model.predict_windows(_windows(model, 4) + _windows(model, 5), return_pooled=True)
+    head = model.speaker_norm_head("baseline")
+    norm = SpeakerNormalizer.from_baseline(
+        head, pooled[:4], speech_s=1.0, options=SpeakerNormOptions("centred")
+    )
+    assert norm.ready, "a baseline needs no warm-up"
+    norm.update(pooled[4:], speech_s=100.0)
+    norm.reset()
+    np.testing.assert_allclose(norm.mean, pooled[:4].mean(axis=0), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        norm.apply(probs, pooled), head.probs(pooled, pooled[:4].mean(axis=0)), atol=1e-6
+    )
+    assert not np.allclose(
+        head.probs(pooled, norm.mean), model.speaker_norm_head("running").probs(pooled, norm.mean)
+    )
+
+
+@pytest.fixture(scope="module")
+def calm_baseline(ravdess_16k, tmp_path_factory) -> Path:
+    """About 8 s of actor 1 talking calmly: four neutral/calm takes back to back."""
+    import soundfile as sf
+
+    from realtime.audio import load_audio
+
+    takes = sorted((ravdess_16k / "Actor_01").glob("03-01-0[12]-*.flac"))[:4]
+    path = tmp_path_factory.mktemp("baseline") / "calm.wav"
+    sf.write(path, np.concatenate([load_audio(t) for t in takes]), 16_000)
+    return path
+
+
+@pytest.mark.data
+def test_score_with_a_baseline_judges_every_file_against_it(
+    tiny_model, model, two_speakers, calm_baseline, tmp_path
+):
+    from realtime.audio import load_audio
+
+    folder = two_speakers / "A"
+    got, _ = _score(
+        tiny_model, str(folder), "--speaker-baseline", str(calm_baseline), out=tmp_path / "b.jsonl"
+    )
+    base = model.clip_windows(load_audio(calm_baseline), 16_000, "calm", return_pooled=True).pooled.mean(
+        axis=0
+    )
+    head = model.speaker_norm_head("baseline")
+    for f in sorted(folder.glob("*.flac")):
+        clip = model.clip_windows(load_audio(f), 16_000, str(f), return_pooled=True)
+        want = ((clip.probs + head.probs(clip.pooled, base)) / 2).mean(axis=0)
+        np.testing.assert_allclose([got[f.name]["probs"][label] for label in model.labels], want, atol=1e-5)
+
+
+@pytest.mark.data
+def test_live_with_a_baseline_is_normalised_from_the_first_window(
+    tiny_model, ravdess_16k, calm_baseline, tmp_path
+):
+    clip = ravdess_16k / "Actor_01" / "03-01-05-02-01-01-01.flac"
+    out = tmp_path / "hops.jsonl"
+    args = [
+        "--input",
+        str(clip),
+        "--fast",
+        "--model",
+        str(tiny_model),
+        "--jsonl",
+        str(out),
+        "--vad",
+        "energy",
+    ]
+    result = run_cli("live", *args, "--speaker-baseline", str(calm_baseline))
+    assert result.returncode == 0, result.stderr
+    speech = [json.loads(line) for line in out.read_text().splitlines() if json.loads(line)["speech"]]
+    assert speech and all(r["speaker_norm"] == "baseline" for r in speech)
+
+
+def test_too_short_baseline_and_conflicting_options_are_one_line(tiny_model, tmp_path):
+    import soundfile as sf
+
+    short = tmp_path / "short.wav"
+    sf.write(short, (0.1 * np.sin(np.arange(32_000) / 5)).astype(np.float32), 16_000)
+    result = run_cli("score", str(short), "--model", str(tiny_model), "--speaker-baseline", str(short))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "too short for a speaker baseline" in result.stderr and str(short) in result.stderr
+    result = run_cli("live", "--input", str(short), "--speaker-norm", "--speaker-baseline", str(short))
+    assert result.returncode == 2 and "not allowed with argument" in result.stderr
