@@ -159,6 +159,7 @@ class Summary:
         self.label_hops: Counter[str] = Counter()
         self.inference_ms: list[float] = []
         self.latency_ms: list[float] = []
+        self.speaker: tuple[str, float] | None = None  # last (speaker_norm state, seconds of speech)
         self.started = time.monotonic()
 
     def add(self, rec: HopRecord) -> None:
@@ -167,6 +168,8 @@ class Summary:
             self.inference_ms.append(rec.inference_ms)
         if rec.latency_ms is not None:
             self.latency_ms.append(rec.latency_ms)
+        if rec.speaker_norm is not None:
+            self.speaker = (rec.speaker_norm, rec.speaker_speech_s or 0.0)
 
     def render(self, audio_s: float, dropped_samples: int, device_overflows: int) -> str:
         hops = sum(self.label_hops.values())
@@ -186,5 +189,10 @@ class Summary:
             ordered = sorted(self.latency_ms)
             p50, p95 = ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
             lines.append(f"  latency (last sample in → estimate): median {p50:.1f} ms, p95 {p95:.1f} ms")
+        if self.speaker is not None:
+            state, speech_s = self.speaker
+            lines.append(
+                f"  speaker normalisation: {state} at the end ({speech_s:.0f} s of the speaker's speech)"
+            )
         lines.append(f"  dropped samples: {dropped_samples}  (driver overflows: {device_overflows})")
         return "\n".join(lines)

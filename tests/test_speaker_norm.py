@@ -223,6 +223,7 @@ def test_live_warms_up_then_normalises(tiny_model, ravdess_16k, tmp_path):
     speech = [json.loads(line) for line in out.read_text().splitlines() if json.loads(line)["speech"]]
     states = [r["speaker_norm"] for r in speech]
     assert states[0] == "warming" and states[-1] == "active", states
+    assert "speaker normalisation: active at the end" in result.stdout
     assert all(
         b["speaker_speech_s"] >= a["speaker_speech_s"] for a, b in zip(speech, speech[1:], strict=False)
     )
