@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_variant_accuracy import scores  # same folder (run as a script)
+from bench_variant_accuracy import mean_std, scores  # same folder (run as a script)
 
 from core.bundle import CHOSEN, actor_folds, load_dataset, predict_proba, train_head
 from core.feature_cache import FeatureCache, crops_for, packaged_backbone
@@ -65,13 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "ensemble_accuracy_kfold_by_actor",
         "date": time.strftime("%Y-%m-%d"),
         "protocol": "5-fold by actor over RAVDESS actors 1-20, whole trimmed clips, single clip, bundled head setting",
-        "ensembles": {
-            name: {
-                metric: f"{np.mean([f[metric] for f in folds]):.3f} ± {np.std([f[metric] for f in folds]):.3f}"
-                for metric in ("accuracy", "macro_f1")
-            }
-            for name, folds in per_fold.items()
-        },
+        "ensembles": mean_std(per_fold),
     }
     json.dump(report, sys.stdout, indent=2)
     print()

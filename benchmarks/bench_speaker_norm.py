@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-from bench_variant_accuracy import full_model, scores  # same folder (run as a script)
+from bench_variant_accuracy import full_model, mean_std, scores  # same folder (run as a script)
 
 from core.bundle import (
     BASELINE_CLIPS,
@@ -157,13 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "speaker_norm_runtime_kfold_by_actor",
         "date": time.strftime("%Y-%m-%d"),
         "protocol": f"folds {args.folds} of 5-fold by actor over RAVDESS actors 1-20, emotion-score whole files",
-        "scenarios": {
-            name: {
-                metric: f"{np.mean([f[metric] for f in folds]):.3f} ± {np.std([f[metric] for f in folds]):.3f}"
-                for metric in ("accuracy", "macro_f1")
-            }
-            for name, folds in per_fold.items()
-        },
+        "scenarios": mean_std(per_fold),
     }
     json.dump(report, sys.stdout, indent=2)
     print()

@@ -47,6 +47,17 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"]}
 
 
+def mean_std(per_fold: dict[str, list[dict]]) -> dict[str, dict[str, str]]:
+    """``{name: [scores per fold]}`` → ``{name: {metric: "mean ± std"}}`` over folds, for the printed report."""
+    return {
+        name: {
+            metric: f"{np.mean([f[metric] for f in folds]):.3f} ± {np.std([f[metric] for f in folds]):.3f}"
+            for metric in ("accuracy", "macro_f1")
+        }
+        for name, folds in per_fold.items()
+    }
+
+
 def main() -> int:
     torch.set_num_threads(2)
     backbone, backbone_id = packaged_backbone("whisper-base")
@@ -82,13 +93,7 @@ def main() -> int:
         "benchmark": "variant_accuracy_kfold_by_actor",
         "date": time.strftime("%Y-%m-%d"),
         "protocol": "5-fold by actor over RAVDESS actors 1-20, whole-file scoring, bundled head setting",
-        "variants": {
-            name: {
-                metric: f"{np.mean([f[metric] for f in folds]):.3f} ± {np.std([f[metric] for f in folds]):.3f}"
-                for metric in ("accuracy", "macro_f1")
-            }
-            for name, folds in per_fold.items()
-        },
+        "variants": mean_std(per_fold),
         "int8_same_label_as_fp32": f"{np.mean(agreement):.3f}",
     }
     json.dump(report, sys.stdout, indent=2)

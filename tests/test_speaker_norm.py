@@ -203,8 +203,8 @@ def test_score_speakers_argument_mistakes_are_one_line(tiny_model, tmp_path):
 
 
 # -- emotion-live --------------------------------------------------------------------------------------------
-@pytest.mark.data
-def test_live_warms_up_then_normalises(tiny_model, ravdess_16k, tmp_path):
+def _live_speech_hops(model_path: Path, ravdess_16k: Path, tmp_path: Path, *extra: str):
+    """emotion-live over an angry RAVDESS take (fast replay) → (CompletedProcess, JSONL records of speech hops)."""
     clip = ravdess_16k / "Actor_01" / "03-01-05-02-01-01-01.flac"
     out = tmp_path / "hops.jsonl"
     args = [
@@ -212,15 +212,23 @@ def test_live_warms_up_then_normalises(tiny_model, ravdess_16k, tmp_path):
         str(clip),
         "--fast",
         "--model",
-        str(tiny_model),
+        str(model_path),
         "--jsonl",
         str(out),
         "--vad",
         "energy",
     ]
-    result = run_cli("live", *args, "--speaker-norm", "--speaker-min-s", "1")
+    result = run_cli("live", *args, *extra)
     assert result.returncode == 0, result.stderr
-    speech = [json.loads(line) for line in out.read_text().splitlines() if json.loads(line)["speech"]]
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    return result, [r for r in records if r["speech"]]
+
+
+@pytest.mark.data
+def test_live_warms_up_then_normalises(tiny_model, ravdess_16k, tmp_path):
+    result, speech = _live_speech_hops(
+        tiny_model, ravdess_16k, tmp_path, "--speaker-norm", "--speaker-min-s", "1"
+    )
     states = [r["speaker_norm"] for r in speech]
     assert states[0] == "warming" and states[-1] == "active", states
     assert "speaker normalisation: active at the end" in result.stdout
@@ -305,22 +313,7 @@ def test_score_with_a_baseline_judges_every_file_against_it(
 def test_live_with_a_baseline_is_normalised_from_the_first_window(
     tiny_model, ravdess_16k, calm_baseline, tmp_path
 ):
-    clip = ravdess_16k / "Actor_01" / "03-01-05-02-01-01-01.flac"
-    out = tmp_path / "hops.jsonl"
-    args = [
-        "--input",
-        str(clip),
-        "--fast",
-        "--model",
-        str(tiny_model),
-        "--jsonl",
-        str(out),
-        "--vad",
-        "energy",
-    ]
-    result = run_cli("live", *args, "--speaker-baseline", str(calm_baseline))
-    assert result.returncode == 0, result.stderr
-    speech = [json.loads(line) for line in out.read_text().splitlines() if json.loads(line)["speech"]]
+    _, speech = _live_speech_hops(tiny_model, ravdess_16k, tmp_path, "--speaker-baseline", str(calm_baseline))
     assert speech and all(r["speaker_norm"] == "baseline" for r in speech)
 
 
