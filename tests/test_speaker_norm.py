@@ -97,11 +97,17 @@ def test_model_without_head_says_so(tmp_path):
 
 
 # -- emotion-score -------------------------------------------------------------------------------------------
-def _score(model_path: Path, *args: str, out: Path) -> dict[str, dict]:
+def _score_rows(model_path: Path, *args: str, out: Path) -> tuple[list[dict], str]:
+    """emotion-score ARGS --out OUT (JSONL) → (rows, stderr); the run must succeed."""
     result = run_cli("score", *args, "--model", str(model_path), "--out", str(out))
     assert result.returncode == 0, result.stderr
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    return {Path(r["path"]).name: r for r in rows}, result.stderr
+    return [json.loads(line) for line in out.read_text().splitlines()], result.stderr
+
+
+def _score(model_path: Path, *args: str, out: Path) -> tuple[dict[str, dict], str]:
+    """As ``_score_rows``, rows keyed by file name."""
+    rows, stderr = _score_rows(model_path, *args, out=out)
+    return {Path(r["path"]).name: r for r in rows}, stderr
 
 
 def _by_hand(model: EmotionModel, files: list[Path], mode: str) -> dict[str, np.ndarray]:
@@ -327,3 +333,32 @@ def test_too_short_baseline_and_conflicting_options_are_one_line(tiny_model, tmp
     assert "too short for a speaker baseline" in result.stderr and str(short) in result.stderr
     result = run_cli("live", "--input", str(short), "--speaker-norm", "--speaker-baseline", str(short))
     assert result.returncode == 2 and "not allowed with argument" in result.stderr
+
+
+@pytest.mark.data
+def test_score_segments_normalise_speech_windows_only(tiny_model, model, ravdess_16k, tmp_path):
+    """--segments --speaker-norm file: the mean is over the file's speech windows; silent windows keep the plain
+    probabilities and the label "silence"."""
+    import soundfile as sf
+
+    from realtime.audio import load_audio
+
+    speech = load_audio(ravdess_16k / "Actor_01" / "03-01-05-02-01-01-01.flac")
+    audio = np.concatenate([np.zeros(3 * 16_000, np.float32), speech, speech])
+    path = tmp_path / "talk.wav"
+    sf.write(path, audio, 16_000)
+    norm_args = ["--segments", "--speaker-norm", "file", "--speaker-min-s", "1"]
+    got, _ = _score_rows(tiny_model, str(path), *norm_args, out=tmp_path / "n.jsonl")
+    plain, _ = _score_rows(tiny_model, str(path), "--segments", out=tmp_path / "p.jsonl")
+    windows, probs, pooled = model.segment_windows(audio, 16_000, return_pooled=True)
+    is_speech = np.array([w.speech for w in windows])
+    assert is_speech.any() and not is_speech.all()
+    want = probs.copy()
+    want[is_speech] = (
+        probs[is_speech] + model.speaker_norm_head().probs(pooled[is_speech], pooled[is_speech].mean(0))
+    ) / 2
+    assert [r["speech"] for r in got] == is_speech.tolist()
+    for row, plain_row, p, speech_window in zip(got, plain, want, is_speech, strict=True):
+        np.testing.assert_allclose([row["probs"][label] for label in model.labels], p, atol=1e-5)
+        if not speech_window:
+            assert row["label"] == "silence" and row["probs"] == plain_row["probs"]
