@@ -9,6 +9,8 @@ With ``--monitors 2`` two monitors run at once on the same recording.
 Usage:
     python benchmarks/bench_live.py --minutes 10 --monitors 1
     python benchmarks/bench_live.py --minutes 10 --monitors 2 --model model.onnx
+    python benchmarks/bench_live.py --minutes 2 --monitors 1 --live-args="--threads 1 --hop-s 0.1"
+        (analysis slower than the hop: compare with --live-args="--threads 1 --hop-s 0.1 --every-window")
 """
 
 from __future__ import annotations
@@ -51,7 +53,12 @@ def long_recording(path: Path, minutes: float) -> float:
 
 
 def run_monitors(
-    recording: Path, count: int, model: str | None, workdir: Path, window_s: float | None = None
+    recording: Path,
+    count: int,
+    model: str | None,
+    workdir: Path,
+    window_s: float | None = None,
+    live_args: list[str] | None = None,
 ) -> list[dict]:
     procs = []
     for k in range(count):
@@ -61,6 +68,7 @@ def run_monitors(
             cmd += ["--model", model]
         if window_s:
             cmd += ["--window-s", str(window_s)]
+        cmd += live_args or []
         started = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         procs.append((proc, out, started))
@@ -95,6 +103,7 @@ def summarise(jsonl: Path, wall_s: float, usage) -> dict:
         },
         "inference_ms": {"median": percentile(inference, 50), "p95": percentile(inference, 95)},
         "dropped_samples": hops[-1]["dropped_samples"] if hops else None,
+        "skipped_windows": hops[-1].get("skipped_windows", 0) if hops else None,
         "wall_s": round(wall_s, 1),
         "cpu_s": round(cpu_s, 1),
         "cpu_cores_avg": round(cpu_s / wall_s, 3),
@@ -110,12 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--monitors", type=int, nargs="+", default=[1, 2], help="monitors running at once")
     parser.add_argument("--model", help="ONNX model (default: the bundled one)")
     parser.add_argument("--window-s", type=float, help="analysis window, seconds (default: the model's)")
+    parser.add_argument("--live-args", default="", help="more emotion-live options, one string")
     args = parser.parse_args(argv)
 
     report = {
         "benchmark": "live_monitor_realtime_replay",
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "live_args": args.live_args,
         "runs": {},
     }
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         report["audio_s"] = round(long_recording(recording, args.minutes), 1)
         for count in args.monitors:
             report["runs"][f"{count}_monitor(s)"] = run_monitors(
-                recording, count, args.model, Path(tmp), args.window_s
+                recording, count, args.model, Path(tmp), args.window_s, args.live_args.split()
             )
     json.dump(report, sys.stdout, indent=2)
     print()

@@ -57,6 +57,7 @@ class HopRecord:
     speaker_norm: None when speaker normalisation is off; else ``active`` (the speaker's mean was used for
         ``probs``) or ``warming`` (not enough speech heard yet: plain probabilities).
     speaker_speech_s: seconds of the current speaker's speech in the running mean (None when off).
+    skipped_windows: windows skipped so far because analysis fell behind a live source.
     """
 
     start_s: float
@@ -71,6 +72,7 @@ class HopRecord:
     latency_ms: float | None = None
     speaker_norm: str | None = None
     speaker_speech_s: float | None = None
+    skipped_windows: int = 0
 
     def to_json(self) -> str:
         data = {"timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
@@ -85,6 +87,7 @@ class HopRecord:
             inference_ms=None if self.inference_ms is None else round(self.inference_ms, 2),
             dropped_samples=self.dropped_samples,
             latency_ms=None if self.latency_ms is None else round(self.latency_ms, 2),
+            skipped_windows=self.skipped_windows,
         )
         if self.speaker_norm is not None:
             data.update(
@@ -160,6 +163,7 @@ class Summary:
         self.inference_ms: list[float] = []
         self.latency_ms: list[float] = []
         self.speaker: tuple[str, float] | None = None  # last (speaker_norm state, seconds of speech)
+        self.skipped_windows = 0
         self.started = time.monotonic()
 
     def add(self, rec: HopRecord) -> None:
@@ -170,6 +174,7 @@ class Summary:
             self.latency_ms.append(rec.latency_ms)
         if rec.speaker_norm is not None:
             self.speaker = (rec.speaker_norm, rec.speaker_speech_s or 0.0)
+        self.skipped_windows = rec.skipped_windows
 
     def render(self, audio_s: float, dropped_samples: int, device_overflows: int) -> str:
         hops = sum(self.label_hops.values())
@@ -189,6 +194,10 @@ class Summary:
             ordered = sorted(self.latency_ms)
             p50, p95 = ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
             lines.append(f"  latency (last sample in → estimate): median {p50:.1f} ms, p95 {p95:.1f} ms")
+        if self.skipped_windows:
+            lines.append(
+                f"  skipped windows: {self.skipped_windows} (analysis slower than the hop; the newest was analysed)"
+            )
         if self.speaker is not None:
             state, speech_s = self.speaker
             lines.append(

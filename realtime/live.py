@@ -125,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto", help="ONNX Runtime device")
     run.add_argument("--threads", type=int, help="intra-op threads (default: cores, at most 4)")
     run.add_argument("--jsonl", metavar="FILE", help="write one JSON line per hop to FILE ('-' = stdout)")
+    run.add_argument(
+        "--every-window",
+        action="store_true",
+        help="analyse every window even when that is slower than the hop (estimates then lag behind); by "
+        "default a live input skips stale windows and analyses the newest",
+    )
     return p
 
 
@@ -149,8 +155,12 @@ class Monitor:
         jsonl,
         source,
         normalizer: SpeakerNormalizer | None = None,
+        stay_live: bool = True,
     ):
         self.model = model
+        # Skip stale windows when analysis falls behind a live source (see ``_due``).
+        self.stay_live = stay_live and source.live
+        self.skipped_windows = 0
         self.normalizer = normalizer
         self._reset_requested = threading.Event()
         self.windower = windower
@@ -213,6 +223,7 @@ class Monitor:
             inference_ms=ms,
             dropped_samples=self.source.ring.stats().dropped,
             latency_ms=self._latency_ms(window),
+            skipped_windows=self.skipped_windows,
             speaker_norm=speaker_norm,
             speaker_speech_s=speaker_speech_s,
         )
@@ -227,6 +238,15 @@ class Monitor:
         source_index = round(window.end * self.source.sample_rate / window.sample_rate)
         arrived = self.source.ring.arrival_time(source_index)
         return None if arrived is None else (time.monotonic() - arrived) * 1000.0
+
+    def _due(self, windows: list[AudioWindow]) -> list[AudioWindow]:
+        """The windows to analyse now. Several at once means the last analysis took longer than a hop; on a live
+        source only the newest is analysed, so estimates stay current instead of lagging ever further behind
+        (and the ring buffer is read in time, so no audio is lost). Skipped windows are counted."""
+        if not self.stay_live or len(windows) <= 1:
+            return windows
+        self.skipped_windows += len(windows) - 1
+        return windows[-1:]
 
     def run(self, max_seconds: float | None = None) -> None:
         """Consume until end of input, ``max_seconds`` of audio, or Ctrl-C (KeyboardInterrupt propagates)."""
@@ -248,7 +268,7 @@ class Monitor:
                 chunk = resampler.resample_chunk(chunk)
             if limit is not None:  # stop exactly at the limit, whatever the read sizes
                 chunk = chunk[: limit - self.windower.received]
-            for window in self.windower.feed(chunk):
+            for window in self._due(self.windower.feed(chunk)):
                 self.handle(window)
         if resampler is not None:  # the resampler holds back a few samples until told the stream ended
             for window in self.windower.feed(resampler.resample_chunk(np.zeros(0, np.float32), last=True)):
@@ -311,7 +331,10 @@ def run(args) -> int:
         source.start()  # first: a missing or unusable device fails before anything is shown
         stack.callback(source.stop)
         view = make_view(out, model.labels, header)
-        monitor = Monitor(model, StreamWindower(spec, vad), smoother, view, jsonl, source, normalizer)
+        windower = StreamWindower(spec, vad)
+        monitor = Monitor(
+            model, windower, smoother, view, jsonl, source, normalizer, stay_live=not args.every_window
+        )
         if args.speaker_norm:
             install_reset_triggers(monitor, stack, use_stdin=not args.stdin_pcm)
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the normal way to stop: go on to the summary

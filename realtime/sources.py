@@ -37,6 +37,9 @@ class AudioSource:
     """Base: owns the ring buffer; ``start()``, ``check()`` (raise SourceError if it died), ``stop()``."""
 
     description = "audio"
+    live = True
+    """Audio arrives at its own pace and will not wait for the reader (a microphone, a real-time replay): a
+    reader that falls behind should skip stale windows rather than lag further. False for sources that wait."""
 
     def __init__(self, sample_rate: int):
         self.sample_rate = int(sample_rate)
@@ -93,6 +96,7 @@ class FileReplaySource(ThreadSource):
         super().__init__(sample_rate)
         self.path = Path(path)
         self.realtime = realtime
+        self.live = realtime
         self.description = str(self.path)
         self.audio = load_audio(self.path, self.sample_rate)  # AudioError (one line) before anything starts
 
@@ -115,6 +119,7 @@ class StdinPCMSource(ThreadSource):
     """Raw signed 16-bit little-endian mono PCM at ``sample_rate`` from a pipe (``arecord ... | emotion-live``)."""
 
     description = "stdin"
+    live = False  # a pipe waits for the reader (back-pressure), so every window can be analysed
 
     def __init__(self, sample_rate: int, stream=None):
         super().__init__(sample_rate)

@@ -273,3 +273,40 @@ def test_list_devices_and_unsupported_rate(pulse_sink, tiny_model):
     )  # e.g. "... 'pulse': Invalid sample rate ... (at 3000000 Hz, mono)"
     assert line.startswith("emotion-live: error: input device 'pulse': ") and "3000000 Hz" in line
     assert re.search(r"; try --rate \d+$", line)  # the device's default rate, resampled to the model's
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("stay_live", [True, False])
+def test_falling_behind_a_live_source_skips_stale_windows_and_loses_no_audio(
+    tiny_model, ravdess_16k, monkeypatch, stay_live
+):
+    """Analysis (slowed to 0.25 s per window) slower than the hop (0.1 s) on a real-time replay: by default only
+    the newest window is analysed, skipped ones are counted, and the ring buffer never overflows."""
+    import io
+
+    from realtime.display import PlainView
+    from realtime.live import Monitor
+    from realtime.model import EmotionModel
+    from realtime.smoothing import Smoother, SmootherOptions
+    from realtime.sources import FileReplaySource
+    from realtime.vad import load_vad
+    from realtime.windowing import StreamWindower
+
+    model = EmotionModel(tiny_model)
+    fast_predict = model.timed_predict
+    monkeypatch.setattr(model, "timed_predict", lambda w: (time.sleep(0.25), fast_predict(w))[1])
+    source = FileReplaySource(ravdess_16k / ANGRY_CLIP, model.sample_rate, realtime=True)
+    windower = StreamWindower(model.window_spec(hop_s=0.1), load_vad("energy")[0])
+    view = PlainView(io.StringIO(), model.labels, "test")
+    monitor = Monitor(model, windower, Smoother(SmootherOptions()), view, None, source, stay_live=stay_live)
+    source.start()
+    try:
+        monitor.run()
+    finally:
+        source.stop()
+    analysed = sum(monitor.summary.label_hops.values())
+    assert source.ring.stats().dropped == 0
+    if stay_live:
+        assert monitor.skipped_windows > 0 and "skipped windows" in monitor.summary.render(0, 0, 0)
+    else:
+        assert monitor.skipped_windows == 0 and analysed >= 30, analysed
