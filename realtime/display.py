@@ -119,6 +119,10 @@ class PlainView:
             flush=True,
         )
 
+    def note(self, line: str) -> None:
+        """A one-off message between hops (e.g. a speaker reset)."""
+        print(line, file=self.stream, flush=True)
+
     def close(self) -> None:
         pass
 
@@ -147,6 +151,12 @@ class TerminalView(PlainView):
         self.stream.write(prefix + "\n".join(lines) + "\n")
         self.stream.flush()
         self._lines_drawn = len(lines)
+
+    def note(self, line: str) -> None:
+        """Printed below the panel, which is then drawn afresh underneath (redrawing in place would overwrite
+        the note, or a line the user typed)."""
+        super().note(line)
+        self._lines_drawn = 0
 
 
 def make_view(stream, labels: tuple[str, ...], header: str) -> PlainView:

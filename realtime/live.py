@@ -199,7 +199,7 @@ class Monitor:
             self._reset_requested.clear()
             self.normalizer.reset()
             self.smoother.reset()
-            print("emotion-live: new speaker: speaker statistics reset", file=sys.stderr, flush=True)
+            self.view.note("new speaker: speaker statistics reset")
         if window.speech:
             raw, ms = self._score(window)
             state = self.smoother.update(raw)

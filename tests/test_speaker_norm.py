@@ -362,3 +362,39 @@ def test_score_segments_normalise_speech_windows_only(tiny_model, model, ravdess
         np.testing.assert_allclose([row["probs"][label] for label in model.labels], p, atol=1e-5)
         if not speech_window:
             assert row["label"] == "silence" and row["probs"] == plain_row["probs"]
+
+
+def test_reset_request_restarts_the_running_mean_and_tells_the_user(model):
+    """What Enter / SIGUSR1 trigger: the next window starts a new speaker, and the view says so once."""
+    from types import SimpleNamespace
+
+    from realtime.live import Monitor
+    from realtime.ringbuffer import RingBuffer
+    from realtime.smoothing import Smoother, SmootherOptions
+    from realtime.vad import load_vad
+    from realtime.windowing import AudioWindow, StreamWindower
+
+    class View:
+        def __init__(self):
+            self.notes, self.records = [], []
+
+        def show(self, rec):
+            self.records.append(rec)
+
+        def note(self, line):
+            self.notes.append(line)
+
+    view = View()
+    source = SimpleNamespace(ring=RingBuffer(16_000), sample_rate=model.sample_rate, live=False)
+    windower = StreamWindower(model.window_spec(hop_s=0.5), load_vad("energy")[0])
+    norm = SpeakerNormalizer(model.speaker_norm_head(), SpeakerNormOptions(min_speech_s=1.0))
+    monitor = Monitor(model, windower, Smoother(SmootherOptions()), view, None, source, norm)
+    samples = _windows(model, 6, count=1)[0]
+    window = AudioWindow(0, samples.size, samples, True, 1.0, model.sample_rate)
+    for _ in range(3):
+        monitor.handle(window)
+    assert norm.speech_s == pytest.approx(1.5) and view.records[-1].speaker_norm == "active"
+    monitor.request_speaker_reset()
+    monitor.handle(window)
+    assert norm.windows == 1 and view.records[-1].speaker_norm == "warming"
+    assert view.notes == ["new speaker: speaker statistics reset"]
