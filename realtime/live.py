@@ -50,14 +50,16 @@ examples:
   emotion-live --input talk.wav                 # replay a recording at real-time pace
   emotion-live --input talk.wav --fast --jsonl out.jsonl   # as fast as possible, one JSON line per hop
   arecord -f S16_LE -r 16000 -c 1 | emotion-live --stdin-pcm --rate 16000
+  emotion-live --speaker-baseline me-calm.wav   # judge against a calm recording of the speaker (10 s or more)
 
 Every --hop-s seconds the last --window-s seconds of audio are analysed. Windows without speech (Silero VAD)
 show as "silence"; speech windows are scored and smoothed (EMA + hysteresis) so the label stays steady.
 Ctrl-C (or the end of --input / stdin) prints a summary and exits 0. Errors print one line and exit 2.
 
 --speaker-norm judges each window against the current speaker's own average voice (a running mean over their
-speech windows), after --speaker-min-s seconds of speech. It helps when the history is varied and costs a
-little when the speaker has stayed in one mood (k-fold by actor on RAVDESS, see the README). For a new speaker,
+speech windows), after --speaker-min-s seconds of speech. It helps when the history is varied, and hides a mood
+that lasts the whole session (blend: about -10 points; centred: near chance; k-fold by actor on RAVDESS, see
+the README). For a new speaker,
 press Enter (interactive terminal) or send SIGUSR1 (kill -USR1 PID) to forget the previous one.
 --speaker-baseline FILE judges every window against a recording of the speaker talking calmly instead (10 s
 or more): it does not drift towards a mood that lasts, so a speaker who is angry throughout still reads as angry.

@@ -60,9 +60,9 @@ of its windows' probabilities (the model was trained on window-length crops). --
 without speech are labelled "silence".
 --speaker-norm judges every window against its speaker's own average voice: the mean of that speaker's
 speech windows over all their files (per folder, per file, or per speaker from --speakers), once there are
---speaker-min-s seconds of it. It helps when a speaker's recordings are varied and costs a little when they all
-share one mood (k-fold by actor on RAVDESS, see the README). Needs a model with a speaker-normalised head
-(the bundled model has one). --speaker-baseline FILE instead judges every file against one recording of the
+--speaker-min-s seconds of it. It helps when a speaker's recordings are varied, and hides a mood they all share
+(blend: about -10 points; centred: near chance; k-fold by actor on RAVDESS, see the README). Needs a model
+with speaker heads (the bundled model has them). --speaker-baseline FILE instead judges every file against one recording of the
 speaker talking calmly (10 s or more), which does not drift towards a mood shared by all the files.
 Output format follows --out's extension (.csv or .jsonl). Unusable files (corrupt, empty, silent, unreadable)
 are reported on stderr, one line each; the others are still scored, and the exit status is then 1.
