@@ -373,6 +373,51 @@ def normalise_group(normalizer: SpeakerNormalizer, analysed: list[Analysed]) -> 
 
 
 # -- main ----------------------------------------------------------------------------------------------------
+def make_normalizer(model: EmotionModel, args) -> SpeakerNormalizer | None:
+    """The speaker normaliser the options ask for (running mean or calm baseline), or None."""
+    options = SpeakerNormOptions(args.speaker_norm_mode, args.speaker_min_s)
+    if args.speaker_norm:
+        return SpeakerNormalizer(model.speaker_norm_head(), options)
+    if args.speaker_baseline:
+        try:
+            return model.speaker_baseline(args.speaker_baseline, options)
+        except AudioError as exc:  # the whole run depends on it: an error, not one failed file
+            raise ValueError(f"--speaker-baseline: {exc}") from None
+    return None
+
+
+def score_group(
+    model: EmotionModel,
+    speaker: str | None,
+    group: list[Path],
+    args,
+    vad,
+    normalizer: SpeakerNormalizer | None,
+    progress: Progress,
+    done: int,
+    failures: list[str],
+) -> list[tuple[Path, list[dict]]]:
+    """Output rows of one speaker's files (``speaker`` None: no normalisation). Unusable files are reported
+    (appended to ``failures``) and left out; the others are normalised with the group's mean."""
+    analysed: list[tuple[Path, Analysed]] = []
+    for i, path in enumerate(group):
+        progress.update(done + i, path.name)
+        try:
+            analysed.append((path, analyse_file(model, path, args, vad, pooled=speaker is not None)))
+        except (AudioError, ModelError) as exc:  # this file is unusable; the others still get scored
+            failures.append(str(exc))
+            progress.message(f"emotion-score: {exc}")
+    probs = [a.probs for _, a in analysed]
+    if speaker is not None and analysed:
+        probs = normalise_group(normalizer, [a for _, a in analysed])
+        if not normalizer.ready:
+            progress.message(
+                f"emotion-score: notice: speaker {speaker}: {normalizer.speech_s:.1f} s of speech "
+                f"< --speaker-min-s {args.speaker_min_s:g}; scored without speaker normalisation"
+            )
+    return [(path, a.rows(p)) for (path, a), p in zip(analysed, probs, strict=True)]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return run_command("emotion-score", lambda: run(args), (ModelError, ValueError))
@@ -399,15 +444,7 @@ def run(args) -> int:
         vad, notice = load_vad()
         if notice:
             print(notice, file=sys.stderr)
-    normalizer = None
-    options = SpeakerNormOptions(args.speaker_norm_mode, args.speaker_min_s)
-    if args.speaker_norm:
-        normalizer = SpeakerNormalizer(model.speaker_norm_head(), options)
-    elif args.speaker_baseline:
-        try:
-            normalizer = model.speaker_baseline(args.speaker_baseline, options)
-        except AudioError as exc:  # the whole run depends on it: an error, not one failed file
-            raise ValueError(f"--speaker-baseline: {exc}") from None
+    normalizer = make_normalizer(model, args)
     writer = ResultWriter(args.out, model.labels, args.segments, args.resume)
     failures = list(missing)
     progress = Progress(len(files))
@@ -420,29 +457,15 @@ def run(args) -> int:
                 skipped += len(group)
                 done += len(group)
                 continue
-            analysed: list[tuple[Path, Analysed]] = []
-            for path in group:
-                progress.update(done, path.name)
-                done += 1
-                try:
-                    analysed.append((path, analyse_file(model, path, args, vad, pooled=speaker is not None)))
-                except (AudioError, ModelError) as exc:  # this file is unusable; the others still get scored
-                    failures.append(str(exc))
-                    progress.message(f"emotion-score: {exc}")
-            probs = [a.probs for _, a in analysed]
-            if speaker is not None and analysed:
-                probs = normalise_group(normalizer, [a for _, a in analysed])
-                if not normalizer.ready:
-                    progress.message(
-                        f"emotion-score: notice: speaker {speaker}: {normalizer.speech_s:.1f} s of speech "
-                        f"< --speaker-min-s {args.speaker_min_s:g}; scored without speaker normalisation"
-                    )
-            for (path, a), p in zip(analysed, probs, strict=True):
+            for path, rows in score_group(
+                model, speaker, group, args, vad, normalizer, progress, done, failures
+            ):
                 if str(path) in writer.done:  # in the group's mean, but already written by an earlier run
                     skipped += 1
                     continue
-                writer.write_file(str(path), a.rows(p))
+                writer.write_file(str(path), rows)
                 scored += 1
+            done += len(group)
         progress.update(len(files), "")
     finally:
         progress.close()
