@@ -13,20 +13,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from bench_variant_accuracy import mean_std, scores  # same folder (run as a script)
+from bench_variant_accuracy import clip_features, mean_std, scores  # same folder (run as a script)
 
-from core.bundle import CHOSEN, actor_folds, load_dataset, predict_proba, train_head
-from core.feature_cache import FeatureCache, crops_for, packaged_backbone
-from realtime.audio import PreprocessOptions
+from core.bundle import CHOSEN, actor_folds, predict_proba, train_head
 
-DATA_DIR = Path(os.environ.get("EMOTION_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 ENCODERS = ("whisper-base", "whisper-tiny.en")
 
 
@@ -37,9 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(2)
     data = {}
     for name in ENCODERS:
-        backbone, backbone_id = packaged_backbone(name)
-        cache = FeatureCache(backbone, backbone_id, PreprocessOptions())
-        data[name] = load_dataset(cache, DATA_DIR / "ravdess-16k", [crops_for(None, 1)])
+        data[name] = clip_features(name)[1]
     y, actors = data[ENCODERS[0]].labels, data[ENCODERS[0]].actors
     per_fold: dict[str, list[dict]] = {}
     for fold in actor_folds():

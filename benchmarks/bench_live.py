@@ -28,17 +28,19 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from export.validate import ravdess_dir
 from realtime.audio import SAMPLE_RATE, load_audio
 
-DATA_DIR = Path(os.environ.get("EMOTION_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+RAVDESS_DIR = ravdess_dir()
+"""RAVDESS 16 kHz clips: ``$EMOTION_DATA_DIR/ravdess-16k`` (default ../shared/data), as the export checks use."""
 PAUSE_S = 1.5
 
 
 def long_recording(path: Path, minutes: float) -> float:
     """Concatenate RAVDESS clips (actors in turn) with ``PAUSE_S`` of silence between them; returns seconds."""
-    clips = sorted((DATA_DIR / "ravdess-16k").glob("Actor_*/*.flac"))
+    clips = sorted(RAVDESS_DIR.glob("Actor_*/*.flac"))
     if not clips:
-        raise SystemExit(f"no RAVDESS clips under {DATA_DIR / 'ravdess-16k'} (set EMOTION_DATA_DIR)")
+        raise SystemExit(f"no RAVDESS clips under {RAVDESS_DIR} (set EMOTION_DATA_DIR)")
     target = int(minutes * 60 * SAMPLE_RATE)
     pause = np.zeros(int(PAUSE_S * SAMPLE_RATE), dtype=np.float32)
     parts, total, i = [], 0, 0

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -25,16 +24,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from export.validate import ravdess_dir
 from realtime.audio import SAMPLE_RATE, PreprocessOptions, load_audio, prepare_clip, prepare_input
 from realtime.model import load_model
 
-DATA_DIR = Path(os.environ.get("EMOTION_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+RAVDESS_DIR = ravdess_dir()
+"""RAVDESS 16 kHz clips: ``$EMOTION_DATA_DIR/ravdess-16k`` (default ../shared/data), as the export checks use."""
 
 
 def files_for(actors: list[int]) -> list[Path]:
-    files = [f for a in actors for f in sorted((DATA_DIR / "ravdess-16k" / f"Actor_{a:02d}").glob("*.flac"))]
+    files = [f for a in actors for f in sorted((RAVDESS_DIR / f"Actor_{a:02d}").glob("*.flac"))]
     if not files:
-        raise SystemExit(f"no RAVDESS clips under {DATA_DIR / 'ravdess-16k'} (set EMOTION_DATA_DIR)")
+        raise SystemExit(f"no RAVDESS clips under {RAVDESS_DIR} (set EMOTION_DATA_DIR)")
     return files
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -29,7 +28,12 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-from bench_variant_accuracy import full_model, mean_std, scores  # same folder (run as a script)
+from bench_variant_accuracy import (  # same folder (run as a script)
+    clip_features,
+    full_model,
+    mean_std,
+    scores,
+)
 
 from core.bundle import (
     BASELINE_CLIPS,
@@ -37,19 +41,19 @@ from core.bundle import (
     CHOSEN,
     LABELS,
     actor_folds,
-    load_dataset,
     parse_name,
     train_baseline_head,
     train_head,
     train_speaker_norm_head,
 )
-from core.feature_cache import FeatureCache, crops_for, packaged_backbone
 from export.default_model import bundle_info, model_info
 from export.onnx_export import export_onnx
+from export.validate import ravdess_dir
 from realtime import score
-from realtime.audio import PreprocessOptions, load_audio
+from realtime.audio import load_audio
 
-DATA_DIR = Path(os.environ.get("EMOTION_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+RAVDESS_DIR = ravdess_dir()
+"""RAVDESS 16 kHz clips: ``$EMOTION_DATA_DIR/ravdess-16k`` (default ../shared/data), as the export checks use."""
 SCENARIOS = {
     "plain": ("actor", []),
     "per speaker / blend": ("actor", ["--speaker-norm", "folder"]),
@@ -65,7 +69,7 @@ SCENARIOS = {
 def layout(test_actors: list[int], root: Path) -> dict[str, Path]:
     """Symlinked folders: ``actor/Actor_NN/`` (all of a speaker's files) and ``emotion/Actor_NN-E/``."""
     for actor in test_actors:
-        for clip in sorted((DATA_DIR / "ravdess-16k" / f"Actor_{actor:02d}").glob("*.flac")):
+        for clip in sorted((RAVDESS_DIR / f"Actor_{actor:02d}").glob("*.flac")):
             label, _ = parse_name(clip)
             for folder in (
                 root / "actor" / f"Actor_{actor:02d}",
@@ -94,7 +98,7 @@ def baseline_runs(
     (blend, centred) and plain. Returns scenario → (true, predicted) over the fold's actors."""
     out: dict[str, list] = {}
     for actor in test_actors:
-        clips = sorted((DATA_DIR / "ravdess-16k" / f"Actor_{actor:02d}").glob("*.flac"))
+        clips = sorted((RAVDESS_DIR / f"Actor_{actor:02d}").glob("*.flac"))
         calm = [c for c in clips if parse_name(c)[0] in BASELINE_EMOTIONS]
         enrol = [calm[i] for i in rng.choice(len(calm), BASELINE_CLIPS, replace=False)]
         folder = root / "baseline" / f"Actor_{actor:02d}"
@@ -125,9 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     rng = np.random.default_rng(0)
-    backbone, backbone_id = packaged_backbone("whisper-base")
-    cache = FeatureCache(backbone, backbone_id, PreprocessOptions())
-    data = load_dataset(cache, DATA_DIR / "ravdess-16k", [crops_for(None, 1)])
+    backbone, data = clip_features()
     info = model_info(bundle_info())
     per_fold: dict[str, list[dict]] = {}
     x, y, actors = data.feats["full"], data.labels, data.actors

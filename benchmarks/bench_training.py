@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,9 +27,11 @@ import torch
 from core.bundle import LABELS, HeadConfig, new_head, parse_name
 from core.feature_cache import FeatureCache, crops_for, packaged_backbone, pooled_states, ravdess_files
 from core.losses import FocalLoss
+from export.validate import ravdess_dir
 from realtime.audio import PreprocessOptions, load_audio, prepare_clip, prepare_input
 
-DATA_DIR = Path(os.environ.get("EMOTION_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+RAVDESS_DIR = ravdess_dir()
+"""RAVDESS 16 kHz clips: ``$EMOTION_DATA_DIR/ravdess-16k`` (default ../shared/data), as the export checks use."""
 BATCH = 16
 
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    files = ravdess_files(DATA_DIR / "ravdess-16k", args.actors)
+    files = ravdess_files(RAVDESS_DIR, args.actors)
     labels = [parse_name(f)[0] for f in files]
     options = PreprocessOptions()
     backbone, backbone_id = packaged_backbone("whisper-base")

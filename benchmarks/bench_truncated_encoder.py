@@ -15,27 +15,19 @@ Usage:
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-from bench_variant_accuracy import mean_std, scores  # same folder (run as a script)
+from bench_variant_accuracy import clip_features, mean_std, scores  # same folder (run as a script)
 
-from core.bundle import CHOSEN, actor_folds, load_dataset, predict_proba, train_head
-from core.feature_cache import FeatureCache, crops_for, packaged_backbone
-from realtime.audio import PreprocessOptions
-
-DATA_DIR = Path(os.environ.get("EMOTION_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+from core.bundle import CHOSEN, actor_folds, predict_proba, train_head
 
 
 def main() -> int:
     torch.set_num_threads(2)
-    backbone, backbone_id = packaged_backbone("whisper-base")
-    cache = FeatureCache(backbone, backbone_id, PreprocessOptions())
-    data = load_dataset(cache, DATA_DIR / "ravdess-16k", [crops_for(None, 1)])
+    backbone, data = clip_features()
     x, y, actors = data.feats["full"], data.labels, data.actors
     per_fold: dict[str, list[dict]] = {}
     for last in range(backbone.num_layers, 2, -1):

@@ -12,7 +12,6 @@ Usage:
 from __future__ import annotations
 
 import json
-import os
 import sys
 import tempfile
 import time
@@ -28,10 +27,20 @@ from core.model import EmotionClassifier
 from export.default_model import bundle_info, model_info
 from export.onnx_export import export_onnx
 from export.quantize import quantize_int8
+from export.validate import ravdess_dir
 from realtime.audio import PreprocessOptions
 from realtime.model import ModelOptions, load_model
 
-DATA_DIR = Path(os.environ.get("EMOTION_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+RAVDESS_DIR = ravdess_dir()
+"""RAVDESS 16 kHz clips: ``$EMOTION_DATA_DIR/ravdess-16k`` (default ../shared/data), as the export checks use."""
+
+
+def clip_features(weights: str = "whisper-base"):
+    """``(frozen encoder, core.bundle.Dataset)``: cached whole-clip pooled features of actors 1-20 (computed on
+    first use), the data every k-fold benchmark starts from."""
+    backbone, backbone_id = packaged_backbone(weights)
+    cache = FeatureCache(backbone, backbone_id, PreprocessOptions())
+    return backbone, load_dataset(cache, RAVDESS_DIR, [crops_for(None, 1)])
 
 
 def full_model(head: EmotionClassifier, backbone) -> EmotionClassifier:
@@ -60,10 +69,8 @@ def mean_std(per_fold: dict[str, list[dict]]) -> dict[str, dict[str, str]]:
 
 def main() -> int:
     torch.set_num_threads(2)
-    backbone, backbone_id = packaged_backbone("whisper-base")
-    cache = FeatureCache(backbone, backbone_id, PreprocessOptions())
-    data = load_dataset(cache, DATA_DIR / "ravdess-16k", [crops_for(None, 1)])
-    files = ravdess_files(DATA_DIR / "ravdess-16k")
+    backbone, data = clip_features()
+    files = ravdess_files(RAVDESS_DIR)
     info = model_info(bundle_info())
     per_fold = {"torch_eager": [], "onnx_fp32": [], "onnx_int8": []}
     agreement = []

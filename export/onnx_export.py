@@ -181,10 +181,9 @@ def export_onnx(
         _trace_to_onnx(model, path, info.sample_rate, opset)
         proto = onnx.load(str(path))
         _check_labels(proto, info)
-        backbone = getattr(model, "backbone", None)
+        sizes = (model.backbone.num_layers + 1, model.backbone.hidden_size)  # what `pooled` carries
         head_bytes = {
-            kind: speaker_norm_head_bytes(head, backbone.num_layers + 1, backbone.hidden_size, opset)
-            for kind, head in (speaker_heads or {}).items()
+            kind: speaker_norm_head_bytes(head, *sizes, opset) for kind, head in (speaker_heads or {}).items()
         }
         write_metadata(proto, info, head_bytes)
         onnx.save(proto, str(path))

@@ -191,7 +191,7 @@ class Monitor:
     def _speaker_state(self) -> tuple[str | None, float | None]:
         if self.normalizer is None:
             return None, None
-        if self.normalizer.baseline is not None:
+        if self.normalizer.fixed:
             return "baseline", self.normalizer.speech_s
         return ("active" if self.normalizer.ready else "warming"), self.normalizer.speech_s
 
@@ -312,11 +312,9 @@ def run(args) -> int:
             print(notice, file=sys.stderr)
     spec = model.window_spec(args.window_s, args.hop_s)
     normalizer = None
-    options = SpeakerNormOptions(args.speaker_norm_mode, args.speaker_min_s)
-    if args.speaker_norm:
-        normalizer = SpeakerNormalizer(model.speaker_norm_head(), options)
-    elif args.speaker_baseline:
-        normalizer = model.speaker_baseline(args.speaker_baseline, options)
+    if args.speaker_norm or args.speaker_baseline:
+        options = SpeakerNormOptions(args.speaker_norm_mode, args.speaker_min_s)
+        normalizer = model.speaker_normalizer(options, args.speaker_baseline)
     smoother = Smoother(SmootherOptions(args.alpha, args.margin, args.patience))
     source = make_source(args, model.sample_rate)
     out = sys.stderr if args.jsonl == "-" else sys.stdout  # JSON on stdout keeps the panel off it

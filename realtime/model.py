@@ -301,7 +301,17 @@ class EmotionModel:
     # -- core inference --------------------------------------------------------------------------------------
     def predict_windows(self, windows: Sequence[np.ndarray], return_pooled: bool = False):
         """Raw windows (each [samples] float32 at ``sample_rate``) → probabilities ``[len(windows), classes]``
-        (and, with ``return_pooled``, the pooled features ``[len(windows), layers + 1, hidden]``).
+        (and, with ``return_pooled``, the pooled features ``[len(windows), layers + 1, hidden]``); see
+        ``_probs_and_pooled``."""
+        probs, pooled = self._probs_and_pooled(windows, return_pooled)
+        if not return_pooled:
+            return probs
+        return probs, pooled if pooled is not None else np.zeros((0, 0, 0), np.float32)
+
+    def _probs_and_pooled(
+        self, windows: Sequence[np.ndarray], with_pooled: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Windows → (probabilities ``[W, classes]``, pooled ``[W, L+1, H]`` or None unless ``with_pooled``).
 
         Each window is first trimmed of leading/trailing silence like a training clip (``prepare_clip``) and
         then level-normalised like a training crop (``prepare_input``). Training only ever saw trimmed speech;
@@ -310,7 +320,7 @@ class EmotionModel:
         length are batched (``options.batch_size``); different lengths run separately (the model takes no
         padding mask).
         """
-        if return_pooled and not self.has_pooled:
+        if with_pooled and not self.has_pooled:
             raise ModelError(f"{self.path.name}: the model has no {POOLED_NAME!r} output (re-export it)")
         inputs = [
             prepare_input(prepare_clip(w, self.preprocess, self.sample_rate), self.preprocess)
@@ -325,22 +335,12 @@ class EmotionModel:
         for indices in by_length.values():
             for k in range(0, len(indices), batch):
                 chunk = indices[k : k + batch]
-                probs[chunk], chunk_pooled = self._run(np.stack([inputs[i] for i in chunk]), return_pooled)
-                if return_pooled:
+                probs[chunk], chunk_pooled = self._run(np.stack([inputs[i] for i in chunk]), with_pooled)
+                if with_pooled:
                     if pooled is None:
                         pooled = np.zeros((len(inputs), *chunk_pooled.shape[1:]), dtype=np.float32)
                     pooled[chunk] = chunk_pooled
-        if return_pooled:
-            return probs, pooled if pooled is not None else np.zeros((0, 0, 0), np.float32)
-        return probs
-
-    def _probs_and_pooled(
-        self, windows: Sequence[np.ndarray], with_pooled: bool
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """``predict_windows`` as a fixed pair: pooled is None unless ``with_pooled``."""
-        if with_pooled:
-            return self.predict_windows(windows, return_pooled=True)
-        return self.predict_windows(windows), None
+        return probs, pooled
 
     def _run(self, x: np.ndarray, return_pooled: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """``[batch, samples]`` float32 → (probabilities ``[batch, classes]``, pooled or None)."""
@@ -375,6 +375,15 @@ class EmotionModel:
                 "better 10 s or more of calm speech)",
             )
         return SpeakerNormalizer.from_baseline(head, clip.pooled, clip.duration_s, options)
+
+    def speaker_normalizer(
+        self, options: SpeakerNormOptions, baseline: str | Path | None = None
+    ) -> SpeakerNormalizer:
+        """A running-mean normaliser, or one fixed on the calm ``baseline`` recording when given
+        (``speaker_baseline``): what ``--speaker-norm`` / ``--speaker-baseline`` ask for in both commands."""
+        if baseline is not None:
+            return self.speaker_baseline(baseline, options)
+        return SpeakerNormalizer(self.speaker_norm_head(), options)
 
     def has_speaker_head(self, kind: str = "running") -> bool:
         """Whether the model carries a speaker head of ``kind`` (``running`` or ``baseline``; the bundled default

@@ -293,26 +293,19 @@ def analyse_file(model: EmotionModel, path: Path, args, vad, pooled: bool = Fals
     windows, probs, pooled_out = model.segment_windows(
         audio, model.sample_rate, args.window_s, args.hop_s, vad, return_pooled=pooled
     )
+    spec = model.window_spec(args.window_s, args.hop_s)
     if not windows:
-        minimum = model.window_spec(args.window_s, args.hop_s).min_window_s
         raise AudioError(
-            path, f"too short for a window ({len(audio) / model.sample_rate:.2f} s < {minimum:g} s)"
+            path, f"too short for a window ({len(audio) / model.sample_rate:.2f} s < {spec.min_window_s:g} s)"
         )
     speech = np.array([w.speech for w in windows])
-    hop_s = model.window_spec(args.window_s, args.hop_s).hop_s
     return Analysed(
         probs,
         pooled_out,
         speech,
-        float(speech.sum()) * hop_s,
+        float(speech.sum()) * spec.hop_s,
         lambda p: [segment_row(s) for s in model.segments(windows, p)],
     )
-
-
-def score_file(model: EmotionModel, path: Path, args, vad) -> list[dict]:
-    """Rows for one file (no speaker normalisation); raises AudioError for unusable audio."""
-    analysed = analyse_file(model, path, args, vad)
-    return analysed.rows(analysed.probs)
 
 
 # -- speakers ------------------------------------------------------------------------------------------------
@@ -375,15 +368,13 @@ def normalise_group(normalizer: SpeakerNormalizer, analysed: list[Analysed]) -> 
 # -- main ----------------------------------------------------------------------------------------------------
 def make_normalizer(model: EmotionModel, args) -> SpeakerNormalizer | None:
     """The speaker normaliser the options ask for (running mean or calm baseline), or None."""
+    if not (args.speaker_norm or args.speaker_baseline):
+        return None
     options = SpeakerNormOptions(args.speaker_norm_mode, args.speaker_min_s)
-    if args.speaker_norm:
-        return SpeakerNormalizer(model.speaker_norm_head(), options)
-    if args.speaker_baseline:
-        try:
-            return model.speaker_baseline(args.speaker_baseline, options)
-        except AudioError as exc:  # the whole run depends on it: an error, not one failed file
-            raise ValueError(f"--speaker-baseline: {exc}") from None
-    return None
+    try:
+        return model.speaker_normalizer(options, args.speaker_baseline)
+    except AudioError as exc:  # the whole run depends on the baseline: an error, not one failed file
+        raise ValueError(f"--speaker-baseline: {exc}") from None
 
 
 def score_group(

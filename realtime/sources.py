@@ -96,9 +96,13 @@ class FileReplaySource(ThreadSource):
         super().__init__(sample_rate)
         self.path = Path(path)
         self.realtime = realtime
-        self.live = realtime
         self.description = str(self.path)
         self.audio = load_audio(self.path, self.sample_rate)  # AudioError (one line) before anything starts
+
+    @property
+    def live(self) -> bool:
+        """A real-time replay behaves like a microphone; ``--fast`` waits for the reader."""
+        return self.realtime
 
     def produce(self) -> None:
         block = round(BLOCK_S * self.sample_rate)

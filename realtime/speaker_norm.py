@@ -83,7 +83,7 @@ class SpeakerNormalizer:
     def __init__(self, head: SpeakerNormHead, options: SpeakerNormOptions | None = None):
         self.head = head
         self.options = options or SpeakerNormOptions()
-        self.baseline: np.ndarray | None = None
+        self.fixed = False  # True for a calm baseline (``from_baseline``): the mean no longer changes
         self.reset()
 
     @classmethod
@@ -98,12 +98,12 @@ class SpeakerNormalizer:
         ``update`` and ``reset`` leave it unchanged, and it is ready at once. ``head``: the ``baseline`` head."""
         norm = cls(head, options)
         norm.update(pooled, speech_s)
-        norm.baseline = norm.mean
+        norm.fixed = True
         return norm
 
     def reset(self) -> None:
         """Forget the speaker: plain estimates until ``min_speech_s`` of new speech (a baseline is kept)."""
-        if self.baseline is not None:
+        if self.fixed:
             return
         self._sum: np.ndarray | None = None
         self.windows = 0
@@ -112,7 +112,7 @@ class SpeakerNormalizer:
     def update(self, pooled: np.ndarray, speech_s: float) -> None:
         """Add windows ``pooled [N, L+1, H]`` that carry ``speech_s`` seconds of new speech in total."""
         pooled = np.asarray(pooled, dtype=np.float64)
-        if len(pooled) == 0 or self.baseline is not None:
+        if len(pooled) == 0 or self.fixed:
             return
         total = pooled.sum(axis=0)
         self._sum = total if self._sum is None else self._sum + total
@@ -122,7 +122,7 @@ class SpeakerNormalizer:
     @property
     def ready(self) -> bool:
         """Whether enough speech was heard for the mean to be used (always, with a baseline)."""
-        if self.baseline is not None:
+        if self.fixed:
             return True
         return self.windows > 0 and self.speech_s >= self.options.min_speech_s
 
