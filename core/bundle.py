@@ -9,9 +9,11 @@ Protocol (speaker independent, no tuning on held-out actors 21–24, which are n
    weighted-F1 and UAR, for single windows and whole clips.
 3. The chosen setting (``CHOSEN``) is cross-validated once more for the published numbers, then trained
    on all of actors 1–20 and written to ``export/bundled/`` (head weights + ``model.json``).
-4. Per-speaker normalisation is measured (``speaker_norm_study``: histories that help and that hurt), and a
-   second head, trained on features centred per speaker, is written beside the first
-   (``head_speaker_norm.safetensors``, used by ``--speaker-norm`` in ``emotion-live`` / ``emotion-score``).
+4. Per-speaker normalisation is measured (``speaker_norm_study``: histories that help and that hurt), and two
+   more heads are written beside the first: one on features centred on each speaker's mean
+   (``head_speaker_norm.safetensors``, for ``--speaker-norm``) and one centred on their calm baseline
+   (``head_speaker_baseline.safetensors``, for ``--speaker-baseline``; both in ``emotion-live`` /
+   ``emotion-score``).
 
 Only the head (layer weights + MLP) is trained; the encoder stays as pretrained, so the bundle is small
 and the exported model is the encoder from the pip packages + this head (``export/default_model.py``).
@@ -273,13 +275,15 @@ def search(data: Dataset, base: HeadConfig, out_path: Path) -> HeadConfig:
     return best
 
 
-def speaker_centred(x: np.ndarray, actors: np.ndarray) -> np.ndarray:
-    """Each speaker's pooled features ``[N, L+1, H]`` minus that speaker's own mean (mean-only centring,
-    what the runtime does with its running per-speaker mean)."""
+def speaker_centred(x: np.ndarray, actors: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """Each speaker's pooled features ``[N, L+1, H]`` minus that speaker's own mean (mean-only centring, what
+    the runtime does with its running per-speaker mean). ``reference`` ``[N]`` bool: only those rows of each
+    speaker make the mean (None: all of them)."""
     out = np.empty_like(x)
     for actor in np.unique(actors):
         rows = actors == actor
-        out[rows] = x[rows] - x[rows].mean(axis=0)
+        mean_rows = rows if reference is None else rows & reference
+        out[rows] = x[rows] - x[mean_rows].mean(axis=0)
     return out
 
 
@@ -294,20 +298,12 @@ BASELINE_CLIPS = 5
 """Baseline clips per test speaker in the study: about 10 s of calm speech, what a user records once."""
 
 
-def baseline_centred(x: np.ndarray, y: np.ndarray, actors: np.ndarray) -> np.ndarray:
-    """Each speaker's pooled features minus the mean of that speaker's neutral and calm clips."""
-    out = np.empty_like(x)
-    for actor in np.unique(actors):
-        rows = actors == actor
-        calm = rows & np.isin(y, BASELINE_EMOTIONS)
-        out[rows] = x[rows] - x[calm].mean(axis=0)
-    return out
-
-
 def train_baseline_head(cfg: HeadConfig, x: np.ndarray, y: np.ndarray, actors: np.ndarray):
-    """A head for features centred on the speaker's calm baseline (``baseline_centred``). Unlike the running
-    mean, a baseline recorded once does not drift towards a mood that lasts, so that mood stays visible."""
-    return train_head(cfg, baseline_centred(x, y, actors).astype(np.float32), y)
+    """A head for features centred on each speaker's calm baseline (the mean of their neutral and calm clips).
+    Unlike the running mean, a baseline recorded once does not drift towards a mood that lasts, so that mood
+    stays visible."""
+    calm = np.isin(y, BASELINE_EMOTIONS)
+    return train_head(cfg, speaker_centred(x, actors, calm).astype(np.float32), y)
 
 
 NORM_MIN_CLIPS = 5
@@ -326,7 +322,7 @@ def _history_scenarios(ya: np.ndarray, rng: np.random.Generator, repeats: int) -
     for k in (5, 10, 20):
         out[f"balanced-{k}"] = [rng.choice(len(ya), k, replace=False) for _ in range(repeats)]
     out["balanced-all"] = [np.arange(len(ya))]
-    out["low-arousal"] = [np.flatnonzero(np.isin(ya, [0, 1]))]
+    out["low-arousal"] = [np.flatnonzero(np.isin(ya, BASELINE_EMOTIONS))]
     for e, name in enumerate(LABELS):
         out[f"one-emotion-{name}"] = [np.flatnonzero(ya == e)]
     return out
@@ -414,7 +410,7 @@ PROTOCOL = (
     "scored on its own; 'clip': the whole trimmed clip in one pass. Mean and std over the 5 folds. "
     "Frozen whisper-base encoder; only the head is trained. Actors 21-24 never used."
 )
-REBUILD = "python -m core.bundle  (both heads, speaker_norm.json; features: python -m core.feature_cache; search: python -m core.bundle --search)"
+REBUILD = "python -m core.bundle  (all three heads, speaker_norm.json; features: python -m core.feature_cache; search: python -m core.bundle --search)"
 
 
 def head_state(model: EmotionClassifier) -> dict[str, torch.Tensor]:
@@ -485,7 +481,8 @@ def speaker_norm_info(study: list[dict]) -> dict:
         "baseline_clips": BASELINE_CLIPS,
         "protocol": (
             "5-fold by actor on actors 1-20; whole clips of each unseen test speaker, centred with the mean "
-            "pooled features of an unlabelled history of that speaker's own clips. [mean, std] over folds. "
+            "pooled features of an unlabelled history of that speaker's own clips, or of a calm baseline "
+            f"({BASELINE_CLIPS} neutral/calm clips, scored on the others). [mean, std] over folds. "
             "Full table: speaker_norm.json (python -m core.bundle --speaker-norm-study)."
         ),
         "results": figures,
