@@ -9,8 +9,8 @@ are skipped: an estimate appears after ``min_window_s`` rather than after a full
 windows all have the model's trained length. At the end of input, a last window ends at the final sample when
 at least ``MIN_TAIL_S`` arrived since the previous window.
 
-Speech flag: the VAD's 32 ms frames that lie inside the window's newest hop; the window is speech when at least
-``min_speech_share`` of them are (so the display follows the speaker within one hop, not one window).
+Speech flag: from the VAD's 32 ms frames inside the window, by ``SpeechGate``: enough speech in the window, and
+speech recently enough (so the display follows the speaker, and turns to silence a second after they stop).
 """
 
 from __future__ import annotations
@@ -28,7 +28,29 @@ MIN_WINDOW_S = 1.0
 MIN_TAIL_S = 0.1
 """At the end of input, audio since the last window that earns one more window ending at the last sample."""
 MIN_SPEECH_SHARE = 0.25
-"""Share of speech frames in a window's newest hop that makes it a speech window."""
+"""Share of speech frames in a window's newest hop (reported as ``speech_share``)."""
+MIN_SPEECH_S = 1.0
+"""Seconds of speech a window needs before it gets an emotion (see ``SpeechGate``)."""
+MAX_TRAILING_SILENCE_S = 1.0
+"""A window whose last speech ended longer ago than this is silence (see ``SpeechGate``)."""
+
+
+@dataclass(frozen=True)
+class SpeechGate:
+    """When a window is a speech window, i.e. gets an emotion: it holds at least ``min_speech_s`` of VAD speech
+    and its last speech frame is at most ``max_trailing_silence_s`` before its end.
+
+    The first condition keeps the model from judging a syllable (a window at an utterance's onset holds a few
+    hundred ms of speech, and such windows are mostly wrong; the evaluation protocol measures accuracy by
+    seconds of speech). The second lets the window that holds a whole utterance, just after the speaker stops,
+    still be judged (it is the best-informed one), and turns the display to silence a second later.
+    """
+
+    min_speech_s: float = MIN_SPEECH_S
+    max_trailing_silence_s: float = MAX_TRAILING_SILENCE_S
+
+    def is_speech(self, speech_s: float, trailing_silence_s: float) -> bool:
+        return speech_s >= self.min_speech_s and trailing_silence_s <= self.max_trailing_silence_s
 
 
 @dataclass(frozen=True)
@@ -85,6 +107,10 @@ class AudioWindow:
     speech: bool
     speech_share: float
     sample_rate: int
+    speech_s: float = 0.0
+    """Seconds of VAD speech frames anywhere inside the window (how much speech the model is asked about)."""
+    trailing_silence_s: float = 0.0
+    """Seconds from the window's last speech frame to its end (the whole window when it holds no speech)."""
 
     @property
     def start_s(self) -> float:
@@ -101,10 +127,10 @@ class StreamWindower:
     Memory is bounded: only the audio a future window can still need is kept.
     """
 
-    def __init__(self, spec: WindowSpec, vad: FrameVAD, min_speech_share: float = MIN_SPEECH_SHARE):
+    def __init__(self, spec: WindowSpec, vad: FrameVAD, gate: SpeechGate | None = None):
         self.spec = spec
         self.vad = vad
-        self.min_speech_share = min_speech_share
+        self.gate = gate or SpeechGate()
         self.reset()
 
     def reset(self) -> None:
@@ -155,22 +181,37 @@ class StreamWindower:
         start = max(0, end - self.spec.window)
         samples = self._history[start - self._history_start : end - self._history_start].copy()
         share = self._speech_share(max(0, end - self.spec.hop), end)
+        rate = self.spec.sample_rate
+        frames = self._frames(start, end) >= SPEECH_THRESHOLD
+        speech_s = int(np.count_nonzero(frames)) * FRAME_SAMPLES / rate
+        if frames.any():
+            last_speech_end = (-(-start // FRAME_SAMPLES) + int(np.flatnonzero(frames)[-1]) + 1) * FRAME_SAMPLES
+            trailing = max(0, end - last_speech_end) / rate
+        else:
+            trailing = (end - start) / rate
         return AudioWindow(
             start=start,
             end=end,
             samples=samples,
-            speech=share >= self.min_speech_share,
+            speech=self.gate.is_speech(speech_s, trailing),
             speech_share=share,
-            sample_rate=self.spec.sample_rate,
+            sample_rate=rate,
+            speech_s=speech_s,
+            trailing_silence_s=trailing,
         )
 
-    def _speech_share(self, start: int, end: int) -> float:
-        """Share of VAD frames lying wholly inside ``[start, end)`` that are speech (0 when none does)."""
+    def _frames(self, start: int, end: int) -> np.ndarray:
+        """Speech probabilities of the VAD frames lying wholly inside ``[start, end)``."""
         first = -(-start // FRAME_SAMPLES)  # ceil: first frame starting at or after ``start``
         last = end // FRAME_SAMPLES  # frames ending at or before ``end``
         lo = max(0, first - self._frames_start)  # frames before the kept range were forgotten (hop > window)
-        probs = self._frame_probs[lo : max(lo, last - self._frames_start)]
+        return self._frame_probs[lo : max(lo, last - self._frames_start)]
+
+    def _speech_share(self, start: int, end: int) -> float:
+        """Share of VAD frames lying wholly inside ``[start, end)`` that are speech (0 when none does)."""
+        probs = self._frames(start, end)
         return float(np.mean(probs >= SPEECH_THRESHOLD)) if probs.size else 0.0
+
 
     def _forget_before(self, index: int) -> None:
         drop = index - self._history_start

@@ -1,0 +1,235 @@
+"""Pooled features of exactly the windows the product scores, computed once per corpus and view, cached on disk.
+
+The encoder is frozen, so a head only needs each model input's pooled hidden states ``[L+1, H]``. They come
+from the exported ONNX model's ``pooled`` output through the runtime's own code (``realtime.model``): the same
+trimming, level normalisation, windows and VAD gate as ``emotion-score`` and ``emotion-live``, so training,
+evaluation and serving cannot drift apart. Per utterance, two kinds of window:
+
+- ``clip``: ``emotion-score``'s windows of the file (one input for a clip up to ``window_s``); its label is the
+  mean of their probabilities.
+- ``segment``: the speech windows of the live monitor's timeline (``StreamWindower``: every ``hop_s``, the last
+  ``window_s``, the VAD's speech flag), each with its seconds of speech.
+
+A *view* says how the utterance is presented first: ``clean`` (the file as recorded, live hop) or a channel
+simulation (``core.augment.through_channel``: padding, noise, room, band, level, 44.1/48 kHz device), for
+training only. Identical model inputs within an utterance are encoded once.
+
+Layout: ``<cache>/window-features/<model fingerprint>/<corpus>-<view>.npz`` holding ``pooled`` float16
+``[W, L+1, H]`` and per window ``utt`` (row in ``files``), ``kind`` (0 clip, 1 segment), ``speech_s``,
+``start_s``; ``files``; ``problems``. ``python -m core.window_features --help`` fills it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core.augment import ChannelOptions, through_channel
+from core.corpora import Corpus
+from realtime.audio import AudioError, load_audio, prepare_clip
+from realtime.windowing import SpeechGate
+
+log = logging.getLogger(__name__)
+
+CLIP, SEGMENT = 0, 1
+"""Window kinds."""
+CACHE_GATE = SpeechGate(min_speech_s=0.25, max_trailing_silence_s=1.5)
+"""A wider speech gate than any the product uses: the cache keeps every window a stricter gate might pass, with
+its ``speech_s`` and ``trailing_s``, so gates can be compared (and chosen) without re-encoding."""
+
+
+@dataclass(frozen=True)
+class View:
+    """How utterances are presented before windowing: ``channel`` None = as recorded; ``hop_s`` of the segment
+    windows (None = the model's live hop); ``seed`` drives the channel simulation (one draw per utterance)."""
+
+    name: str = "clean"
+    hop_s: float | None = None
+    channel: ChannelOptions | None = None
+    seed: int = 0
+
+
+VIEWS = {
+    "clean": View("clean"),
+    "channel": View("channel", hop_s=1.0, channel=ChannelOptions(), seed=1),
+}
+"""Views by name: the clean files at the live hop (training and evaluation), and one simulated channel per clip
+at a 1 s hop (training only; the hop is coarser because neighbouring windows of one clip add little)."""
+
+
+@dataclass
+class WindowFeatures:
+    """Cached windows of one corpus in one view (see the module doc for the fields)."""
+
+    pooled: np.ndarray
+    utt: np.ndarray
+    kind: np.ndarray
+    speech_s: np.ndarray
+    trailing_s: np.ndarray
+    start_s: np.ndarray
+    files: list[str]
+    problems: list[str]
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+        np.savez(
+            tmp,
+            pooled=self.pooled,
+            utt=self.utt,
+            kind=self.kind,
+            speech_s=self.speech_s,
+            trailing_s=self.trailing_s,
+            start_s=self.start_s,
+            files=np.array(self.files),
+            problems=np.array(self.problems, dtype=str),
+        )
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> WindowFeatures:
+        z = np.load(path)
+        return cls(
+            z["pooled"],
+            z["utt"],
+            z["kind"],
+            z["speech_s"],
+            z["trailing_s"],
+            z["start_s"],
+            [str(f) for f in z["files"]],
+            [str(p) for p in z["problems"]],
+        )
+
+
+FEATURE_VERSION = 1
+"""Bumped when the windowing or feature code changes what is computed, so older caches are never reused."""
+
+
+def model_fingerprint(model) -> str:
+    """Names what the features depend on: the encoder (``backbone`` metadata, which carries the weights' hash),
+    preprocessing, rate, window and hop. Not the heads: retraining a head keeps the cache valid."""
+    info = model.info
+    key = json.dumps(
+        [FEATURE_VERSION, info.backbone, info.preprocessing, info.sample_rate, info.window_s, info.hop_s],
+        sort_keys=True,
+    )
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _unique_inputs(model, windows: list[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Windows whose trimmed audio is identical are one model input: ``(unique windows, index per window)``."""
+    keys: dict[bytes, int] = {}
+    unique, index = [], []
+    for w in windows:
+        key = hashlib.sha1(prepare_clip(w, model.preprocess, model.sample_rate).tobytes()).digest()
+        if key not in keys:
+            keys[key] = len(unique)
+            unique.append(w)
+        index.append(keys[key])
+    return unique, np.array(index, dtype=np.int64)
+
+
+def utterance_windows(model, samples: np.ndarray, sample_rate: int, hop_s: float | None, source: str):
+    """One recording → ``(pooled [W, L+1, H], kind [W], speech_s [W], trailing_s [W], start_s [W])``: its
+    ``emotion-score`` windows (speech_s = their length) and the speech windows of its live timeline under
+    ``CACHE_GATE``. Raises AudioError for unusable audio."""
+    from realtime.vad import load_vad
+    from realtime.windowing import StreamWindower
+
+    audio = model.ensure_audible(model.to_model_rate(samples, sample_rate, source), source)
+    clip = prepare_clip(audio, model.preprocess, model.sample_rate)
+    clip_windows = [clip[s:e] for s, e in model.clip_bounds(len(clip))]
+    windower = StreamWindower(model.window_spec(None, hop_s), load_vad()[0], CACHE_GATE)
+    timeline = [w for w in windower.feed(audio) + windower.flush() if w.speech]
+    windows = clip_windows + [w.samples for w in timeline]
+    unique, index = _unique_inputs(model, windows)
+    _, pooled = model.predict_windows(unique, return_pooled=True)
+    kind = np.array([CLIP] * len(clip_windows) + [SEGMENT] * len(timeline), dtype=np.int8)
+    bounds = model.clip_bounds(len(clip))
+    speech_s = [(e - s) / model.sample_rate for s, e in bounds] + [w.speech_s for w in timeline]
+    trailing_s = [0.0] * len(clip_windows) + [w.trailing_silence_s for w in timeline]
+    start_s = [s / model.sample_rate for s, _ in bounds] + [w.start_s for w in timeline]
+    columns = (np.array(c, dtype=np.float32) for c in (speech_s, trailing_s, start_s))
+    return (pooled[index].astype(np.float16), kind, *columns)
+
+
+def compute(model, corpus: Corpus, view: View, every: int = 200) -> WindowFeatures:
+    """Every utterance of ``corpus`` through ``view`` (see the module doc)."""
+    rng = np.random.default_rng([view.seed, len(corpus.utterances)])
+    parts, problems, start = [], [], time.time()
+    for i, u in enumerate(corpus.utterances):
+        try:
+            samples = load_audio(u.path, model.sample_rate)
+            rate = model.sample_rate
+            if view.channel is not None:
+                samples, rate = through_channel(samples, view.channel, rng)
+            columns = utterance_windows(model, samples, rate, view.hop_s, str(u.path))
+        except AudioError as exc:
+            problems.append(str(exc))
+            continue
+        parts.append((i, *columns))
+        if (i + 1) % every == 0:
+            log.info("%s/%s: %d/%d files, %.0f s", corpus.name, view.name, i + 1, len(corpus.utterances), time.time() - start)
+    return WindowFeatures(
+        pooled=np.concatenate([p[1] for p in parts]),
+        utt=np.concatenate([np.full(len(p[2]), p[0], dtype=np.int32) for p in parts]),
+        kind=np.concatenate([p[2] for p in parts]),
+        speech_s=np.concatenate([p[3] for p in parts]),
+        trailing_s=np.concatenate([p[4] for p in parts]),
+        start_s=np.concatenate([p[5] for p in parts]),
+        files=[str(u.path) for u in corpus.utterances],
+        problems=problems,
+    )
+
+
+def cache_path(model, corpus: Corpus, view: View, root: str | Path | None = None) -> Path:
+    from core.ct2 import cache_dir
+
+    base = Path(root) if root else cache_dir() / "window-features"
+    return base / model_fingerprint(model) / f"{corpus.name}-{view.name}.npz"
+
+
+def load_or_compute(model, corpus: Corpus, view: View, root: str | Path | None = None) -> WindowFeatures:
+    """Cached features of ``corpus`` in ``view`` (computed and stored on first use); the cache is keyed by the
+    model file and checked against the corpus's file list."""
+    path = cache_path(model, corpus, view, root)
+    files = [str(u.path) for u in corpus.utterances]
+    if path.is_file():
+        cached = WindowFeatures.load(path)
+        if cached.files == files:
+            return cached
+        log.info("%s: corpus changed since it was cached; recomputing", path)
+    log.info("computing %s features of %s (%d files) into %s", view.name, corpus.name, len(files), path)
+    features = compute(model, corpus, view)
+    features.save(path)
+    return features
+
+
+def main(argv: list[str] | None = None) -> None:
+    from core.corpora import read_corpus
+    from realtime.model import load_model
+
+    parser = argparse.ArgumentParser(description="Fill the window-feature cache of corpora (frozen encoder).")
+    parser.add_argument("corpora", nargs="+", help="KIND=PATH, e.g. ravdess=../shared/data/ravdess-16k")
+    parser.add_argument("--views", nargs="+", default=["clean"], choices=sorted(VIEWS))
+    parser.add_argument("--model", default=None, help="ONNX model (default: the bundled one)")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    model = load_model(args.model, intra_op_threads=args.threads, batch_size=16)
+    for view in args.views:
+        for spec in args.corpora:
+            kind, _, root = spec.partition("=")
+            load_or_compute(model, read_corpus(kind, root), VIEWS[view])
+
+
+if __name__ == "__main__":
+    main()
