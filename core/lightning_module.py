@@ -148,12 +148,13 @@ def parameter_groups(model: EmotionClassifier, settings: TrainSettings) -> list[
 
 def mix_batch(
     x: torch.Tensor, y: torch.Tensor, num_classes: int, alpha: float, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Mixup: ``x [B, S]``, labels ``y [B]`` → mixed inputs, mixed one-hot targets ``[B, C]``, and lambda."""
+) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]:
+    """Mixup: inputs ``x [B, ...]`` (waveforms or pooled features), labels ``y [B]`` → mixed inputs, mixed one-hot
+    targets ``[B, C]``, lambda, and the permutation each row was mixed with."""
     lam = float(torch.distributions.Beta(alpha, alpha).sample())
     perm = torch.randperm(x.shape[0], generator=generator).to(x.device)
     onehot = F.one_hot(y.long(), num_classes).to(x.dtype)
-    return lam * x + (1 - lam) * x[perm], lam * onehot + (1 - lam) * onehot[perm], lam
+    return lam * x + (1 - lam) * x[perm], lam * onehot + (1 - lam) * onehot[perm], lam, perm
 
 
 class EmotionModule(pl.LightningModule):
@@ -199,20 +200,38 @@ class EmotionModule(pl.LightningModule):
         return self.model(input_values)
 
     # ---- steps ---------------------------------------------------------------------------------------
-    def mixup_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def mixup_step(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        allowed: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One training forward: ``(loss, logits for metrics)``.
 
-        Without mixup the metric logits are the training forward's own. With mixup the loss uses the mixed
-        batch and the metric logits come from the clean batch (``clean_logits``) or are None (batch not counted
-        in the training metrics) when ``mixup_clean_forward`` is off. Metrics never see mixed predictions.
+        x: waveforms ``[B, S]`` or pooled features ``[B, L+1, H]`` (cached-feature training). allowed ``[B, C]``
+        and weight ``[B]``: see ``FocalLoss``. Without mixup the metric logits are the training forward's own.
+        With mixup the loss uses the mixed batch (a mixed row may use the classes of both its sources) and the
+        metric logits come from the clean batch (``clean_logits``) or are None (batch not counted in the
+        training metrics) when ``mixup_clean_forward`` is off. Metrics never see mixed predictions.
         """
         s = self.settings
         if s.mixup_alpha <= 0 or s.mixup_prob <= 0 or float(torch.rand(())) >= s.mixup_prob:
-            logits = self.model(x)
-            return self.loss_fn(logits, y), logits.detach()
-        x_mix, q_mix, _ = mix_batch(x, y, self.num_classes, s.mixup_alpha)
-        loss = self.loss_fn(self.model(x_mix), q_mix)
-        return loss, (self.clean_logits(x) if s.mixup_clean_forward else None)
+            logits = self._logits(x)
+            return self.loss_fn(logits, y, allowed, weight), self._masked(logits.detach(), allowed)
+        x_mix, q_mix, lam, perm = mix_batch(x, y, self.num_classes, s.mixup_alpha)
+        allowed_mix = None if allowed is None else allowed | allowed[perm]
+        weight_mix = None if weight is None else lam * weight + (1 - lam) * weight[perm]
+        loss = self.loss_fn(self._logits(x_mix), q_mix, allowed_mix, weight_mix)
+        return loss, (self._masked(self.clean_logits(x), allowed) if s.mixup_clean_forward else None)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Waveforms ``[B, S]`` through the whole model; pooled features ``[B, L+1, H]`` through the head only."""
+        return self.model.classify_pooled(x) if x.dim() == 3 else self.model(x)
+
+    @staticmethod
+    def _masked(logits: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
+        return logits if allowed is None else logits.masked_fill(~allowed, float("-inf"))
 
     @torch.no_grad()
     def clean_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -221,14 +240,15 @@ class EmotionModule(pl.LightningModule):
         modes = {module: module.training for module in self.model.modules()}
         self.model.eval()
         try:
-            return self.model(x)
+            return self._logits(x)
         finally:
             for module, training in modes.items():
                 module.training = training
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch["input_values"], batch["label"]
-        loss, logits = self.mixup_step(x, y)
+        x = batch["pooled"] if "pooled" in batch else batch["input_values"]
+        y = batch["label"]
+        loss, logits = self.mixup_step(x, y, batch.get("allowed"), batch.get("weight"))
         if logits is not None:
             self._accumulate("train", logits, y)
         self.log(

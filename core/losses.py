@@ -9,16 +9,23 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def soft_targets(target: torch.Tensor, num_classes: int, label_smoothing: float = 0.0) -> torch.Tensor:
+def soft_targets(
+    target: torch.Tensor, num_classes: int, label_smoothing: float = 0.0, allowed: torch.Tensor | None = None
+) -> torch.Tensor:
     """Hard labels ``[B]`` (int) or a distribution ``[B, C]`` → smoothed distribution ``[B, C]``.
 
-    Smoothing mixes in the uniform distribution: ``(1 - eps) * q + eps / C`` (what ``F.cross_entropy`` does).
+    Smoothing mixes in the uniform distribution: ``(1 - eps) * q + eps / C`` (what ``F.cross_entropy`` does);
+    with ``allowed`` ``[B, C]`` (bool) the uniform part covers only each sample's allowed classes.
     """
     if target.dim() == 1:
         target = F.one_hot(target.long(), num_classes).to(torch.float32)
     target = target.to(torch.float32)
     if label_smoothing > 0:
-        target = (1.0 - label_smoothing) * target + label_smoothing / num_classes
+        if allowed is None:
+            uniform = torch.full_like(target, 1.0 / num_classes)
+        else:
+            uniform = allowed.to(target) / allowed.sum(dim=-1, keepdim=True).clamp(min=1).to(target)
+        target = (1.0 - label_smoothing) * target + label_smoothing * uniform
     return target
 
 
@@ -49,15 +56,31 @@ class FocalLoss(nn.Module):
         # A buffer so the weights follow .to(device) and are part of the module's state.
         self.register_buffer("class_weights", weights, persistent=False)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """logits ``[B, C]``; target ``[B]`` class indices or ``[B, C]`` probabilities → scalar loss."""
+    def forward(
+        self,
+        logits: torch.Tensor,
+        target: torch.Tensor,
+        allowed: torch.Tensor | None = None,
+        sample_weight: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """logits ``[B, C]``; target ``[B]`` class indices or ``[B, C]`` probabilities → scalar loss.
+
+        allowed: ``[B, C]`` bool, the classes a sample's corpus can hold; the others are left out of its softmax
+        (a CREMA-D clip, which has no "calm" class, is no evidence against calm). sample_weight: ``[B]``.
+        """
         num_classes = logits.shape[-1]
-        q = soft_targets(target, num_classes, self.label_smoothing).to(logits.device)
-        log_p = F.log_softmax(logits.float(), dim=-1)
+        q = soft_targets(target, num_classes, self.label_smoothing, allowed).to(logits.device)
+        logits = logits.float()
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed.to(logits.device), -1e4)
+        log_p = F.log_softmax(logits, dim=-1)
         focus = (1.0 - log_p.exp()).clamp(min=0.0).pow(self.gamma) if self.gamma > 0 else 1.0
         w = self.class_weights if self.class_weights is not None else torch.ones_like(log_p[0])
-        per_class = -(w * q * focus * log_p)
-        normaliser = (w * q).sum().clamp(min=1e-12)
+        wq = w * q
+        if sample_weight is not None:
+            wq = wq * sample_weight.to(wq)[:, None]
+        per_class = -(wq * focus * log_p)
+        normaliser = wq.sum().clamp(min=1e-12)
         return per_class.sum() / normaliser
 
 

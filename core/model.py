@@ -101,6 +101,15 @@ class ShapeOnlyBackbone(SpeechBackbone):
         super().__init__()
         self.hidden_size, self.num_layers = hidden_size, num_layers
 
+    def transformer_layers(self) -> list[nn.Module]:
+        return []
+
+    def spec(self) -> dict[str, Any]:
+        return {"kind": "shape-only", "hidden_size": self.hidden_size, "num_layers": self.num_layers}
+
+    def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        raise RuntimeError("a shape-only backbone has no encoder: feed pooled features to classify_pooled")
+
 
 def build_classifier(spec: dict[str, Any], pretrained: bool = False) -> EmotionClassifier:
     """Rebuild from ``EmotionClassifier.spec()``.
@@ -111,6 +120,15 @@ def build_classifier(spec: dict[str, Any], pretrained: bool = False) -> EmotionC
     bb = dict(spec["backbone"])
     config = None if pretrained else bb.get("config")
     kind = bb.pop("kind")
+    if kind == "shape-only":
+        backbone = ShapeOnlyBackbone(bb["hidden_size"], bb["num_layers"])
+        return EmotionClassifier(
+            backbone,
+            num_classes=spec["num_classes"],
+            hidden_dims=tuple(spec.get("hidden_dims", (512, 256))),
+            dropout=spec.get("dropout", 0.3),
+            layer_pooling=spec.get("layer_pooling", "weighted"),
+        )
     bb.pop("config", None)
     backbone = build_backbone(kind=kind, config=config, **bb)
     return EmotionClassifier(

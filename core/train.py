@@ -156,13 +156,23 @@ def build_callbacks(cfg: DictConfig, output_dir: Path) -> list[pl.Callback]:
 
 def build_datamodule(cfg: DictConfig) -> RavdessDataModule:
     """``dataset`` group → datamodule with ``root`` made absolute against the launch directory."""
+    from core.data import DataError
+
     data_cfg = to_plain(cfg.dataset)
-    data_cfg["root"] = to_absolute_path(str(data_cfg["root"]))
+    if "root" in data_cfg:
+        data_cfg["root"] = to_absolute_path(str(data_cfg["root"]))
+    for corpus in (data_cfg.get("corpora") or {}).values():
+        if corpus.get("root") is None:
+            raise DataError(f"corpus of kind {corpus.get('kind')} has no root (for corpora=manifest: manifest=FILE)")
+        corpus["root"] = to_absolute_path(str(corpus["root"]))
     return instantiate(data_cfg, _convert_="all")
 
 
-def fit(cfg: DictConfig) -> tuple[pl.Trainer, EmotionModule, RavdessDataModule]:
-    """Build everything from ``cfg`` and train; returns the trainer, the trained module and the data."""
+def fit(cfg: DictConfig, quiet: bool = False) -> tuple[pl.Trainer, EmotionModule, RavdessDataModule]:
+    """Build everything from ``cfg`` and train; returns the trainer, the trained module and the data.
+
+    quiet: no loggers, checkpoints or progress bar (the folds of an evaluation, which keep only the module).
+    """
     import pytorch_lightning as pl
     import torch
 
@@ -191,10 +201,12 @@ def fit(cfg: DictConfig) -> tuple[pl.Trainer, EmotionModule, RavdessDataModule]:
     )
     trainer_cfg = to_plain(cfg.trainer)
     trainer_cfg.update(fast_dev_run=cfg.debug.fast_dev_run, overfit_batches=cfg.debug.overfit_batches)
+    if quiet:
+        trainer_cfg.update(enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer = instantiate(
         trainer_cfg,
-        logger=build_loggers(cfg) or False,
-        callbacks=build_callbacks(cfg, output_dir),
+        logger=False if quiet else build_loggers(cfg) or False,
+        callbacks=[] if quiet else build_callbacks(cfg, output_dir),
         default_root_dir=str(output_dir),
         _convert_="all",
     )
@@ -255,7 +267,14 @@ def _hydra_main(cfg: DictConfig) -> None:
     from core.data import DataError
 
     try:
-        run(cfg)
+        if cfg.task == "fit":
+            run(cfg)
+        elif cfg.task in ("evaluate", "bundle"):
+            from core.experiment import bundle, evaluate
+
+            (evaluate if cfg.task == "evaluate" else bundle)(cfg)
+        else:
+            raise DataError(f"task must be fit, evaluate or bundle, got {cfg.task!r}")
     except (BackboneUnavailable, DataError, CheckpointError) as exc:
         # Expected user-facing failures: one line, no traceback, non-zero exit.
         print(f"emotion-train: error: {exc}", file=sys.stderr)

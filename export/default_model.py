@@ -1,8 +1,8 @@
 """The bundled default model: pretrained Whisper-base encoder (pip packages) + the head shipped in ``bundled/``.
 
 ``emotion-export`` calls ``build_default_classifier()`` when no checkpoint is given, so a fresh install can
-export and run a real model without training anything or downloading weights. The head was trained by
-``python -m core.bundle``; ``bundled/model.json`` records how, and its cross-validated metrics.
+export and run a real model without training anything or downloading weights. The heads were trained by
+``emotion-train experiment=head task=bundle``; ``bundled/model.json`` records how, and its cross-validated metrics.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def bundle_info(bundle_dir: Path = BUNDLE_DIR) -> dict:
     """The bundle's ``model.json`` (labels, window, preprocessing, metrics, protocol, rebuild command)."""
     path = Path(bundle_dir) / INFO_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no bundled model (rebuild with: python -m core.bundle)")
+        raise FileNotFoundError(f"{path}: no bundled model (rebuild with: emotion-train experiment=head task=bundle)")
     return json.loads(path.read_text())
 
 
@@ -44,6 +44,7 @@ def model_info(info: dict):
         metrics=metrics,
         protocol=info["protocol"],
         speaker_norm=dict(info.get("speaker_norm") or {}),
+        speech_gate=dict(info.get("speech_gate") or {}),
     )
 
 

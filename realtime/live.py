@@ -204,7 +204,7 @@ class Monitor:
             self.view.note("new speaker: speaker statistics reset")
         if window.speech:
             raw, ms = self._score(window)
-            state = self.smoother.update(raw)
+            state = self.smoother.update(raw, weight=window.speech_s)
             probs, smoothed = self.model.probs_dict(raw), self.model.probs_dict(state.probs)
             label, confidence = self.model.labels[state.index], state.confidence
             self._silent_hops = 0
@@ -331,7 +331,7 @@ def run(args) -> int:
         source.start()  # first: a missing or unusable device fails before anything is shown
         stack.callback(source.stop)
         view = make_view(out, model.labels, header)
-        windower = StreamWindower(spec, vad)
+        windower = StreamWindower(spec, vad, model.speech_gate)
         monitor = Monitor(
             model, windower, smoother, view, jsonl, source, normalizer, stay_live=not args.every_window
         )

@@ -47,6 +47,8 @@ class ModelInfo:
     protocol: how the metrics were measured, in words.
     export_version: version of the exporter that wrote the file.
     speaker_norm: how the speaker-normalised head (if any) was trained and measured; empty when none.
+    speech_gate: ``realtime.windowing.SpeechGate`` fields the model was trained with (which live windows get an
+        emotion); empty = the runtime's defaults.
     """
 
     labels: tuple[str, ...]
@@ -59,6 +61,7 @@ class ModelInfo:
     protocol: str = ""
     export_version: str = ""
     speaker_norm: dict = field(default_factory=dict)
+    speech_gate: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def to_metadata(self) -> dict[str, str]:

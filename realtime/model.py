@@ -38,7 +38,7 @@ from realtime.metadata import (
 )
 from realtime.speaker_norm import SpeakerNormalizer, SpeakerNormHead, SpeakerNormOptions
 from realtime.vad import FrameVAD, load_vad
-from realtime.windowing import AudioWindow, StreamWindower, WindowSpec
+from realtime.windowing import AudioWindow, SpeechGate, StreamWindower, WindowSpec
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -273,6 +273,10 @@ class EmotionModel:
         self.window_s: float = float(self.info.window_s)
         self.hop_s: float = float(self.info.hop_s)
         self.preprocess = PreprocessOptions.from_dict(self.info.preprocessing)
+        try:
+            self.speech_gate = SpeechGate(**self.info.speech_gate)
+        except TypeError as exc:
+            raise ModelError(f"{self.path}: bad speech_gate metadata ({exc})") from None
 
     def _create_session(self, providers: list[str]) -> ort.InferenceSession:
         so = ort.SessionOptions()
@@ -487,7 +491,7 @@ class EmotionModel:
         """The live monitor's windows over a recording (same ``StreamWindower``, same VAD gate), every one
         scored (batched): ``(windows, probabilities [W, classes], pooled [W, L+1, H] or None)``."""
         audio = self.to_model_rate(samples, sample_rate)
-        windower = StreamWindower(self.window_spec(window_s, hop_s), vad or load_vad()[0])
+        windower = StreamWindower(self.window_spec(window_s, hop_s), vad or load_vad()[0], self.speech_gate)
         windows = windower.feed(audio) + windower.flush()
         return windows, *self._probs_and_pooled([w.samples for w in windows], return_pooled)
 

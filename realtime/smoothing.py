@@ -1,7 +1,8 @@
 """Steady labels: an exponential moving average over window probabilities, with hysteresis on the label.
 
 Raw per-window estimates flicker between neighbouring classes (calm/neutral, angry/disgust). The EMA steadies
-the probabilities; the hysteresis keeps the shown label until another class beats it by ``margin`` for
+the probabilities, each window counted by its evidence (its seconds of speech): the first window of an utterance
+holds little speech, and a later window holding the whole utterance outweighs it instead of being held back by it; the hysteresis keeps the shown label until another class beats it by ``margin`` for
 ``patience_hops`` consecutive hops. After silence the state is reset, so a new utterance starts fresh instead of
 inheriting the previous speaker's mood.
 """
@@ -54,6 +55,7 @@ class Smoother:
 
     def reset(self) -> None:
         self._probs: np.ndarray | None = None
+        self._weight = 0.0
         self._index = -1
         self._challenger = -1
         self._streak = 0
@@ -62,15 +64,24 @@ class Smoother:
     def state(self) -> Smoothed | None:
         return None if self._probs is None else Smoothed(self._probs.copy(), self._index)
 
-    def update(self, probs: np.ndarray) -> Smoothed:
-        """``probs`` [classes] of the newest window → smoothed probabilities and the (steady) label index."""
+    def update(self, probs: np.ndarray, weight: float = 1.0) -> Smoothed:
+        """``probs`` [classes] of the newest window, and its evidence ``weight`` (e.g. seconds of speech) → smoothed
+        probabilities and the (steady) label index.
+
+        The newest window's share is ``alpha`` when its weight equals the state's (a plain EMA), more when it
+        carries more evidence than the windows before it, less when it carries less.
+        """
         probs = np.asarray(probs, dtype=np.float64)
+        weight = max(float(weight), 1e-6)
         if self._probs is None:
             self._probs = probs.copy()
+            self._weight = weight
             self._index = int(np.argmax(probs))
             return self.state
         a = self.options.alpha
-        self._probs = a * probs + (1.0 - a) * self._probs
+        share = a * weight / (a * weight + (1.0 - a) * self._weight)
+        self._probs = share * probs + (1.0 - share) * self._probs
+        self._weight = share * weight + (1.0 - share) * self._weight
         best = int(np.argmax(self._probs))
         if best != self._index and self._probs[best] - self._probs[self._index] >= self.options.margin:
             self._streak = self._streak + 1 if best == self._challenger else 1

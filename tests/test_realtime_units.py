@@ -139,8 +139,14 @@ def test_stream_windower_matches_window_bounds_for_any_chunking():
     assert [(w.start, w.end) for w in windows] == window_bounds(audio.size, SPEC)
     for w in windows:
         assert np.array_equal(w.samples, audio[w.start : w.end])
-    # Speech flag from the newest hop: speech until 2.0 s, silence from 2.5 s on.
-    assert [w.speech for w in windows] == [w.end <= 2 * 16_000 for w in windows]
+    # Speech until 2.0 s. The gate: at least 1 s of speech (the 1.0 s window holds 31 whole 32 ms frames, 0.99 s),
+    # and speech no longer than 1 s before the window's end (the last speech frame ends at 1.984 s, so the window
+    # ending 2.5 s, holding it all, still counts; the one ending 3.0 s, 1.016 s later, does not).
+    assert [w.speech for w in windows] == [1.5 <= w.end_s <= 2.5 for w in windows]
+    by_end = {round(w.end_s, 2): w for w in windows}
+    assert by_end[1.5].speech_s == pytest.approx(46 * FRAME_SAMPLES / 16_000)
+    assert by_end[3.0].trailing_silence_s == pytest.approx(3.0 - 62 * FRAME_SAMPLES / 16_000)
+    assert by_end[4.0].speech_s == pytest.approx(30 * FRAME_SAMPLES / 16_000)  # frames 32-61 of [1.0, 4.0) s
 
 
 # -- smoothing -----------------------------------------------------------------------------------------------
@@ -228,3 +234,16 @@ def test_summary_shares_time_per_label():
     text = summary.render(audio_s=3.5, dropped_samples=7, device_overflows=1)
     assert "angry       75.0%  (1.5 s)" in text and "silence     25.0%  (0.5 s)" in text
     assert "mean 12.0 ms" in text and "dropped samples: 7" in text
+
+
+def test_smoother_lets_stronger_later_evidence_outweigh_an_early_window():
+    """An onset window (little speech) must not hold its label against a later window with far more speech."""
+    plain, weighted = Smoother(SmootherOptions(alpha=0.5, margin=0.1, patience_hops=1)), Smoother(
+        SmootherOptions(alpha=0.5, margin=0.1, patience_hops=1)
+    )
+    early, later = np.array([0.1, 0.9, 0.0]), np.array([0.65, 0.35, 0.0])
+    plain.update(early, weight=1.0)
+    weighted.update(early, weight=0.3)
+    assert plain.update(later, weight=1.0).index == 1  # equal evidence: the plain EMA keeps the early label
+    assert weighted.update(later, weight=1.5).index == 0  # five times the speech: the later window wins
+    assert weighted.state.probs.sum() == pytest.approx(1.0)

@@ -120,8 +120,8 @@ def test_mixup_trains_on_mixed_batch_but_metrics_use_clean_predictions(monkeypat
     original = lm.mix_batch
 
     def spy(x, y, num_classes, alpha, generator=None):
-        seen["x_mix"], seen["q_mix"], lam = original(x, y, num_classes, alpha, generator)
-        return seen["x_mix"], seen["q_mix"], lam
+        seen["x_mix"], seen["q_mix"], lam, perm = original(x, y, num_classes, alpha, generator)
+        return seen["x_mix"], seen["q_mix"], lam, perm
 
     monkeypatch.setattr(lm, "mix_batch", spy)
     x, y = torch.randn(6, 16_000), torch.tensor([0, 1, 2, 3, 4, 5])

@@ -1,0 +1,120 @@
+"""``emotion-train task=evaluate`` and ``task=bundle``: the evaluation protocol and the bundled model, run through
+the one trainer (``core.train.fit``: the same data module, LightningModule, loss and optimiser for every fold).
+
+    emotion-train experiment=head task=evaluate     # k-fold per corpus + leave-one-corpus-out, printed and saved
+    emotion-train experiment=head task=bundle       # the same, then train on every speaker, write export/bundled/
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from core.protocol import FoldScores, format_table, score_speakers, summarise
+
+log = logging.getLogger("emotion-train")
+
+BUNDLE_DIR = Path(__file__).resolve().parents[1] / "export" / "bundled"
+
+
+def with_overrides(cfg: DictConfig, **overrides: Any) -> DictConfig:
+    """A copy of ``cfg`` with dotted keys set (``dataset__fold=2`` sets ``dataset.fold``)."""
+    out = copy.deepcopy(cfg)
+    for key, value in overrides.items():
+        OmegaConf.update(out, key.replace("__", "."), value, merge=False)
+    return out
+
+
+def _fold_scores(cfg: DictConfig, **overrides: Any) -> FoldScores:
+    """Train one head with ``overrides`` (a fold, a held-out corpus) and score its test speakers."""
+    from core.train import fit
+
+    _, module, data = fit(with_overrides(cfg, **overrides), quiet=True)
+    fs = data.feature_set()
+    return score_speakers(module.model, fs, data.split["test"], data.gate, data.classes(), data.centre)
+
+
+def cross_validate(cfg: DictConfig) -> list[FoldScores]:
+    """Speaker k-fold over every corpus of ``cfg.corpora``: one head per fold, scored on that fold's speakers."""
+    folds = []
+    for fold in range(int(cfg.dataset.num_folds)):
+        folds.append(_fold_scores(cfg, dataset__fold=fold, dataset__test_corpus=None))
+        log.info("fold %d done", fold)
+    return folds
+
+
+def leave_one_corpus_out(cfg: DictConfig) -> dict[str, FoldScores]:
+    """Each corpus scored by a head trained on the others (their shared classes only)."""
+    names = list(cfg.corpora)
+    if len(names) < 2:
+        return {}
+    return {name: _fold_scores(cfg, dataset__fold=None, dataset__test_corpus=name) for name in names}
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """The protocol: prints both tables, writes ``evaluation.json`` and ``evaluation.md`` into the run directory."""
+    kfold = summarise(cross_validate(cfg))
+    loco = {name: summarise([scores])[name] for name, scores in leave_one_corpus_out(cfg).items()}
+    k = int(cfg.dataset.num_folds)
+    text = format_table(f"Speaker-independent {k}-fold, mean ± std over folds", kfold)
+    if loco:
+        text += "\n\n" + format_table("Leave one corpus out (shared classes; one run, std 0)", loco)
+    report = {
+        "protocol": PROTOCOL.format(k=k),
+        "config": {
+            "corpora": OmegaConf.to_container(cfg.corpora, resolve=True),
+            "dataset": {
+                key: OmegaConf.to_container(cfg.dataset, resolve=True)[key]
+                for key in ("train_views", "gate", "agreement_weight", "speaker_centre", "num_folds", "split_seed")
+            },
+            "model": OmegaConf.to_container(cfg.model, resolve=True),
+            "train": OmegaConf.to_container(cfg.train, resolve=True),
+        },
+        "kfold": kfold,
+        "leave_one_corpus_out": loco,
+    }
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "evaluation.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / "evaluation.md").write_text(text + "\n")
+    print(text)
+    return report
+
+
+PROTOCOL = (
+    "Speaker-independent {k}-fold: every corpus's speakers dealt into {k} folds (seeded); each fold scored by a head "
+    "trained on the other folds' speakers of all corpora. Clip level: emotion-score's windows of each file, mean "
+    "probability, top class among the corpus's classes. Window level: the speech windows (live speech gate) of each "
+    "file's live timeline, each scored alone against the file's label. Mean ± std over folds, per corpus. "
+    "Leave one corpus out: trained on the other corpora's shared classes, tested on this corpus."
+)
+
+
+def bundle(cfg: DictConfig, out: Path = BUNDLE_DIR) -> dict:
+    """Evaluate (plain and speaker-centred heads), then train the shipped heads on every speaker and write them
+    with ``model.json`` (metrics, protocol, how to rebuild) into ``out``."""
+    from core.bundle import reference_predictions, write_bundle
+    from core.train import fit
+
+    plain_cfg = with_overrides(cfg, dataset__speaker_centre=None)
+    report = evaluate(plain_cfg)
+    centred_cfg = with_overrides(cfg, dataset__speaker_centre="all")
+    report["speaker_norm"] = summarise(cross_validate(centred_cfg))
+    print(format_table("Speaker-normalised head, each test speaker centred on all their clips", report["speaker_norm"]))
+    heads = {}
+    for file_name, centre in (
+        ("head.safetensors", None),
+        ("head_speaker_norm.safetensors", "all"),
+        ("head_speaker_baseline.safetensors", "baseline"),
+    ):
+        _, module, data = fit(with_overrides(cfg, dataset__speaker_centre=centre, dataset__fold=None), quiet=True)
+        heads[file_name] = module.model
+    references = reference_predictions(heads["head.safetensors"], data.feature_set())
+    write_bundle(out, heads, report, cfg, data, references)
+    return report
+

@@ -1,0 +1,326 @@
+"""Training data for a head on a frozen encoder: cached window features of several corpora, split by speaker.
+
+``FeatureDataModule`` is the ``dataset`` of the cached-feature experiments (``configs/dataset/features.yaml``):
+the same ``emotion-train`` / ``EmotionModule`` trains on it as on raw audio, only the batches carry ``pooled``
+features instead of ``input_values``. Splits are by speaker, stratified per corpus (``speaker_folds``), so no
+voice is ever in training and test at once; ``test_corpus`` instead holds out a whole corpus (leave one corpus
+out) and trains on the classes every corpus shares.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from core.corpora import Corpus, read_corpus
+from core.data import EMOTIONS, DataError
+from core.window_features import CLIP, SEGMENT, VIEWS, load_or_compute
+from realtime.windowing import SpeechGate
+
+log = logging.getLogger(__name__)
+
+BASELINE_CLASSES = (EMOTIONS.index("neutral"), EMOTIONS.index("calm"))
+"""A calm baseline recording: the speaker's neutral and calm speech (CREMA-D has neutral only)."""
+CENTRES = {"all": None, "baseline": BASELINE_CLASSES}
+"""``speaker_centre`` modes → the labels whose clips make a speaker's mean (None: all of them)."""
+
+
+@dataclass
+class FeatureSet:
+    """Every cached window of the chosen corpora and views, one row per window.
+
+    corpus / utt / view: indices into ``corpora`` / ``utterances`` / ``views``. allowed: ``[corpora, C]`` bool,
+    the classes each corpus can hold.
+    """
+
+    corpora: list[Corpus]
+    views: list[str]
+    utterances: list
+    pooled: np.ndarray
+    utt: np.ndarray
+    view: np.ndarray
+    kind: np.ndarray
+    speech_s: np.ndarray
+    trailing_s: np.ndarray
+    allowed: np.ndarray
+
+    @property
+    def corpus(self) -> np.ndarray:
+        return self._utt_corpus[self.utt]
+
+    def __post_init__(self):
+        names = [c.name for c in self.corpora]
+        self._utt_corpus = np.array([names.index(u.corpus) for u in self.utterances], dtype=np.int64)
+        self.utt_label = np.array([u.label for u in self.utterances], dtype=np.int64)
+        self.utt_speaker = np.array([u.speaker for u in self.utterances])
+        self.utt_agreement = np.array([u.agreement for u in self.utterances], dtype=np.float32)
+
+    def centre_index(self, rows: np.ndarray) -> np.ndarray:
+        """Row of ``speaker_means`` for each window row: its utterance in its view."""
+        return self.utt[rows] * len(self.views) + self.view[rows]
+
+    def speaker_means(self, reference: Sequence[int] | None = None) -> np.ndarray:
+        """``[utterances * views, L+1, H]``: for every utterance in every view, the mean pooled features of its
+        speaker's clip windows in that view (a voice's average, what ``--speaker-norm`` subtracts).
+        ``reference``: only utterances with these labels make the mean (``BASELINE_CLASSES``: a calm baseline)."""
+        out = np.zeros((len(self.utterances) * len(self.views), *self.pooled.shape[1:]), dtype=np.float32)
+        clip = self.kind == CLIP
+        if reference is not None:
+            clip &= np.isin(self.utt_label[self.utt], list(reference))
+        row_speaker = self.utt_speaker[self.utt]
+        for v in range(len(self.views)):
+            for speaker in np.unique(self.utt_speaker):
+                rows = np.flatnonzero(clip & (self.view == v) & (row_speaker == speaker))
+                if not len(rows):
+                    continue
+                mean = self.pooled[rows].astype(np.float32).mean(axis=0)
+                utts = np.flatnonzero(self.utt_speaker == speaker)
+                out[utts * len(self.views) + v] = mean
+        return out
+
+    def rows(
+        self,
+        speakers: Sequence[str],
+        views: Sequence[str] = ("clean",),
+        kinds: Sequence[int] = (CLIP, SEGMENT),
+        gate: SpeechGate | None = None,
+        classes: Sequence[int] | None = None,
+    ) -> np.ndarray:
+        """Window rows of ``speakers`` in ``views`` of ``kinds``; segment windows pass ``gate``; utterances whose
+        label is in ``classes`` (None: all)."""
+        keep = np.isin(self.utt_speaker[self.utt], list(speakers))
+        keep &= np.isin(self.view, [self.views.index(v) for v in views if v in self.views])
+        keep &= np.isin(self.kind, list(kinds))
+        if gate is not None:
+            passes = (self.speech_s >= gate.min_speech_s) & (self.trailing_s <= gate.max_trailing_silence_s)
+            keep &= (self.kind == CLIP) | passes
+        if classes is not None:
+            keep &= np.isin(self.utt_label[self.utt], list(classes))
+        return np.flatnonzero(keep)
+
+
+@lru_cache(maxsize=4)
+def _load(corpora_key: tuple[tuple[str, str, str], ...], views: tuple[str, ...], model_path: str | None):
+    from realtime.model import load_model
+
+    model = load_model(model_path, batch_size=16)
+    corpora, parts = [], []
+    offset = 0
+    utterances = []
+    for name, kind, root in corpora_key:
+        corpus = read_corpus(kind, root)
+        corpus.name = name
+        corpus.utterances = [u.__class__(u.path, u.label, u.speaker, name, u.agreement) for u in corpus.utterances]
+        corpora.append(corpus)
+        for v, view in enumerate(views):
+            f = load_or_compute(model, corpus, VIEWS[view])
+            parts.append((f, offset, v))
+        utterances += corpus.utterances
+        offset += len(corpus.utterances)
+    allowed = np.zeros((len(corpora), len(EMOTIONS)), dtype=bool)
+    for i, corpus in enumerate(corpora):
+        allowed[i, list(corpus.classes)] = True
+    cat = np.concatenate
+    return FeatureSet(
+        corpora=corpora,
+        views=list(views),
+        utterances=utterances,
+        pooled=cat([f.pooled for f, _, _ in parts]),
+        utt=cat([f.utt.astype(np.int64) + off for f, off, _ in parts]),
+        view=cat([np.full(len(f.utt), v, dtype=np.int64) for f, _, v in parts]),
+        kind=cat([f.kind for f, _, _ in parts]),
+        speech_s=cat([f.speech_s for f, _, _ in parts]),
+        trailing_s=cat([f.trailing_s for f, _, _ in parts]),
+        allowed=allowed,
+    )
+
+
+def load_feature_set(corpora: dict, views: Sequence[str] = ("clean",), model_path: str | None = None) -> FeatureSet:
+    """``corpora``: ``{name: {kind, root}}`` (the ``corpora`` config group). Loaded once per process."""
+    key = tuple((name, c["kind"], str(c["root"])) for name, c in corpora.items())
+    return _load(key, tuple(views), model_path)
+
+
+def speaker_folds(speakers_by_corpus: dict[str, list[str]], num_folds: int, seed: int) -> list[list[str]]:
+    """``num_folds`` disjoint speaker groups; each corpus's speakers are shuffled (seeded) and dealt round-robin,
+    so every fold holds a share of every corpus."""
+    folds: list[list[str]] = [[] for _ in range(num_folds)]
+    for _, speakers in sorted(speakers_by_corpus.items()):
+        order = sorted(speakers)
+        random.Random(seed).shuffle(order)
+        for i, speaker in enumerate(order):
+            folds[i % num_folds].append(speaker)
+    return [sorted(f) for f in folds]
+
+
+class PooledDataset(Dataset):
+    """Rows of a FeatureSet as ``{"pooled", "label", "allowed", "weight"}``; batches are fetched whole."""
+
+    def __init__(
+        self, fs: FeatureSet, rows: np.ndarray, allowed: np.ndarray, weights: np.ndarray, centre: np.ndarray | None
+    ):
+        self.fs, self.rows = fs, rows
+        self.labels = fs.utt_label[fs.utt[rows]]
+        self.allowed = allowed
+        self.weights = weights
+        self.centre = centre
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        idx = np.asarray(indices)
+        x = self.fs.pooled[self.rows[idx]].astype(np.float32)
+        if self.centre is not None:
+            x = x - self.centre[self.fs.centre_index(self.rows[idx])]
+        return [
+            {
+                "pooled": torch.from_numpy(x),
+                "label": torch.from_numpy(self.labels[idx]),
+                "allowed": torch.from_numpy(self.allowed[idx]),
+                "weight": torch.from_numpy(self.weights[idx]),
+            }
+        ]
+
+
+def _first(batch):
+    return batch[0]
+
+
+class FeatureDataModule(pl.LightningDataModule):
+    """Cached features of ``corpora`` for head training.
+
+    corpora: ``{name: {kind, root}}``. train_views: views whose windows train (``clean``, ``channel``).
+    gate: ``SpeechGate`` fields for the segment windows used. fold / num_folds / split_seed: speaker k-fold
+    (test = fold; the rest train; None = train on every speaker). test_corpus: leave this corpus out instead
+    (training then uses only the classes all corpora share). agreement_weight: weight each utterance by its
+    crowd agreement (``Utterance.agreement``) mixed with 1 by this share (0 = unweighted). speaker_centre:
+    None, or subtract each speaker's mean features (``all`` their clips, or their calm ``baseline`` clips) in
+    training and test alike (the speaker-normalised heads).
+    """
+
+    def __init__(
+        self,
+        corpora: dict,
+        train_views: Sequence[str] = ("clean",),
+        gate: dict | None = None,
+        batch_size: int = 256,
+        fold: int | None = None,
+        num_folds: int = 5,
+        split_seed: int = 0,
+        test_corpus: str | None = None,
+        agreement_weight: float = 0.0,
+        speaker_centre: str | None = None,
+        window_s: float = 3.0,
+        model: str | None = None,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.corpora_cfg = dict(corpora)
+        self.train_views = tuple(train_views)
+        self.gate = SpeechGate(**(gate or {}))
+        self.batch_size = batch_size
+        self.fold, self.num_folds, self.split_seed = fold, num_folds, split_seed
+        self.test_corpus = test_corpus
+        self.agreement_weight = agreement_weight
+        if speaker_centre is not None and speaker_centre not in CENTRES:
+            raise DataError(f"speaker_centre must be null or one of {sorted(CENTRES)}, got {speaker_centre!r}")
+        self.speaker_centre = speaker_centre
+        self.centre: np.ndarray | None = None
+        self.window_s = window_s
+        self.model_path = model
+        self.labels = list(EMOTIONS)
+        self.split: dict[str, list[str]] = {}
+        self.datasets: dict[str, PooledDataset] = {}
+        self.fs: FeatureSet | None = None
+        from realtime.audio import PreprocessOptions
+
+        self.preprocessing = PreprocessOptions()
+
+    def feature_set(self) -> FeatureSet:
+        if self.fs is None:
+            views = tuple(dict.fromkeys(("clean", *self.train_views)))
+            self.fs = load_feature_set(self.corpora_cfg, views, self.model_path)
+        return self.fs
+
+    def classes(self) -> list[int] | None:
+        """Classes trained on: all (None), or under leave-one-corpus-out those every corpus holds."""
+        if self.test_corpus is None:
+            return None
+        return sorted(set.intersection(*(set(c.classes) for c in self.feature_set().corpora)))
+
+    def speakers_by_corpus(self) -> dict[str, list[str]]:
+        fs = self.feature_set()
+        return {c.name: c.speakers for c in fs.corpora}
+
+    def make_split(self) -> dict[str, list[str]]:
+        by_corpus = self.speakers_by_corpus()
+        if self.test_corpus is not None:
+            if self.test_corpus not in by_corpus:
+                raise DataError(f"test_corpus {self.test_corpus!r} is not one of {sorted(by_corpus)}")
+            train = [s for name, sp in by_corpus.items() if name != self.test_corpus for s in sp]
+            return {"train": sorted(train), "test": by_corpus[self.test_corpus]}
+        if self.fold is None:
+            return {"train": sorted(s for sp in by_corpus.values() for s in sp), "test": []}
+        if not 0 <= self.fold < self.num_folds:
+            raise DataError(f"fold must be in 0..{self.num_folds - 1}, got {self.fold}")
+        folds = speaker_folds(by_corpus, self.num_folds, self.split_seed)
+        test = folds[self.fold]
+        return {"train": sorted(s for i, f in enumerate(folds) if i != self.fold for s in f), "test": test}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        fs = self.feature_set()
+        self.split = self.make_split()
+        classes = self.classes()
+        rows = fs.rows(self.split["train"], self.train_views, gate=self.gate, classes=classes)
+        if not len(rows):
+            raise DataError("no training windows (check corpora, views and the speech gate)")
+        allowed = fs.allowed[fs.corpus[rows]].copy()
+        if classes is not None:
+            allowed[:, [c for c in range(len(EMOTIONS)) if c not in classes]] = False
+        agreement = fs.utt_agreement[fs.utt[rows]]
+        weights = (1.0 - self.agreement_weight) + self.agreement_weight * agreement
+        if self.speaker_centre is not None:
+            self.centre = fs.speaker_means(CENTRES[self.speaker_centre])
+        self.datasets["train"] = PooledDataset(fs, rows, allowed, weights.astype(np.float32), self.centre)
+        log.info("training windows: %d from %d speakers", len(rows), len(self.split["train"]))
+
+    def split_info(self) -> dict:
+        return {
+            "speakers": self.split,
+            "fold": self.fold,
+            "num_folds": self.num_folds if self.fold is not None else None,
+            "split_seed": self.split_seed,
+            "test_corpus": self.test_corpus,
+            "train_views": list(self.train_views),
+            "gate": {"min_speech_s": self.gate.min_speech_s, "max_trailing_silence_s": self.gate.max_trailing_silence_s},
+            "num_windows": {k: len(v) for k, v in self.datasets.items()},
+        }
+
+    def train_labels(self) -> list[int]:
+        return self.datasets["train"].labels.tolist()
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self.datasets["train"]
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=True,
+            drop_last=len(ds) > self.batch_size,
+            collate_fn=_first,
+            num_workers=0,
+        )

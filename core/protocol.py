@@ -1,0 +1,130 @@
+"""The one evaluation protocol: speaker-independent, per corpus, at clip and live-window level.
+
+- **Speaker k-fold** (``speaker_folds``): every corpus's speakers dealt into k folds; each fold is tested by a head
+  trained on the other folds' speakers of *all* corpora. No voice is ever on both sides.
+- **Clip level**: exactly ``emotion-score``: a file's windows (one for a clip up to the window length), the mean
+  of their probabilities, the top class.
+- **Live-window level**: the speech windows of the file's ``--segments`` timeline (the live monitor's windows and
+  speech gate), each scored on its own against the file's label. ``coverage``: share of files with at least one
+  such window (a clip with too little speech gets no live estimate at all).
+- **Leave one corpus out** (``loco``): train on the other corpora, test on this one, on the classes they share:
+  the estimate of what a voice, microphone and room never seen in training will get.
+
+A prediction is the top class among those the test corpus can hold (CREMA-D: six). Metrics come from confusion
+matrices per fold (``core.metrics``) and are reported as mean ± std over folds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from core.data import EMOTIONS
+from core.feature_data import FeatureSet
+from core.metrics import METRIC_NAMES, confusion_matrix, metrics_from_confusion
+from core.window_features import CLIP, SEGMENT
+from realtime.windowing import SpeechGate
+
+LEVELS = ("clip", "window")
+
+
+@torch.no_grad()
+def predict_rows(model, fs: FeatureSet, rows: np.ndarray, centre: np.ndarray | None = None, batch: int = 4096):
+    """Probabilities ``[len(rows), C]`` of cached windows through a head (``classify_pooled``); ``centre``: the
+    per-speaker means to subtract (``FeatureSet.speaker_means``)."""
+    model.eval()
+    out = []
+    for i in range(0, len(rows), batch):
+        chunk = rows[i : i + batch]
+        x = fs.pooled[chunk].astype(np.float32)
+        if centre is not None:
+            x = x - centre[fs.centre_index(chunk)]
+        out.append(torch.softmax(model.classify_pooled(torch.from_numpy(x)), dim=-1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(EMOTIONS)), np.float32)
+
+
+def _top(probs: np.ndarray, classes: Sequence[int]) -> np.ndarray:
+    masked = np.full_like(probs, -1.0)
+    masked[:, list(classes)] = probs[:, list(classes)]
+    return masked.argmax(axis=1)
+
+
+@dataclass
+class FoldScores:
+    """Confusion matrices of one fold, by corpus and level, plus live coverage counts by corpus."""
+
+    confusion: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    coverage: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+def score_speakers(
+    model,
+    fs: FeatureSet,
+    speakers: Sequence[str],
+    gate: SpeechGate,
+    classes: Sequence[int] | None = None,
+    centre: np.ndarray | None = None,
+) -> FoldScores:
+    """Score every test utterance of ``speakers`` at clip and live-window level, per corpus."""
+    scores = FoldScores()
+    k = len(EMOTIONS)
+    for ci, corpus in enumerate(fs.corpora):
+        corpus_speakers = [s for s in speakers if s in set(corpus.speakers)]
+        if not corpus_speakers:
+            continue
+        allowed = sorted(set(corpus.classes) & set(classes if classes is not None else range(k)))
+        clip_rows = fs.rows(corpus_speakers, ["clean"], [CLIP], classes=allowed)
+        p = predict_rows(model, fs, clip_rows, centre)
+        utts, inverse = np.unique(fs.utt[clip_rows], return_inverse=True)
+        mean = np.zeros((len(utts), k))
+        np.add.at(mean, inverse, p)
+        y = fs.utt_label[utts]
+        scores.confusion.setdefault(corpus.name, {})["clip"] = confusion_matrix(y, _top(mean, allowed), k)
+        win_rows = fs.rows(corpus_speakers, ["clean"], [SEGMENT], gate=gate, classes=allowed)
+        pw = predict_rows(model, fs, win_rows, centre)
+        yw = fs.utt_label[fs.utt[win_rows]]
+        scores.confusion[corpus.name]["window"] = confusion_matrix(yw, _top(pw, allowed), k)
+        scores.coverage[corpus.name] = (len(np.unique(fs.utt[win_rows])), len(utts))
+    return scores
+
+
+def summarise(folds: list[FoldScores]) -> dict:
+    """``{corpus: {level: {metric: [mean, std]}, "coverage": share, "folds": n, "confusion": {level: summed}}}``."""
+    out: dict = {}
+    corpora = sorted({c for f in folds for c in f.confusion})
+    for corpus in corpora:
+        present = [f for f in folds if corpus in f.confusion]
+        entry: dict = {"folds": len(present), "confusion": {}}
+        for level in LEVELS:
+            per_fold = [metrics_from_confusion(f.confusion[corpus][level]) for f in present]
+            entry[level] = {
+                m: [round(float(np.mean([s[m] for s in per_fold])), 4), round(float(np.std([s[m] for s in per_fold])), 4)]
+                for m in METRIC_NAMES
+            }
+            entry[level]["n"] = int(sum(f.confusion[corpus][level].sum() for f in present))
+            entry["confusion"][level] = sum(f.confusion[corpus][level] for f in present).tolist()
+        covered = sum(f.coverage[corpus][0] for f in present)
+        total = sum(f.coverage[corpus][1] for f in present)
+        entry["coverage"] = round(covered / total, 4) if total else 0.0
+        out[corpus] = entry
+    return out
+
+
+def format_table(title: str, summary: dict) -> str:
+    """A Markdown table of a ``summarise`` result: one row per corpus and level."""
+    lines = [
+        f"**{title}**",
+        "",
+        "| corpus | level | n | accuracy | macro-F1 | weighted-F1 | UAR |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for corpus, entry in summary.items():
+        for level in LEVELS:
+            r = entry[level]
+            cells = " | ".join(f"{r[m][0]:.3f} ± {r[m][1]:.3f}" for m in METRIC_NAMES)
+            n = f"{r['n']}" + (f" ({entry['coverage']:.0%} of clips)" if level == "window" else "")
+            lines.append(f"| {corpus} | {level} | {n} | {cells} |")
+    return "\n".join(lines)
