@@ -137,17 +137,16 @@ def _unique_inputs(model, windows: list[np.ndarray]) -> tuple[list[np.ndarray], 
     return unique, np.array(index, dtype=np.int64)
 
 
-def utterance_windows(model, samples: np.ndarray, sample_rate: int, hop_s: float | None, source: str):
+def utterance_windows(model, vad, samples: np.ndarray, sample_rate: int, hop_s: float | None, source: str):
     """One recording → ``(pooled [W, L+1, H], kind [W], speech_s [W], trailing_s [W], start_s [W])``: its
     ``emotion-score`` windows (speech_s = their length) and the speech windows of its live timeline under
     ``CACHE_GATE``. Raises AudioError for unusable audio."""
-    from realtime.vad import load_vad
     from realtime.windowing import StreamWindower
 
     audio = model.ensure_audible(model.to_model_rate(samples, sample_rate, source), source)
     clip = prepare_clip(audio, model.preprocess, model.sample_rate)
     clip_windows = [clip[s:e] for s, e in model.clip_bounds(len(clip))]
-    windower = StreamWindower(model.window_spec(None, hop_s), load_vad()[0], CACHE_GATE)
+    windower = StreamWindower(model.window_spec(None, hop_s), vad, CACHE_GATE)
     timeline = [w for w in windower.feed(audio) + windower.flush() if w.speech]
     windows = clip_windows + [w.samples for w in timeline]
     unique, index = _unique_inputs(model, windows)
@@ -163,7 +162,10 @@ def utterance_windows(model, samples: np.ndarray, sample_rate: int, hop_s: float
 
 def compute(model, corpus: Corpus, view: View, every: int = 200) -> WindowFeatures:
     """Every utterance of ``corpus`` through ``view`` (see the module doc)."""
+    from realtime.vad import load_vad
+
     rng = np.random.default_rng([view.seed, len(corpus.utterances)])
+    vad = load_vad()[0]  # one session, reset by the windower for every utterance
     parts, problems, start = [], [], time.time()
     for i, u in enumerate(corpus.utterances):
         try:
@@ -171,7 +173,7 @@ def compute(model, corpus: Corpus, view: View, every: int = 200) -> WindowFeatur
             rate = model.sample_rate
             if view.channel is not None:
                 samples, rate = through_channel(samples, view.channel, rng)
-            columns = utterance_windows(model, samples, rate, view.hop_s, str(u.path))
+            columns = utterance_windows(model, vad, samples, rate, view.hop_s, str(u.path))
         except AudioError as exc:
             problems.append(str(exc))
             continue
@@ -185,7 +187,7 @@ def compute(model, corpus: Corpus, view: View, every: int = 200) -> WindowFeatur
         speech_s=np.concatenate([p[3] for p in parts]),
         trailing_s=np.concatenate([p[4] for p in parts]),
         start_s=np.concatenate([p[5] for p in parts]),
-        files=[str(u.path) for u in corpus.utterances],
+        files=[str(Path(u.path).resolve()) for u in corpus.utterances],
         problems=problems,
     )
 
@@ -201,10 +203,10 @@ def load_or_compute(model, corpus: Corpus, view: View, root: str | Path | None =
     """Cached features of ``corpus`` in ``view`` (computed and stored on first use); the cache is keyed by the
     model file and checked against the corpus's file list."""
     path = cache_path(model, corpus, view, root)
-    files = [str(u.path) for u in corpus.utterances]
+    files = [str(Path(u.path).resolve()) for u in corpus.utterances]
     if path.is_file():
         cached = WindowFeatures.load(path)
-        if cached.files == files:
+        if [str(Path(f).resolve()) for f in cached.files] == files:
             return cached
         log.info("%s: corpus changed since it was cached; recomputing", path)
     log.info("computing %s features of %s (%d files) into %s", view.name, corpus.name, len(files), path)

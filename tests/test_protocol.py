@@ -1,0 +1,123 @@
+"""The evaluation protocol on hand-made cached features: folds by speaker, clip and live-window scoring,
+class masks for corpora without some emotions, and the loss that leaves absent classes out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from core.corpora import Corpus, Utterance
+from core.data import EMOTIONS
+from core.feature_data import FeatureSet, speaker_folds
+from core.losses import FocalLoss
+from core.protocol import score_speakers, summarise
+from core.window_features import CLIP, SEGMENT
+from realtime.windowing import SpeechGate
+
+C = len(EMOTIONS)
+CALM, HAPPY, SAD = EMOTIONS.index("calm"), EMOTIONS.index("happy"), EMOTIONS.index("sad")
+
+
+class FirstDims:
+    """A stand-in head: the logits are the first C values of the embedding layer's pooled features."""
+
+    def eval(self):
+        return self
+
+    def classify_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        return pooled[:, 0, :C] * 10.0
+
+
+def window(label_scores: dict[int, float]) -> np.ndarray:
+    x = np.zeros((2, C), np.float32)
+    for k, v in label_scores.items():
+        x[0, k] = v
+    return x
+
+
+def make_set() -> FeatureSet:
+    """Two corpora: "a" (all classes; speakers a:1, a:2), "b" (no calm; speaker b:1). Rows are windows."""
+    a = Corpus("a", [], tuple(range(C)))
+    b = Corpus("b", [], tuple(c for c in range(C) if c != CALM))
+    a.utterances = [Utterance(Path("a1.wav"), HAPPY, "a:1", "a"), Utterance(Path("a2.wav"), SAD, "a:2", "a")]
+    b.utterances = [Utterance(Path("b1.wav"), SAD, "b:1", "b")]
+    rows = [
+        # utt, kind, speech_s, trailing_s, scores
+        (0, CLIP, 3.0, 0.0, {HAPPY: 1.0}),
+        (0, CLIP, 3.0, 0.0, {SAD: 0.4}),  # mean over a1's clip windows: happy wins
+        (0, SEGMENT, 0.5, 0.0, {SAD: 1.0}),  # too little speech for the gate: not scored
+        (0, SEGMENT, 1.5, 0.2, {HAPPY: 1.0}),  # scored, right
+        (1, CLIP, 2.0, 0.0, {HAPPY: 1.0}),  # a2 is sad: wrong
+        (1, SEGMENT, 1.2, 1.4, {SAD: 1.0}),  # speech ended too long ago: not scored
+        (2, CLIP, 2.0, 0.0, {CALM: 1.0, SAD: 0.5}),  # corpus b has no calm: sad is its top class
+        (2, SEGMENT, 1.1, 0.0, {CALM: 1.0, HAPPY: 0.6}),  # scored, happy: wrong
+    ]
+    return FeatureSet(
+        corpora=[a, b],
+        views=["clean"],
+        utterances=a.utterances + b.utterances,
+        pooled=np.stack([window(r[4]) for r in rows]).astype(np.float16),
+        utt=np.array([r[0] for r in rows]),
+        view=np.zeros(len(rows), np.int64),
+        kind=np.array([r[1] for r in rows], np.int8),
+        speech_s=np.array([r[2] for r in rows], np.float32),
+        trailing_s=np.array([r[3] for r in rows], np.float32),
+        allowed=np.array([[True] * C, [c != CALM for c in range(C)]]),
+    )
+
+
+def test_scores_clips_by_mean_of_windows_and_live_windows_through_the_gate():
+    fs = make_set()
+    scores = score_speakers(FirstDims(), fs, ["a:1", "a:2", "b:1"], SpeechGate(1.0, 1.0))
+    a, b = scores.confusion["a"], scores.confusion["b"]
+    assert a["clip"][HAPPY, HAPPY] == 1 and a["clip"][SAD, HAPPY] == 1 and a["clip"].sum() == 2
+    assert a["window"].sum() == 1 and a["window"][HAPPY, HAPPY] == 1
+    assert b["clip"][SAD, SAD] == 1 and b["clip"][:, CALM].sum() == 0
+    assert b["window"][SAD, HAPPY] == 1
+    assert scores.coverage == {"a": (1, 2), "b": (1, 1)}
+    summary = summarise([scores])
+    assert summary["a"]["clip"]["accuracy"] == [0.5, 0.0] and summary["b"]["clip"]["accuracy"] == [1.0, 0.0]
+    assert summary["a"]["coverage"] == 0.5
+
+
+def test_only_the_listed_speakers_are_scored_and_classes_can_be_restricted():
+    fs = make_set()
+    scores = score_speakers(FirstDims(), fs, ["a:2"], SpeechGate(1.0, 1.0), classes=[HAPPY, SAD])
+    assert set(scores.confusion) == {"a"} and scores.confusion["a"]["clip"].sum() == 1
+
+
+def test_speaker_folds_are_disjoint_cover_everyone_and_spread_each_corpus():
+    speakers = {"r": [f"r:{i}" for i in range(20)], "c": [f"c:{i}" for i in range(46)]}
+    folds = speaker_folds(speakers, 5, seed=3)
+    flat = [s for f in folds for s in f]
+    assert sorted(flat) == sorted(speakers["r"] + speakers["c"]) and len(flat) == len(set(flat))
+    assert [sum(s.startswith("r:") for s in f) for f in folds] == [4] * 5
+    assert sorted(sum(s.startswith("c:") for s in f) for f in folds) == [9, 9, 9, 9, 10]
+    assert speaker_folds(speakers, 5, seed=3) == folds and speaker_folds(speakers, 5, seed=4) != folds
+
+
+def test_speaker_means_centre_each_speaker_on_their_own_clips():
+    fs = make_set()
+    means = fs.speaker_means()
+    a1 = fs.pooled[[0, 1]].astype(np.float32).mean(axis=0)
+    assert np.allclose(means[0], a1) and np.allclose(means[1], fs.pooled[4].astype(np.float32))
+    baseline = fs.speaker_means(reference=[SAD])
+    assert np.allclose(baseline[0], 0.0)  # a:1 has no sad clip: nothing to centre on
+
+
+def test_focal_loss_leaves_absent_classes_out_of_the_softmax():
+    torch.manual_seed(0)
+    logits, y = torch.randn(6, C), torch.tensor([0, 2, 3, 4, 5, 6])
+    allowed = torch.ones(6, C, dtype=torch.bool)
+    allowed[:, [CALM, 7]] = False
+    keep = [c for c in range(C) if c not in (CALM, 7)]
+    loss = FocalLoss(gamma=0.0)(logits, y, allowed)
+    expected = F.cross_entropy(logits[:, keep], torch.tensor([keep.index(int(t)) for t in y]))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    # Smoothing spreads only over the allowed classes, so the loss stays finite.
+    smoothed = FocalLoss(gamma=1.0, label_smoothing=0.05)(logits, y, allowed, torch.full((6,), 0.5))
+    assert torch.isfinite(smoothed)
