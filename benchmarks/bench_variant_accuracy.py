@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from core.feature_cache import FeatureCache, crops_for, packaged_backbone, ravdess_files
 
 from core.bundle import CHOSEN, LABELS, actor_folds, load_dataset, predict_proba, train_head
-from core.feature_cache import FeatureCache, crops_for, packaged_backbone, ravdess_files
 from core.metrics import confusion_matrix, metrics_from_confusion
 from core.model import EmotionClassifier
 from export.default_model import bundle_info, model_info

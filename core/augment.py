@@ -172,7 +172,9 @@ def band_limit(x: np.ndarray, low_hz: float, high_hz: float, sample_rate: int = 
     return np.fft.irfft(spectrum * gain, len(x)).astype(np.float32)
 
 
-def through_channel(clip: np.ndarray, options: ChannelOptions, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+def through_channel(
+    clip: np.ndarray, options: ChannelOptions, rng: np.random.Generator
+) -> tuple[np.ndarray, int]:
     """One random channel for ``clip`` (16 kHz mono): ``(samples, sample_rate)`` as a device would deliver them
     (the caller resamples to the model rate with the runtime's own ``to_model_rate``)."""
     import soxr

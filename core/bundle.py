@@ -36,7 +36,9 @@ audio against the cached-feature path the head was trained with."""
 
 def head_state(model) -> dict[str, torch.Tensor]:
     """The trained part only (layer logits, MLP, BatchNorm statistics): never encoder weights."""
-    return {k: v.detach().contiguous() for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+    return {
+        k: v.detach().contiguous() for k, v in model.state_dict().items() if not k.startswith("backbone.")
+    }
 
 
 @torch.no_grad()
@@ -103,7 +105,9 @@ def write_bundle(out: Path, heads: dict, report: dict, cfg, data, references: li
             "mean's limit); the runtime blends plain and centred probabilities",
             "results": _metrics(report.get("speaker_norm", {})),
         },
-        "trained_on": ", ".join(f"{c.name} ({len(c.speakers)} speakers, {len(c.utterances)} clips)" for c in corpora),
+        "trained_on": ", ".join(
+            f"{c.name} ({len(c.speakers)} speakers, {len(c.utterances)} clips)" for c in corpora
+        ),
         "train_config": report["config"],
         "rebuild": REBUILD,
         "reference_predictions": references,

@@ -19,7 +19,14 @@ from pathlib import Path
 
 from core.data import EMOTIONS, DataError, Problem, index_ravdess
 
-CREMA_CODES = {"ANG": "angry", "DIS": "disgust", "FEA": "fearful", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
+CREMA_CODES = {
+    "ANG": "angry",
+    "DIS": "disgust",
+    "FEA": "fearful",
+    "HAP": "happy",
+    "NEU": "neutral",
+    "SAD": "sad",
+}
 """CREMA-D emotion codes → ``EMOTIONS`` names."""
 CREMA_VOTES = {"A": "angry", "D": "disgust", "F": "fearful", "H": "happy", "N": "neutral", "S": "sad"}
 """Letters of CREMA-D's crowd votes (``summaryTable.csv``) → ``EMOTIONS`` names."""
@@ -94,12 +101,18 @@ def read_crema_d(root: str | Path) -> Corpus:
         name = CREMA_CODES[parts[2]]
         utterances.append(
             Utterance(
-                path, EMOTIONS.index(name), f"crema-d:{parts[0]}", "crema-d", _agreement(votes.get(path.stem), name)
+                path,
+                EMOTIONS.index(name),
+                f"crema-d:{parts[0]}",
+                "crema-d",
+                _agreement(votes.get(path.stem), name),
             )
         )
     if not utterances:
         raise DataError(f"{root}: no CREMA-D clips (AAAA_SSS_EEE_LL.flac)")
-    return Corpus("crema-d", utterances, tuple(sorted(EMOTIONS.index(n) for n in CREMA_CODES.values())), problems)
+    return Corpus(
+        "crema-d", utterances, tuple(sorted(EMOTIONS.index(n) for n in CREMA_CODES.values())), problems
+    )
 
 
 def read_manifest(path: str | Path) -> Corpus:

@@ -70,7 +70,14 @@ def evaluate(cfg: DictConfig) -> dict:
             "corpora": OmegaConf.to_container(cfg.corpora, resolve=True),
             "dataset": {
                 key: OmegaConf.to_container(cfg.dataset, resolve=True)[key]
-                for key in ("train_views", "gate", "agreement_weight", "speaker_centre", "num_folds", "split_seed")
+                for key in (
+                    "train_views",
+                    "gate",
+                    "agreement_weight",
+                    "speaker_centre",
+                    "num_folds",
+                    "split_seed",
+                )
             },
             "model": OmegaConf.to_container(cfg.model, resolve=True),
             "train": OmegaConf.to_container(cfg.train, resolve=True),
@@ -105,16 +112,21 @@ def bundle(cfg: DictConfig, out: Path = BUNDLE_DIR) -> dict:
     report = evaluate(plain_cfg)
     centred_cfg = with_overrides(cfg, dataset__speaker_centre="all")
     report["speaker_norm"] = summarise(cross_validate(centred_cfg))
-    print(format_table("Speaker-normalised head, each test speaker centred on all their clips", report["speaker_norm"]))
+    print(
+        format_table(
+            "Speaker-normalised head, each test speaker centred on all their clips", report["speaker_norm"]
+        )
+    )
     heads = {}
     for file_name, centre in (
         ("head.safetensors", None),
         ("head_speaker_norm.safetensors", "all"),
         ("head_speaker_baseline.safetensors", "baseline"),
     ):
-        _, module, data = fit(with_overrides(cfg, dataset__speaker_centre=centre, dataset__fold=None), quiet=True)
+        _, module, data = fit(
+            with_overrides(cfg, dataset__speaker_centre=centre, dataset__fold=None), quiet=True
+        )
         heads[file_name] = module.model
     references = reference_predictions(heads["head.safetensors"], data.feature_set())
     write_bundle(out, heads, report, cfg, data, references)
     return report
-

@@ -118,7 +118,9 @@ def _load(corpora_key: tuple[tuple[str, str, str], ...], views: tuple[str, ...],
     for name, kind, root in corpora_key:
         corpus = read_corpus(kind, root)
         corpus.name = name
-        corpus.utterances = [u.__class__(u.path, u.label, u.speaker, name, u.agreement) for u in corpus.utterances]
+        corpus.utterances = [
+            u.__class__(u.path, u.label, u.speaker, name, u.agreement) for u in corpus.utterances
+        ]
         corpora.append(corpus)
         for v, view in enumerate(views):
             f = load_or_compute(model, corpus, VIEWS[view])
@@ -143,7 +145,9 @@ def _load(corpora_key: tuple[tuple[str, str, str], ...], views: tuple[str, ...],
     )
 
 
-def load_feature_set(corpora: dict, views: Sequence[str] = ("clean",), model_path: str | None = None) -> FeatureSet:
+def load_feature_set(
+    corpora: dict, views: Sequence[str] = ("clean",), model_path: str | None = None
+) -> FeatureSet:
     """``corpora``: ``{name: {kind, root}}`` (the ``corpora`` config group). Loaded once per process."""
     key = tuple((name, c["kind"], str(c["root"])) for name, c in corpora.items())
     return _load(key, tuple(views), model_path)
@@ -165,7 +169,12 @@ class PooledDataset(Dataset):
     """Rows of a FeatureSet as ``{"pooled", "label", "allowed", "weight"}``; batches are fetched whole."""
 
     def __init__(
-        self, fs: FeatureSet, rows: np.ndarray, allowed: np.ndarray, weights: np.ndarray, centre: np.ndarray | None
+        self,
+        fs: FeatureSet,
+        rows: np.ndarray,
+        allowed: np.ndarray,
+        weights: np.ndarray,
+        centre: np.ndarray | None,
     ):
         self.fs, self.rows = fs, rows
         self.labels = fs.utt_label[fs.utt[rows]]
@@ -236,7 +245,9 @@ class FeatureDataModule(pl.LightningDataModule):
         self.test_corpus = test_corpus
         self.agreement_weight = agreement_weight
         if speaker_centre is not None and speaker_centre not in CENTRES:
-            raise DataError(f"speaker_centre must be null or one of {sorted(CENTRES)}, got {speaker_centre!r}")
+            raise DataError(
+                f"speaker_centre must be null or one of {sorted(CENTRES)}, got {speaker_centre!r}"
+            )
         self.speaker_centre = speaker_centre
         self.centre: np.ndarray | None = None
         self.window_s = window_s
@@ -307,7 +318,10 @@ class FeatureDataModule(pl.LightningDataModule):
             "split_seed": self.split_seed,
             "test_corpus": self.test_corpus,
             "train_views": list(self.train_views),
-            "gate": {"min_speech_s": self.gate.min_speech_s, "max_trailing_silence_s": self.gate.max_trailing_silence_s},
+            "gate": {
+                "min_speech_s": self.gate.min_speech_s,
+                "max_trailing_silence_s": self.gate.max_trailing_silence_s,
+            },
             "num_windows": {k: len(v) for k, v in self.datasets.items()},
         }
 

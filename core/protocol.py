@@ -32,7 +32,9 @@ LEVELS = ("clip", "window")
 
 
 @torch.no_grad()
-def predict_rows(model, fs: FeatureSet, rows: np.ndarray, centre: np.ndarray | None = None, batch: int = 4096):
+def predict_rows(
+    model, fs: FeatureSet, rows: np.ndarray, centre: np.ndarray | None = None, batch: int = 4096
+):
     """Probabilities ``[len(rows), C]`` of cached windows through a head (``classify_pooled``); ``centre``: the
     per-speaker means to subtract (``FeatureSet.speaker_means``)."""
     model.eval()
@@ -71,7 +73,7 @@ def score_speakers(
     """Score every test utterance of ``speakers`` at clip and live-window level, per corpus."""
     scores = FoldScores()
     k = len(EMOTIONS)
-    for ci, corpus in enumerate(fs.corpora):
+    for corpus in fs.corpora:
         corpus_speakers = [s for s in speakers if s in set(corpus.speakers)]
         if not corpus_speakers:
             continue
@@ -101,7 +103,10 @@ def summarise(folds: list[FoldScores]) -> dict:
         for level in LEVELS:
             per_fold = [metrics_from_confusion(f.confusion[corpus][level]) for f in present]
             entry[level] = {
-                m: [round(float(np.mean([s[m] for s in per_fold])), 4), round(float(np.std([s[m] for s in per_fold])), 4)]
+                m: [
+                    round(float(np.mean([s[m] for s in per_fold])), 4),
+                    round(float(np.std([s[m] for s in per_fold])), 4),
+                ]
                 for m in METRIC_NAMES
             }
             entry[level]["n"] = int(sum(f.confusion[corpus][level].sum() for f in present))

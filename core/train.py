@@ -163,7 +163,9 @@ def build_datamodule(cfg: DictConfig) -> RavdessDataModule:
         data_cfg["root"] = to_absolute_path(str(data_cfg["root"]))
     for corpus in (data_cfg.get("corpora") or {}).values():
         if corpus.get("root") is None:
-            raise DataError(f"corpus of kind {corpus.get('kind')} has no root (for corpora=manifest: manifest=FILE)")
+            raise DataError(
+                f"corpus of kind {corpus.get('kind')} has no root (for corpora=manifest: manifest=FILE)"
+            )
         corpus["root"] = to_absolute_path(str(corpus["root"]))
     return instantiate(data_cfg, _convert_="all")
 

@@ -25,7 +25,9 @@ def bundle_info(bundle_dir: Path = BUNDLE_DIR) -> dict:
     """The bundle's ``model.json`` (labels, window, preprocessing, metrics, protocol, rebuild command)."""
     path = Path(bundle_dir) / INFO_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no bundled model (rebuild with: emotion-train experiment=head task=bundle)")
+        raise FileNotFoundError(
+            f"{path}: no bundled model (rebuild with: emotion-train experiment=head task=bundle)"
+        )
     return json.loads(path.read_text())
 
 

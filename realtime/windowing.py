@@ -185,7 +185,9 @@ class StreamWindower:
         frames = self._frames(start, end) >= SPEECH_THRESHOLD
         speech_s = int(np.count_nonzero(frames)) * FRAME_SAMPLES / rate
         if frames.any():
-            last_speech_end = (-(-start // FRAME_SAMPLES) + int(np.flatnonzero(frames)[-1]) + 1) * FRAME_SAMPLES
+            last_speech_end = (
+                -(-start // FRAME_SAMPLES) + int(np.flatnonzero(frames)[-1]) + 1
+            ) * FRAME_SAMPLES
             trailing = max(0, end - last_speech_end) / rate
         else:
             trailing = (end - start) / rate
@@ -211,7 +213,6 @@ class StreamWindower:
         """Share of VAD frames lying wholly inside ``[start, end)`` that are speech (0 when none does)."""
         probs = self._frames(start, end)
         return float(np.mean(probs >= SPEECH_THRESHOLD)) if probs.size else 0.0
-
 
     def _forget_before(self, index: int) -> None:
         drop = index - self._history_start

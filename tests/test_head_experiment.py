@@ -9,10 +9,10 @@ import subprocess
 import sys
 
 import soundfile as sf
-
 from conftest import REPO_ROOT, synthetic_speechlike
-from core.data import EMOTIONS
 from test_realtime_support import tiny_model  # noqa: F401
+
+from core.data import EMOTIONS
 
 LABELS = ("happy", "sad", "angry")
 
@@ -59,13 +59,17 @@ def test_manifest_trains_and_evaluates_with_the_same_commands(tiny_model, tmp_pa
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
     mine = report["kfold"]["mine"]
-    assert mine["folds"] == 3 and mine["clip"]["n"] == 18  # every clip scored once, by a head that never heard its voice
+    assert (
+        mine["folds"] == 3 and mine["clip"]["n"] == 18
+    )  # every clip scored once, by a head that never heard its voice
     assert set(report["leave_one_corpus_out"]) == set()  # one corpus: nothing to leave out
     confusion = mine["confusion"]["clip"]
     assert sum(map(sum, confusion)) == 18
     classes = {EMOTIONS.index(label) for label in LABELS}
     assert all(sum(row) == 0 for i, row in enumerate(confusion) if i not in classes)
-    assert all(confusion[i][j] == 0 for i in range(8) for j in range(8) if j not in classes)  # only its own labels
+    assert all(
+        confusion[i][j] == 0 for i in range(8) for j in range(8) if j not in classes
+    )  # only its own labels
     assert "| mine | clip | 18 |" in run.stdout
     # Features were computed once and cached for the next command.
     assert list((tmp_path / "cache" / "speech-emotion-monitor" / "window-features").glob("*/mine-clean.npz"))
@@ -77,7 +81,14 @@ def test_manifest_trains_and_evaluates_with_the_same_commands(tiny_model, tmp_pa
 
 def test_manifest_without_a_path_is_one_line(tmp_path):
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
-    cmd = [sys.executable, "-m", "core.train", "experiment=head", "corpora=manifest", f"hydra.run.dir={tmp_path}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "core.train",
+        "experiment=head",
+        "corpora=manifest",
+        f"hydra.run.dir={tmp_path}",
+    ]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, env=env)
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1] == (

@@ -238,8 +238,9 @@ def test_summary_shares_time_per_label():
 
 def test_smoother_lets_stronger_later_evidence_outweigh_an_early_window():
     """An onset window (little speech) must not hold its label against a later window with far more speech."""
-    plain, weighted = Smoother(SmootherOptions(alpha=0.5, margin=0.1, patience_hops=1)), Smoother(
-        SmootherOptions(alpha=0.5, margin=0.1, patience_hops=1)
+    plain, weighted = (
+        Smoother(SmootherOptions(alpha=0.5, margin=0.1, patience_hops=1)),
+        Smoother(SmootherOptions(alpha=0.5, margin=0.1, patience_hops=1)),
     )
     early, later = np.array([0.1, 0.9, 0.0]), np.array([0.65, 0.35, 0.0])
     plain.update(early, weight=1.0)

@@ -1,0 +1,116 @@
+"""The shipped model through the real audio path: what the live monitor shows for a clip is what emotion-score
+says of the same clip. Clips of six emotions are played into a PulseAudio null sink with paplay, recorded from its
+monitor by ``emotion-live --device pulse``, and the dominant label of each utterance is compared."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+import soundfile as sf
+from conftest import REPO_ROOT
+
+from realtime.audio import SAMPLE_RATE, load_audio
+
+CLIPS = (
+    "Actor_02/03-01-05-02-01-01-02.flac",  # angry
+    "Actor_05/03-01-04-02-02-01-05.flac",  # sad
+    "Actor_08/03-01-03-02-01-02-08.flac",  # happy
+    "Actor_11/03-01-06-02-02-01-11.flac",  # fearful
+    "Actor_14/03-01-01-01-01-01-14.flac",  # neutral
+    "Actor_19/03-01-07-02-01-01-19.flac",  # disgust
+)
+GAP_S = 2.5
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    """The bundled default model, built once into the cache (about a minute the first time on a machine)."""
+    from realtime.model import resolve_model_path
+
+    return resolve_model_path(None)
+
+
+def utterances(hops: list[dict]) -> list[list[dict]]:
+    """Speech hops grouped into utterances: a run of two or more silent hops separates them."""
+    groups, current, silent = [], [], 0
+    for hop in hops:
+        if hop["speech"]:
+            current.append(hop)
+            silent = 0
+        else:
+            silent += 1
+            if silent >= 2 and current:
+                groups.append(current)
+                current = []
+    if current:
+        groups.append(current)
+    return groups
+
+
+@pytest.mark.audio
+@pytest.mark.data
+def test_live_monitor_shows_what_emotion_score_says(pulse_sink, default_model, ravdess_16k, tmp_path):
+    gap = np.zeros(int(GAP_S * SAMPLE_RATE), np.float32)
+    parts = [gap]
+    for rel in CLIPS:
+        parts += [load_audio(ravdess_16k / rel), gap]
+    wav = tmp_path / "six.wav"
+    sf.write(wav, np.concatenate(parts), SAMPLE_RATE)
+
+    scored = tmp_path / "score.csv"
+    score = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "realtime.score",
+            *[str(ravdess_16k / c) for c in CLIPS],
+            "--out",
+            str(scored),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
+    )
+    assert score.returncode == 0, score.stderr
+    with scored.open() as f:
+        score_labels = [row["label"] for row in csv.DictReader(f)]
+    assert len(score_labels) == len(CLIPS)
+
+    out = tmp_path / "live.jsonl"
+    env = dict(pulse_sink.env, PULSE_SOURCE=pulse_sink.monitor)
+    seconds = sum(len(p) for p in parts) / SAMPLE_RATE + 2.0
+    cmd = [sys.executable, "-m", "realtime.live", "--device", "pulse", "--max-seconds", f"{seconds:.1f}"]
+    proc = subprocess.Popen(
+        [*cmd, "--jsonl", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO_ROOT,
+    )
+    try:
+        assert "emotion-live:" in proc.stdout.readline()
+        time.sleep(0.5)
+        subprocess.run(
+            ["paplay", "-d", pulse_sink.sink, str(wav)], env=pulse_sink.env, timeout=120, check=True
+        )
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    hops = [json.loads(line) for line in out.read_text().splitlines()]
+    groups = utterances(hops)
+    assert len(groups) == len(CLIPS), [(h["end_s"], h["speech"]) for h in hops]
+    live_labels = [Counter(h["label"] for h in group).most_common(1)[0][0] for group in groups]
+    agree = sum(a == b for a, b in zip(live_labels, score_labels, strict=True))
+    print("live:", live_labels, "score:", score_labels)
+    assert agree >= len(CLIPS) - 1, f"live {live_labels} vs emotion-score {score_labels}"
