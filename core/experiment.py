@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from core.protocol import FoldScores, format_table, score_speakers, summarise
+from core.protocol import FoldScores, format_table, running_norm_scores, score_speakers, summarise
 
 log = logging.getLogger("emotion-train")
 
@@ -30,16 +30,18 @@ def with_overrides(cfg: DictConfig, **overrides: Any) -> DictConfig:
     return out
 
 
-def _fold_scores(cfg: DictConfig, **overrides: Any) -> FoldScores:
-    """Train one head with ``overrides`` (a fold, a held-out corpus) and score its test speakers."""
+def _fold_scores(cfg: DictConfig, **overrides: Any) -> tuple[FoldScores, Any, Any]:
+    """Train one head with ``overrides`` (a fold, a held-out corpus) and score its test speakers:
+    ``(scores, trained classifier, data module)``."""
     from core.train import fit
 
     _, module, data = fit(with_overrides(cfg, **overrides), quiet=True)
     fs = data.feature_set()
-    return score_speakers(module.model, fs, data.split["test"], data.gate, data.classes(), data.centre)
+    scores = score_speakers(module.model, fs, data.split["test"], data.gate, data.classes(), data.centre)
+    return scores, module.model, data
 
 
-def cross_validate(cfg: DictConfig) -> list[FoldScores]:
+def cross_validate(cfg: DictConfig) -> list[tuple[FoldScores, Any, Any]]:
     """Speaker k-fold over every corpus of ``cfg.corpora``: one head per fold, scored on that fold's speakers."""
     folds = []
     for fold in range(int(cfg.dataset.num_folds)):
@@ -53,12 +55,14 @@ def leave_one_corpus_out(cfg: DictConfig) -> dict[str, FoldScores]:
     names = list(cfg.corpora)
     if len(names) < 2:
         return {}
-    return {name: _fold_scores(cfg, dataset__fold=None, dataset__test_corpus=name) for name in names}
+    return {name: _fold_scores(cfg, dataset__fold=None, dataset__test_corpus=name)[0] for name in names}
 
 
-def evaluate(cfg: DictConfig) -> dict:
-    """The protocol: prints both tables, writes ``evaluation.json`` and ``evaluation.md`` into the run directory."""
-    kfold = summarise(cross_validate(cfg))
+def evaluate(cfg: DictConfig, folds: list | None = None) -> dict:
+    """The protocol: prints both tables, writes ``evaluation.json`` and ``evaluation.md`` into the run directory.
+    ``folds``: the k-fold results when already computed (``cross_validate``)."""
+    folds = folds if folds is not None else cross_validate(cfg)
+    kfold = summarise([scores for scores, _, _ in folds])
     loco = {name: summarise([scores])[name] for name, scores in leave_one_corpus_out(cfg).items()}
     k = int(cfg.dataset.num_folds)
     text = format_table(f"Speaker-independent {k}-fold, mean ± std over folds", kfold)
@@ -109,14 +113,25 @@ def bundle(cfg: DictConfig, out: Path = BUNDLE_DIR) -> dict:
     from core.train import fit
 
     plain_cfg = with_overrides(cfg, dataset__speaker_centre=None)
-    report = evaluate(plain_cfg)
-    centred_cfg = with_overrides(cfg, dataset__speaker_centre="all")
-    report["speaker_norm"] = summarise(cross_validate(centred_cfg))
-    print(
-        format_table(
-            "Speaker-normalised head, each test speaker centred on all their clips", report["speaker_norm"]
-        )
-    )
+    plain = cross_validate(plain_cfg)
+    report = evaluate(plain_cfg, plain)
+    centred = cross_validate(with_overrides(cfg, dataset__speaker_centre="all"))
+    report["speaker_norm_all"] = summarise([scores for scores, _, _ in centred])
+    running = [
+        running_norm_scores(p_model, c_model, data.feature_set(), data.split["test"], data.gate, seed=i)
+        for i, ((_, p_model, data), (_, c_model, _)) in enumerate(zip(plain, centred, strict=True))
+    ]
+    report["speaker_norm"] = summarise(running)
+    titles = {
+        "speaker_norm": "Speaker-normalised (blend), running mean of the utterances heard so far (the live rule)",
+        "speaker_norm_all": "Speaker-normalised head alone, each test speaker centred on all their clips",
+    }
+    for key, title in titles.items():
+        text = format_table(title, report[key])
+        print(text)
+        with (Path(cfg.output_dir) / "evaluation.md").open("a") as f:
+            f.write("\n" + text + "\n")
+    (Path(cfg.output_dir) / "evaluation.json").write_text(json.dumps(report, indent=1) + "\n")
     heads = {}
     for file_name, centre in (
         ("head.safetensors", None),

@@ -133,3 +133,66 @@ def format_table(title: str, summary: dict) -> str:
             n = f"{r['n']}" + (f" ({entry['coverage']:.0%} of clips)" if level == "window" else "")
             lines.append(f"| {corpus} | {level} | {n} | {cells} |")
     return "\n".join(lines)
+
+
+def running_norm_scores(
+    plain,
+    centred,
+    fs: FeatureSet,
+    speakers: Sequence[str],
+    gate: SpeechGate,
+    min_speech_s: float = 10.0,
+    seed: int = 0,
+) -> FoldScores:
+    """Scores with the live monitor's running speaker normalisation (``--speaker-norm``, blend).
+
+    Each test speaker's utterances come in a seeded random order; utterance i is judged against the mean pooled
+    features of utterances 0..i (what the monitor has heard by then), by the mean of the plain head's and the
+    centred head's probabilities, and by the plain head alone until ``min_speech_s`` seconds were heard.
+    """
+    scores = FoldScores()
+    k = len(EMOTIONS)
+    rng = np.random.default_rng(seed)
+    clean = fs.views.index("clean")
+    for corpus in fs.corpora:
+        corpus_speakers = [s for s in speakers if s in set(corpus.speakers)]
+        if not corpus_speakers:
+            continue
+        allowed = list(corpus.classes)
+        cm = {level: np.zeros((k, k), np.int64) for level in LEVELS}
+        covered = total = 0
+        for speaker in corpus_speakers:
+            utts = rng.permutation(np.flatnonzero(fs.utt_speaker == speaker))
+            total_feat, count, heard_s = np.zeros(fs.pooled.shape[1:], np.float64), 0, 0.0
+            for u in utts:
+                clip_rows = np.flatnonzero((fs.utt == u) & (fs.kind == CLIP) & (fs.view == clean))
+                if not len(clip_rows):
+                    continue
+                total_feat += fs.pooled[clip_rows].astype(np.float64).sum(axis=0)
+                count += len(clip_rows)
+                heard_s += float(fs.speech_s[clip_rows].sum())
+                mean = (total_feat / count).astype(np.float32)[None]
+                win_rows = np.flatnonzero(
+                    (fs.utt == u)
+                    & (fs.kind == SEGMENT)
+                    & (fs.view == clean)
+                    & (fs.speech_s >= gate.min_speech_s)
+                    & (fs.trailing_s <= gate.max_trailing_silence_s)
+                )
+                y = fs.utt_label[u]
+                for level, rows in (("clip", clip_rows), ("window", win_rows)):
+                    if not len(rows):
+                        continue
+                    p = predict_rows(plain, fs, rows)
+                    if heard_s >= min_speech_s:
+                        centre = np.broadcast_to(mean, (len(fs.utterances) * len(fs.views), *mean.shape[1:]))
+                        p = (p + predict_rows(centred, fs, rows, centre)) / 2
+                    if level == "clip":
+                        cm["clip"][y, _top(p.mean(axis=0, keepdims=True), allowed)[0]] += 1
+                    else:
+                        np.add.at(cm["window"], (np.full(len(rows), y), _top(p, allowed)), 1)
+                covered += bool(len(win_rows))
+                total += 1
+        scores.confusion[corpus.name] = cm
+        scores.coverage[corpus.name] = (covered, total)
+    return scores

@@ -1,9 +1,9 @@
 """Per-speaker normalisation: judge a window against the speaker's own average voice, not everyone's.
 
 Speakers differ more from each other than one speaker's emotions do, so a head that sees features minus the
-current speaker's mean is more accurate -- when that mean comes from a varied history of the speaker. Measured
-on unseen RAVDESS speakers (``python -m core.bundle --speaker-norm-study``, 5-fold by actor): an emotion-balanced
-history raises accuracy, a history of a single mood lowers it (centring then subtracts part of that mood).
+current speaker's mean is more accurate -- when that mean comes from a varied history of the speaker (measured by
+``emotion-train experiment=head task=bundle``; figures in the README). A history of a single mood lowers it
+(centring then subtracts part of that mood).
 ``blend`` (the default) averages the centred head's probabilities with the plain head's: it gains less from a
 good history and loses far less from a one-sided one. ``centred`` uses the centred head alone.
 
@@ -30,9 +30,8 @@ from realtime.metadata import POOLED_NAME, PROBS_NAME, SPEAKER_MEAN_NAME
 
 SPEAKER_NORM_MODES = ("blend", "centred")
 DEFAULT_MIN_SPEECH_S = 10.0
-"""Speech heard before the speaker's mean is used: about five RAVDESS utterances (2.1 s each on average once
-trimmed), where the k-fold study (``core.bundle.NORM_MIN_CLIPS``) lets the mean take over; fewer give a noisy
-mean."""
+"""Speech heard before the speaker's mean is used: about five short utterances; fewer give a noisy mean (the
+evaluation protocol's running-mean rows use the same threshold, ``core.protocol.running_norm_scores``)."""
 
 
 class SpeakerNormHead:
