@@ -106,12 +106,15 @@ PROTOCOL = (
 )
 
 
-def bundle(cfg: DictConfig, out: Path = BUNDLE_DIR) -> dict:
+def bundle(cfg: DictConfig) -> dict:
     """Evaluate (plain and speaker-centred heads), then train the shipped heads on every speaker and write them
-    with ``model.json`` (metrics, protocol, how to rebuild) into ``out``."""
+    with ``model.json`` (metrics, protocol, how to rebuild) into ``cfg.bundle_dir`` (default: export/bundled/)."""
+    from hydra.utils import to_absolute_path
+
     from core.bundle import reference_predictions, write_bundle
     from core.train import fit
 
+    out = Path(to_absolute_path(cfg.bundle_dir)) if cfg.get("bundle_dir") else BUNDLE_DIR
     plain_cfg = with_overrides(cfg, dataset__speaker_centre=None)
     plain = cross_validate(plain_cfg)
     report = evaluate(plain_cfg, plain)

@@ -87,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write a float16 copy (<output>.fp16.onnx) for GPUs; inputs/outputs stay float32",
     )
     parser.add_argument(
+        "--heads",
+        type=Path,
+        metavar="DIR",
+        help="without a checkpoint: heads written by 'emotion-train experiment=head task=bundle bundle_dir=DIR' "
+        "(default: the bundled ones), on the installed Whisper-base encoder",
+    )
+    parser.add_argument(
         "--hop",
         type=float,
         metavar="SECONDS",
@@ -173,10 +180,11 @@ def load_checkpoint_model(path: Path, hop_s: float):
         raise CliError(f"cannot use checkpoint {path}: {reason}", EXIT_BAD_INPUT) from None
 
 
-def load_default_model(hop_s: float | None):
-    """``(model, ModelInfo, speaker heads by kind)`` of the bundled default model (``export.default_model``), imported lazily."""
+def load_default_model(hop_s: float | None, heads_dir: Path | None = None):
+    """``(model, ModelInfo, speaker heads by kind)`` of the bundled default model (``export.default_model``), or of
+    the heads in ``heads_dir`` on the same encoder; imported lazily."""
     try:
-        from export.default_model import build_default_classifier, build_speaker_heads
+        from export.default_model import BUNDLE_DIR, build_default_classifier, build_speaker_heads
     except ModuleNotFoundError as exc:
         if exc.name not in ("export.default_model", "export"):
             raise CliError(f"the bundled default model needs the missing package {exc.name!r}") from None
@@ -186,9 +194,10 @@ def load_default_model(hop_s: float | None):
             EXIT_BAD_INPUT,
         ) from None
     try:
-        model, info = build_default_classifier()
+        bundle_dir = heads_dir or BUNDLE_DIR
+        model, info = build_default_classifier(bundle_dir)
         backbone = model.backbone
-        heads = build_speaker_heads(hidden_size=backbone.hidden_size, num_layers=backbone.num_layers)
+        heads = build_speaker_heads(bundle_dir, hidden_size=backbone.hidden_size, num_layers=backbone.num_layers)
     except Exception as exc:  # missing weights package, changed layout...: report, do not dump a traceback
         raise CliError(f"cannot build the bundled default model: {one_line(exc)}") from None
     return model, (info if hop_s is None else dataclasses.replace(info, hop_s=hop_s)), heads
@@ -226,12 +235,14 @@ def run(args: argparse.Namespace) -> None:
     from export import validate
     from export.onnx_export import ExportError, export_onnx
 
-    source = str(args.checkpoint) if args.checkpoint else "the bundled default model"
+    source = str(args.checkpoint or args.heads or "the bundled default model")
     heads = {}
+    if args.checkpoint and args.heads:
+        raise CliError("give a checkpoint or --heads, not both", EXIT_BAD_INPUT)
     if args.checkpoint:
         model, info = load_checkpoint_model(args.checkpoint, args.hop or DEFAULT_HOP_S)
     else:
-        model, info, heads = load_default_model(args.hop)
+        model, info, heads = load_default_model(args.hop, args.heads)
     print(f"exporting {source}: {info.backbone}, {len(info.labels)} labels ({', '.join(info.labels)})")
     try:
         path = export_onnx(model, info, args.output, opset=args.opset, speaker_heads=heads)

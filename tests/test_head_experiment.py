@@ -78,6 +78,22 @@ def test_manifest_trains_and_evaluates_with_the_same_commands(tiny_model, tmp_pa
     assert fit.returncode == 0, fit.stderr[-2000:]
     assert (tmp_path / "fit" / "checkpoints" / "best.ckpt").is_file()
 
+    heads = tmp_path / "heads"
+    bundle = _train(
+        tmp_path,
+        tiny_model,
+        manifest,
+        "task=bundle",
+        f"bundle_dir={heads}",
+        f"hydra.run.dir={tmp_path / 'b'}",
+    )
+    assert bundle.returncode == 0, bundle.stderr[-2000:]
+    info = json.loads((heads / "model.json").read_text())
+    assert set(info["metrics"]) == {"mine"} and info["metrics"]["mine"]["clip"]["n"] == 18
+    assert set(info["speaker_norm"]["results"]) == {"mine"}
+    for name in ("head.safetensors", "head_speaker_norm.safetensors", "head_speaker_baseline.safetensors"):
+        assert (heads / name).stat().st_size > 0
+
 
 def test_manifest_without_a_path_is_one_line(tmp_path):
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
