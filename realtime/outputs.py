@@ -124,6 +124,12 @@ class LockedOutput:
             os.close(self.fd)  # releases the lock
             self.fd = -1
 
+    def __enter__(self) -> LockedOutput:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def read_done_paths(out: LockedOutput | str | Path, fmt: str) -> set[str]:
     """``output_key`` of every file with a row in ``out`` (CSV or JSONL), read with the real parsers.
