@@ -198,6 +198,8 @@ class ResultWriter:
         self.done: set[str] = set()
         if out is None:
             self.stream = sys.stdout
+            if hasattr(self.stream, "reconfigure"):  # file names that are not UTF-8 print as their raw bytes
+                self.stream.reconfigure(errors="surrogateescape")
         else:
             # Locked for the whole run (released in close()); each file's rows are appended in one write.
             self.stream = LockedOutput(out, append=resume)
