@@ -44,6 +44,8 @@ from realtime.vad import load_vad
 from realtime.windowing import DEFAULT_HOP_S
 
 EXIT_SOME_FAILED = 1
+NOTICE = "notice: "
+"""Marks a line of ``find_audio_files`` that informs (a folder link not followed) rather than fails."""
 """Exit status when some files could not be scored (the others were); 2 (``EXIT_ERROR``) is a usage, model,
 output or device error that stops the run; 0: every file scored."""
 AUDIO_SUFFIXES = frozenset("." + fmt.lower() for fmt in sf.available_formats()) | {".oga", ".opus", ".aif"}
@@ -175,7 +177,7 @@ def _scan_folder(folder: Path, recursive: bool) -> tuple[list[Path], list[str]]:
             dirs.clear()
         for name in dirs:
             if os.path.islink(os.path.join(root, name)):
-                problems.append(f"{Path(root, name)}: link to a folder, not followed")
+                problems.append(f"{Path(root, name)}: {NOTICE}link to a folder, not followed")
         for name in names:
             entry = Path(root, name)
             if entry.suffix.lower() not in AUDIO_SUFFIXES:
@@ -479,6 +481,11 @@ def score_group(
     return [(path, a.rows(p)) for (path, a), p in zip(analysed, probs, strict=True)]
 
 
+def failed_lines(lines: list[str]) -> list[str]:
+    """The lines of ``find_audio_files`` that are failures (not notices)."""
+    return [line for line in lines if f": {NOTICE}" not in line]
+
+
 def file_failed(failures: list[str], progress: Progress, line: str) -> None:
     failures.append(line)
     progress.message(f"emotion-score: {line}")
@@ -504,7 +511,7 @@ def run(args) -> int:
     if not files:  # only missing paths: say so without loading (or first building) a model
         for line in missing:
             print(f"emotion-score: {line}", file=sys.stderr)
-        print(f"emotion-score: 0 scored, {len(missing)} failed", file=sys.stderr)
+        print(f"emotion-score: 0 scored, {len(failed_lines(missing))} failed", file=sys.stderr)
         return EXIT_SOME_FAILED
     groups = speaker_groups(files, args)  # a bad --speakers file fails before a model is loaded
     model = load_model(args.model, ModelOptions(args.provider, args.threads, args.batch_size))
@@ -517,7 +524,7 @@ def run(args) -> int:
             print(notice, file=sys.stderr)
     normalizer = make_normalizer(model, args)
     writer = ResultWriter(args.out, model.labels, args.segments, args.resume)
-    failures = list(missing)
+    failures = failed_lines(missing)
     progress = Progress(len(files))
     for line in missing:
         progress.message(f"emotion-score: {line}")
