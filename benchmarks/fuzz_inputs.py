@@ -109,10 +109,14 @@ def speechlike(seconds: float, rate: int, rng: np.random.Generator) -> np.ndarra
 
 
 def _good(folder: Path, i: int, rng) -> Case:
-    rate = int(rng.choice([8000, 16000, 22050, 44100, 48000]))
-    channels = int(rng.choice([1, 2]))
+    """A usable file at the edges of what is accepted too: 100 Hz to 384 kHz, 1 to 8 channels, 8 to 64 bits."""
+    rate = int(rng.choice([100, 8000, 16000, 22050, 44100, 48000, 384000]))
+    channels = int(rng.choice([1, 2, 6, 8]))
     fmt = str(rng.choice(["wav", "flac"]))
-    subtype = {"wav": str(rng.choice(["PCM_16", "PCM_24", "FLOAT"])), "flac": "PCM_16"}[fmt]
+    subtypes = ["PCM_U8", "PCM_16", "PCM_24", "PCM_32", "FLOAT", "DOUBLE"]
+    subtype = str(rng.choice(subtypes)) if fmt == "wav" else "PCM_16"
+    if fmt == "flac" and rate > 192000:  # FLAC stores rates only up to 655,350 Hz, libsndfile up to 192 kHz
+        rate = 48000
     x = speechlike(rng.uniform(0.5, 2.0), rate, rng)
     path = folder / f"good_{i}.{fmt}"
     sf.write(path, np.stack([x] * channels, axis=1), rate, subtype=subtype)

@@ -204,7 +204,10 @@ class Monitor:
         self.normalizer.update(
             pooled[None], speech_s=min(self.windower.spec.hop_s, window.end_s - window.start_s)
         )
-        return self.normalizer.apply(raw[None], pooled[None])[0], ms
+        probs = self.normalizer.apply(raw[None], pooled[None])[0]
+        if not np.isfinite(probs).all():
+            raise NonFiniteOutputError("speaker-normalised probabilities are NaN or infinite")
+        return probs, ms
 
     def _speaker_state(self) -> tuple[str | None, float | None]:
         if self.normalizer is None:

@@ -399,7 +399,10 @@ class EmotionModel:
             with np.errstate(invalid="ignore", over="ignore"):  # non-finite logits are caught just below
                 e = np.exp(out - out.max(axis=1, keepdims=True))
                 out = e / e.sum(axis=1, keepdims=True)
-        return self._check_output(out, len(x)), (rest[0] if rest else None)
+        pooled = rest[0] if rest else None
+        if pooled is not None and not np.isfinite(pooled).all():  # would poison a speaker's running mean
+            raise NonFiniteOutputError(f"model {self.path.name} returned NaN or infinite pooled features")
+        return self._check_output(out, len(x)), pooled
 
     def speaker_baseline(
         self, path: str | Path, options: SpeakerNormOptions | None = None

@@ -131,6 +131,15 @@ class LockedOutput:
         self.close()
 
 
+def csv_header(out: LockedOutput) -> list[str]:
+    """The column names of a CSV output (its first record), or [] when it is empty."""
+    head = os.pread(out.fd, 1 << 16, 0).decode(ENCODING, ERRORS)
+    try:
+        return next(csv.reader(io.StringIO(head, newline="")), [])
+    except csv.Error:
+        return []
+
+
 def read_done_paths(out: LockedOutput | str | Path, fmt: str) -> set[str]:
     """``output_key`` of every file with a row in ``out`` (CSV or JSONL), read with the real parsers.
 

@@ -32,7 +32,7 @@ from realtime.model import (
     Segment,
     load_model,
 )
-from realtime.outputs import LockedOutput, output_key, read_done_paths
+from realtime.outputs import LockedOutput, csv_header, output_key, read_done_paths
 from realtime.sources import one_line
 from realtime.speaker_norm import (
     DEFAULT_MIN_SPEECH_S,
@@ -206,11 +206,30 @@ class ResultWriter:
             # Locked for the whole run (released in close()); each file's rows are appended in one write.
             self.stream = LockedOutput(out, append=resume)
             if resume:
+                self._check_columns(out)
                 self.done = read_done_paths(self.stream, self.format)
             if self.stream.size == 0 and self.format == "csv":
                 self.stream.write(_csv_line(self.columns()))
         if self.format == "table":
             print("  ".join(self.columns()), file=self.stream)
+
+    def _check_columns(self, out: str) -> None:
+        """ValueError (one line) when a CSV being resumed holds other columns than this run would append."""
+        header = csv_header(self.stream) if self.format == "csv" and self.stream.size else self.columns()
+        if header != self.columns():
+            self.stream.close()
+            first = next(
+                (
+                    f"{a!r} where this run writes {b!r}"
+                    for a, b in zip(header, self.columns(), strict=False)
+                    if a != b
+                ),
+                f"{len(header)} columns where this run writes {len(self.columns())}",
+            )
+            raise ValueError(
+                f"--out {out}: its columns differ ({first}); resume with the same model and --segments "
+                "setting, or choose another --out"
+            )
 
     def row_path(self, path: Path) -> str:
         """What a file's rows name it by: its resolved absolute path in a results file (``--resume``'s key),
@@ -478,7 +497,13 @@ def score_group(
                 f"emotion-score: notice: speaker {speaker}: {normalizer.speech_s:.1f} s of speech "
                 f"< --speaker-min-s {args.speaker_min_s:g}; scored without speaker normalisation"
             )
-    return [(path, a.rows(p)) for (path, a), p in zip(analysed, probs, strict=True)]
+    scored = []
+    for (path, a), p in zip(analysed, probs, strict=True):
+        if np.isfinite(p).all():
+            scored.append((path, a.rows(p)))
+        else:  # the speaker head's output: never a row
+            file_failed(failures, progress, f"{path}: speaker-normalised probabilities are NaN or infinite")
+    return scored
 
 
 def failed_lines(lines: list[str]) -> list[str]:

@@ -178,7 +178,9 @@ def test_links_and_special_files_in_a_folder_are_reported(constant_model, tmp_pa
     assert f"{folder / 'dangling.wav'}: broken symbolic link" in result.stderr
     assert f"{folder / 'loop.wav'}: symbolic link loop" in result.stderr
     assert f"{folder / 'pipe.wav'}: a FIFO (named pipe), not a regular file" in result.stderr
-    assert f"{folder / 'linked_sub'}: link to a folder, not followed" in result.stderr
+    assert f"{folder / 'linked_sub'}: notice: link to a folder, not followed" in result.stderr
+    # the notice is no failure:
+    assert result.stderr.strip().split("\n")[-1] == "emotion-score: 1 scored, 3 failed"
     assert result.stdout.count("good.wav") + result.stdout.count("alias.wav") == 1
     named_fifo = score("--model", str(constant_model), str(folder / "pipe.wav"))
     assert (
@@ -404,3 +406,15 @@ def test_decoder_chatter_is_let_through_when_asked(tmp_path):
     )
     assert quiet.stderr == "" and "not a recognised audio format" in quiet.stdout
     assert loud.stderr != ""
+
+
+def test_resume_onto_a_csv_with_other_columns_is_refused_untouched(constant_model, tmp_path):
+    clip = good_wav(tmp_path / "a.wav", seconds=3.0)
+    out = tmp_path / "r.csv"
+    assert score("--model", str(constant_model), str(clip), "--out", str(out), "--segments").returncode == 0
+    before = out.read_bytes()
+    result = score("--model", str(constant_model), str(clip), "--out", str(out), "--resume")
+    assert result.returncode == 2
+    lines = result.stderr.strip().split("\n")
+    assert len(lines) == 1 and "its columns differ ('start_s' where this run writes 'label')" in lines[0]
+    assert out.read_bytes() == before
