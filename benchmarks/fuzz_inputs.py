@@ -356,6 +356,12 @@ def main(argv: list[str] | None = None) -> int:
     print("reasons:")
     for reason, n in result.reasons.most_common():
         print(f"  {n:5d}  {reason}")
+    notices = collections.Counter(
+        _reason(line.split(": notice: ", 1)[1]) for line in result.lines if ": notice: " in line
+    )
+    print(f"notices (file scored with a caveat): {sum(notices.values())}")
+    for reason, n in notices.most_common():
+        print(f"  {n:5d}  {reason}")
     ok = not (result.tracebacks or result.lost_good or result.unreported_bad or result.unaccounted)
     return 0 if ok and run.returncode in (0, 1) else 1
 

@@ -26,6 +26,8 @@ SAMPLE_RATE = 16_000
 """Sample rate (Hz) of every model input."""
 
 _EPS = 1e-10
+_BLOCK = 1 << 20
+"""Samples per block where whole-file statistics would otherwise need float64 copies of the whole file."""
 
 # -- limits of the one decoding path (``load_audio``) ----------------------------------------------------------
 MAX_AUDIO_S = 3600.0
@@ -357,7 +359,12 @@ def rms_dbfs(samples: np.ndarray) -> float:
     """RMS level in dB re full scale (-inf-safe: silence gives about -200 dB)."""
     if samples.size == 0:
         return -200.0
-    return float(10.0 * np.log10(np.mean(np.square(samples, dtype=np.float64)) + _EPS * _EPS))
+    if len(samples) <= _BLOCK:
+        mean = float(np.mean(np.square(samples, dtype=np.float64)))
+    else:  # in blocks: a float64 square of an hour of audio would be a 460 MB temporary
+        blocks = (samples[i : i + _BLOCK] for i in range(0, len(samples), _BLOCK))
+        mean = sum(float(np.sum(np.square(b, dtype=np.float64))) for b in blocks) / len(samples)
+    return float(10.0 * np.log10(mean + _EPS * _EPS))
 
 
 def normalize_level(samples: np.ndarray, target_dbfs: float = -23.0, max_gain_db: float = 30.0) -> np.ndarray:
@@ -383,7 +390,11 @@ def trim_silence(
     if n_frames < 2:
         return samples
     frames = samples[: n_frames * frame].reshape(n_frames, frame)
-    frame_db = 10.0 * np.log10(np.mean(np.square(frames, dtype=np.float64), axis=1) + _EPS)
+    rows = max(1, _BLOCK // frame)  # frame levels in blocks: bounded float64 temporaries on long files
+    power = np.concatenate(
+        [np.mean(np.square(frames[i : i + rows], dtype=np.float64), axis=1) for i in range(0, n_frames, rows)]
+    )
+    frame_db = 10.0 * np.log10(power + _EPS)
     loud = np.flatnonzero(frame_db >= frame_db.max() - threshold_db)
     pad = int(pad_s * sample_rate)
     start = max(0, loud[0] * frame - pad)

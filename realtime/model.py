@@ -365,10 +365,9 @@ class EmotionModel:
         """
         if with_pooled and not self.has_pooled:
             raise ModelError(f"{self.path.name}: the model has no {POOLED_NAME!r} output (re-export it)")
-        inputs = [
-            prepare_input(prepare_clip(w, self.preprocess, self.sample_rate), self.preprocess)
-            for w in windows
-        ]
+        # Trimmed windows are views; each is level-normalised (a copy) only when its batch runs, so a long file's
+        # overlapping windows never exist as copies all at once (an hour: 7,200 windows, 1.4 GB at 3 s).
+        inputs = [prepare_clip(w, self.preprocess, self.sample_rate) for w in windows]
         probs = np.zeros((len(inputs), len(self.labels)), dtype=np.float32)
         pooled = None
         by_length: dict[int, list[int]] = {}
@@ -378,7 +377,8 @@ class EmotionModel:
         for indices in by_length.values():
             for k in range(0, len(indices), batch):
                 chunk = indices[k : k + batch]
-                probs[chunk], chunk_pooled = self._run(np.stack([inputs[i] for i in chunk]), with_pooled)
+                x = np.stack([prepare_input(inputs[i], self.preprocess) for i in chunk])
+                probs[chunk], chunk_pooled = self._run(x, with_pooled)
                 if with_pooled:
                     if pooled is None:
                         pooled = np.zeros((len(inputs), *chunk_pooled.shape[1:]), dtype=np.float32)
