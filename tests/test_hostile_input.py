@@ -33,8 +33,8 @@ from realtime.audio import AudioError, decode_audio, load_audio
 from realtime.model import EmotionModel, ModelMismatchError
 from realtime.outputs import LockedOutput, read_done_paths
 
-MEMORY_LIMIT = 2 << 30
-"""Address-space cap for the runs that must stay bounded: the old code asked for 3.2 GB to 256 GiB."""
+MEMORY_LIMIT = 1 << 30
+"""Address-space cap (1 GiB) for the runs that must stay bounded: the old code asked for 3.2 GB to 256 GiB."""
 
 
 def read_rows(path) -> list[dict]:
