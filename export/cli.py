@@ -197,7 +197,9 @@ def load_default_model(hop_s: float | None, heads_dir: Path | None = None):
         bundle_dir = heads_dir or BUNDLE_DIR
         model, info = build_default_classifier(bundle_dir)
         backbone = model.backbone
-        heads = build_speaker_heads(bundle_dir, hidden_size=backbone.hidden_size, num_layers=backbone.num_layers)
+        heads = build_speaker_heads(
+            bundle_dir, hidden_size=backbone.hidden_size, num_layers=backbone.num_layers
+        )
     except Exception as exc:  # missing weights package, changed layout...: report, do not dump a traceback
         raise CliError(f"cannot build the bundled default model: {one_line(exc)}") from None
     return model, (info if hop_s is None else dataclasses.replace(info, hop_s=hop_s)), heads

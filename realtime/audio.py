@@ -8,6 +8,13 @@ identically scaled audio.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import stat
+import sys
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,6 +26,28 @@ SAMPLE_RATE = 16_000
 """Sample rate (Hz) of every model input."""
 
 _EPS = 1e-10
+_BLOCK = 1 << 20
+"""Samples per block where whole-file statistics would otherwise need float64 copies of the whole file."""
+
+# -- limits of the one decoding path (``load_audio``) ----------------------------------------------------------
+MAX_AUDIO_S = 3600.0
+"""Longest file decoded, in seconds: 1 h is 230 MB at 16 kHz mono float32. A header promising more is refused
+before anything is read, and so is a file whose decoded audio runs past it (a header that lies)."""
+MIN_SAMPLE_RATE = 100
+"""Lowest file rate accepted (Hz): 16 kHz / 100 Hz is already a 160x upsampling; a "1 Hz" file would need
+16,000x (gigabytes of output from a few kB of samples)."""
+MAX_SAMPLE_RATE = 768_000
+"""Highest file rate accepted (Hz): twice the highest real audio rate (384 kHz)."""
+MAX_CHANNELS = 256
+MAX_SAMPLE_VALUE = 1e6
+"""Largest sample magnitude accepted (full scale is 1.0; 32768 is integer PCM stored as float). Beyond it a
+file holds garbage, not audio, and sums of such values overflow float32."""
+READ_BLOCK_FRAMES = 1 << 16
+READ_BLOCK_BYTES = 8 << 20
+"""Audio is read in blocks of ``READ_BLOCK_FRAMES`` frames, fewer when that exceeds this many bytes (all
+channels, float32), and downmixed block by block; a decoder failing part-way keeps the blocks before it."""
+DECODER_LOG_ENV = "EMOTION_DECODER_LOG"
+"""Set to 1 to let decoder libraries (libsndfile, libmpg123, ...) print their own messages on stderr."""
 
 
 class AudioError(ValueError):
@@ -59,7 +88,10 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
     """``[frames]`` or ``[frames, channels]`` → ``[frames]`` float32 by averaging channels."""
     samples = np.asarray(samples, dtype=np.float32)
     if samples.ndim == 2:
-        return samples.mean(axis=1, dtype=np.float32)
+        if samples.shape[1] == 1:
+            return samples[:, 0]
+        # Summed in float64: channels near float32's limit (3e38) would overflow to inf in a float32 sum.
+        return samples.mean(axis=1, dtype=np.float64).astype(np.float32)
     if samples.ndim != 1:
         raise ValueError(f"expected [frames] or [frames, channels] audio, got shape {samples.shape}")
     return samples
@@ -79,31 +111,260 @@ def to_model_rate(samples: np.ndarray, sample_rate: int, target_rate: int = SAMP
     return resample(to_mono(samples), sample_rate, target_rate)
 
 
-def load_audio(path: str | Path, target_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Decode a file soundfile can read into mono float32 at ``target_rate``.
+class AudioWarning(UserWarning):
+    """Audio that was used with a caveat (e.g. a truncated file scored on the part present); one line."""
 
-    Raises AudioError (one line: file and reason) for unreadable, corrupt or empty files.
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    """``load_audio``'s result with its caveats: mono float32 ``samples`` at ``sample_rate``, and ``notices``
+    (one line each, naming the file) about what was used with a caveat, e.g. a truncated file."""
+
+    samples: np.ndarray
+    sample_rate: int
+    notices: tuple[str, ...] = ()
+
+
+def load_audio(
+    path: str | Path, target_rate: int = SAMPLE_RATE, on_notice: Callable[[str], None] | None = None
+) -> np.ndarray:
+    """Decode a file soundfile can read into mono float32 at ``target_rate`` (``decode_audio``).
+
+    Raises AudioError (one line: file and reason) for unreadable, corrupt, empty or out-of-limits files.
+    Notices (a truncated file is used as far as it goes) go to ``on_notice``, else to ``warnings.warn``
+    as AudioWarning: never silently.
     """
+    decoded = decode_audio(path, target_rate)
+    for line in decoded.notices:
+        if on_notice is not None:
+            on_notice(line)
+        else:
+            warnings.warn(line, AudioWarning, stacklevel=2)
+    return decoded.samples
+
+
+def check_audio_path(path: str | Path) -> Path:
+    """``path`` when it is a regular file (links followed) that can be opened for reading, else AudioError
+    naming what it is instead: missing, a broken or looping link, a folder, a FIFO, a device, unreadable.
+    Never opens a FIFO (that would block until a writer comes)."""
     path = Path(path)
-    if not path.is_file():
-        raise AudioError(path, "no such file")
     try:
-        samples, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise AudioError(path, f"cannot decode audio ({reason})") from None
-    if samples.shape[0] == 0:
+        info = os.stat(path)
+    except OSError as exc:
+        raise AudioError(path, _missing_reason(path, exc)) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise AudioError(path, f"{_file_kind(info.st_mode)}, not a regular file")
+    if not os.access(path, os.R_OK):
+        raise AudioError(path, "permission denied")
+    return path
+
+
+def _missing_reason(path: Path, exc: OSError) -> str:
+    if path.is_symlink():
+        if getattr(exc, "errno", None) == 40:  # ELOOP
+            return "symbolic link loop"
+        return f"broken symbolic link (to {os.readlink(path)}, which does not exist)"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    return f"cannot access ({exc.strerror or exc})"
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Route file descriptor 2 to /dev/null while decoder libraries run, so their own chatter (libmpg123's
+    "Note: Illegal Audio-MPEG-Header ...", libsndfile's warnings) never reaches the user's terminal; our own
+    one-line reasons are printed afterwards. ``$EMOTION_DECODER_LOG=1`` lets the chatter through."""
+    if os.environ.get(DECODER_LOG_ENV, "") not in ("", "0"):
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no real fd 2 (embedded interpreter): nothing to hide
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+_DECODER_REASONS = {
+    1: "not a recognised audio format",
+    3: "malformed audio file",
+    4: "unsupported audio encoding",
+    7: "not a recognised audio format",  # libsndfile's "possibly a pipe?" for a regular file it cannot parse
+    8: "no audio data could be read",
+    18: "audio data in an unimplemented format",
+}
+
+
+def _decoder_reason(exc: BaseException) -> str:
+    """One line from a decoder error, without libsndfile's misleading hints."""
+    code = getattr(exc, "code", None)
+    if code in _DECODER_REASONS:
+        return _DECODER_REASONS[code]
+    text = (getattr(exc, "error_string", None) or str(exc) or type(exc).__name__).strip()
+    text = text.splitlines()[0] if text else type(exc).__name__
+    return re.sub(r"^Error\s*:\s*", "", text).rstrip(".")
+
+
+def _truncation(extra_info: str) -> tuple[int, int] | None:
+    """(bytes the header promises, bytes present) of the audio data chunk when libsndfile's header log says
+    the file ends early (``data : 64000 (should be 31978)``), else None."""
+    for name, claimed, present in re.findall(
+        r"^\s*(data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", extra_info, re.M
+    ):
+        del name
+        if int(present) < int(claimed):
+            return int(claimed), int(present)
+    return None
+
+
+def decode_audio(path: str | Path, target_rate: int = SAMPLE_RATE) -> DecodedAudio:
+    """The one guarded decoding path: header checked against the limits above before anything is read, audio
+    read in blocks and downmixed/resampled block by block (memory stays near the 16 kHz mono result, at most
+    ``MAX_AUDIO_S``), every decoder failure turned into AudioError with a one-line reason.
+
+    A file that ends before its header says (a truncated WAV) or whose decoding fails part-way is used as far
+    as it decodes, with a notice saying so.
+    """
+    path = check_audio_path(path)
+    notices: list[str] = []
+    with quiet_native_stderr():
+        try:
+            f = sf.SoundFile(str(path))
+        except Exception as exc:  # LibsndfileError, RuntimeError, TypeError, ...: all mean "cannot decode"
+            raise AudioError(path, f"cannot decode audio ({_decoder_reason(exc)})") from None
+        with f:
+            rate, channels, frames = int(f.samplerate), int(f.channels), int(f.frames)
+            _check_header(path, rate, channels, frames)
+            truncated = _truncation(_extra_info(f))
+            out, stopped = _read_blocks(path, f, rate, channels, frames, target_rate)
+    if out.size == 0:
         raise AudioError(path, "file holds no audio samples")
-    if not np.all(np.isfinite(samples)):
-        raise AudioError(path, "audio contains NaN or infinite samples")
-    return to_model_rate(samples, sample_rate, target_rate)
+    got_s = len(out) / target_rate
+    if stopped is not None:
+        notices.append(
+            f"{path}: notice: decoding stopped after {got_s:.2f} s ({stopped}); scored on the audio before it"
+        )
+    elif truncated is not None:
+        claimed, present = truncated
+        notices.append(
+            f"{path}: notice: truncated file ({present} of the {claimed} audio bytes its header promises); "
+            f"scored on the {got_s:.2f} s present"
+        )
+    return DecodedAudio(out, target_rate, tuple(notices))
+
+
+def _extra_info(f: sf.SoundFile) -> str:
+    try:
+        return f.extra_info
+    except Exception:  # only a diagnostic log: never a reason to fail
+        return ""
+
+
+def _check_header(path: Path, rate: int, channels: int, frames: int) -> None:
+    if channels < 1 or channels > MAX_CHANNELS:
+        raise AudioError(path, f"{channels} channels in the header (1 to {MAX_CHANNELS} accepted)")
+    if rate < MIN_SAMPLE_RATE:
+        raise AudioError(
+            path,
+            f"sample rate {rate} Hz is below {MIN_SAMPLE_RATE} Hz (would need a {SAMPLE_RATE}/{max(rate, 0)} "
+            "resample ratio); not usable audio",
+        )
+    if rate > MAX_SAMPLE_RATE:
+        raise AudioError(path, f"sample rate {rate} Hz is above {MAX_SAMPLE_RATE} Hz; not usable audio")
+    if frames > MAX_AUDIO_S * rate:
+        raise AudioError(
+            path,
+            f"header claims {frames / rate / 3600:.3g} h of audio ({frames} frames at {rate} Hz); "
+            f"files up to {MAX_AUDIO_S / 3600:g} h are accepted (split longer recordings)",
+        )
+
+
+def _read_blocks(
+    path: Path, f: sf.SoundFile, rate: int, channels: int, frames: int, target_rate: int
+) -> tuple[np.ndarray, str | None]:
+    """Mono float32 at ``target_rate`` and, when decoding failed part-way, the reason it stopped."""
+    max_in = int(MAX_AUDIO_S * rate)
+    block = max(1024, min(READ_BLOCK_FRAMES, READ_BLOCK_BYTES // (4 * channels)))
+    resampler = None
+    if rate != target_rate:
+        resampler = soxr.ResampleStream(rate, target_rate, 1, dtype="float32", quality="HQ")
+    capacity = int(max(frames, 0) * target_rate / rate) + 1024
+    out = np.empty(min(capacity, int(MAX_AUDIO_S * target_rate) + 1024), np.float32)
+    n_out = n_in = 0
+    stopped = None
+    while True:
+        try:
+            data = f.read(block, dtype="float32", always_2d=True)
+        except Exception as exc:
+            if n_in == 0:
+                raise AudioError(path, f"cannot decode audio ({_decoder_reason(exc)})") from None
+            stopped = _decoder_reason(exc)
+            data = np.zeros((0, channels), np.float32)
+        last = len(data) == 0
+        if not last:
+            n_in += len(data)
+            if n_in > max_in:
+                raise AudioError(
+                    path, f"longer than {MAX_AUDIO_S / 3600:g} h of audio (split longer recordings)"
+                )
+            mono = _checked_mono(path, data, n_in - len(data), rate)
+        else:
+            mono = np.zeros(0, np.float32)
+        if resampler is not None:
+            mono = resampler.resample_chunk(mono, last=last)
+        if n_out + len(mono) > len(out):
+            out = np.concatenate([out[:n_out], np.empty(max(len(mono), len(out) // 2), np.float32)])
+        out[n_out : n_out + len(mono)] = mono
+        n_out += len(mono)
+        if last:
+            return out[:n_out].copy() if n_out < len(out) // 2 else out[:n_out], stopped
+
+
+def _checked_mono(path: Path, data: np.ndarray, offset: int, rate: int) -> np.ndarray:
+    """One block ``[frames, channels]`` → mono float32, after checking the sample values are audio."""
+    finite = np.isfinite(data)
+    if not finite.all():
+        first = offset + int(np.flatnonzero(~finite.all(axis=1))[0])
+        raise AudioError(path, f"NaN or infinite sample values (first at {first / rate:.3f} s)")
+    peak = float(np.max(np.abs(data))) if data.size else 0.0
+    if peak > MAX_SAMPLE_VALUE:
+        raise AudioError(path, f"sample values up to {peak:.3g}, far beyond full scale (1.0): not audio")
+    return to_mono(data)
 
 
 def rms_dbfs(samples: np.ndarray) -> float:
     """RMS level in dB re full scale (-inf-safe: silence gives about -200 dB)."""
     if samples.size == 0:
         return -200.0
-    return float(10.0 * np.log10(np.mean(np.square(samples, dtype=np.float64)) + _EPS * _EPS))
+    if len(samples) <= _BLOCK:
+        mean = float(np.mean(np.square(samples, dtype=np.float64)))
+    else:  # in blocks: a float64 square of an hour of audio would be a 460 MB temporary
+        blocks = (samples[i : i + _BLOCK] for i in range(0, len(samples), _BLOCK))
+        mean = sum(float(np.sum(np.square(b, dtype=np.float64))) for b in blocks) / len(samples)
+    return float(10.0 * np.log10(mean + _EPS * _EPS))
 
 
 def normalize_level(samples: np.ndarray, target_dbfs: float = -23.0, max_gain_db: float = 30.0) -> np.ndarray:
@@ -129,7 +390,11 @@ def trim_silence(
     if n_frames < 2:
         return samples
     frames = samples[: n_frames * frame].reshape(n_frames, frame)
-    frame_db = 10.0 * np.log10(np.mean(np.square(frames, dtype=np.float64), axis=1) + _EPS)
+    rows = max(1, _BLOCK // frame)  # frame levels in blocks: bounded float64 temporaries on long files
+    power = np.concatenate(
+        [np.mean(np.square(frames[i : i + rows], dtype=np.float64), axis=1) for i in range(0, n_frames, rows)]
+    )
+    frame_db = 10.0 * np.log10(power + _EPS)
     loud = np.flatnonzero(frame_db >= frame_db.max() - threshold_db)
     pad = int(pad_s * sample_rate)
     start = max(0, loud[0] * frame - pad)

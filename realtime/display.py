@@ -93,7 +93,7 @@ class HopRecord:
             data.update(
                 speaker_norm=self.speaker_norm, speaker_speech_s=round(self.speaker_speech_s or 0.0, 2)
             )
-        return json.dumps(data)
+        return json.dumps(data, allow_nan=False)  # strict JSON: a NaN is an error here, never written
 
     def speaker_note(self) -> str:
         """``  speaker: active (31 s)`` for the views; empty when speaker normalisation is off."""

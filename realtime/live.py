@@ -18,7 +18,16 @@ import soxr
 
 from realtime.audio import AudioError
 from realtime.display import HelpFormatter, HopRecord, Summary, make_view, run_command
-from realtime.model import PROVIDER_CHOICES, SILENCE_LABEL, EmotionModel, ModelError, ModelOptions, load_model
+from realtime.model import (
+    PROVIDER_CHOICES,
+    SILENCE_LABEL,
+    EmotionModel,
+    ModelError,
+    ModelOptions,
+    NonFiniteOutputError,
+    load_model,
+)
+from realtime.outputs import LockedOutput
 from realtime.smoothing import DEFAULT_ALPHA, DEFAULT_MARGIN, DEFAULT_PATIENCE_HOPS, Smoother, SmootherOptions
 from realtime.sources import (
     AudioSource,
@@ -54,7 +63,9 @@ examples:
 
 Every --hop-s seconds the last --window-s seconds of audio are analysed. Windows without speech (Silero VAD)
 show as "silence"; speech windows are scored and smoothed (EMA + hysteresis) so the label stays steady.
-Ctrl-C (or the end of --input / stdin) prints a summary and exits 0. Errors print one line and exit 2.
+Ctrl-C, SIGTERM, SIGHUP (or the end of --input / stdin) print a summary, flush --jsonl and exit 0. Errors
+(model, device, unusable --input, --jsonl locked by another run) print one line and exit 2. A window for which
+the model returns NaN or infinite probabilities gets no estimate and no JSONL line; a note says so.
 
 --speaker-norm judges each window against the current speaker's own average voice (a running mean over their
 speech windows), after --speaker-min-s seconds of speech. It helps when the history is varied, and hides a mood
@@ -138,7 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def make_source(args, model_rate: int) -> AudioSource:
     if args.input:
-        return FileReplaySource(args.input, model_rate, realtime=not args.fast)
+        return FileReplaySource(
+            args.input,
+            model_rate,
+            realtime=not args.fast,
+            on_notice=lambda line: print(f"emotion-live: {line}", file=sys.stderr),
+        )
     if args.stdin_pcm:
         return StdinPCMSource(args.rate or model_rate)
     device = int(args.device) if args.device and args.device.isdigit() else args.device
@@ -172,6 +188,8 @@ class Monitor:
         self.source = source
         self.summary = Summary(windower.spec.hop_s)
         self._silent_hops = 0
+        self.failed_windows = 0
+        """Speech windows without an estimate because the model returned NaN/inf for them (not in the JSONL)."""
 
     def request_speaker_reset(self) -> None:
         """Forget the current speaker before the next window (safe from any thread or a signal handler)."""
@@ -186,7 +204,10 @@ class Monitor:
         self.normalizer.update(
             pooled[None], speech_s=min(self.windower.spec.hop_s, window.end_s - window.start_s)
         )
-        return self.normalizer.apply(raw[None], pooled[None])[0], ms
+        probs = self.normalizer.apply(raw[None], pooled[None])[0]
+        if not np.isfinite(probs).all():
+            raise NonFiniteOutputError("speaker-normalised probabilities are NaN or infinite")
+        return probs, ms
 
     def _speaker_state(self) -> tuple[str | None, float | None]:
         if self.normalizer is None:
@@ -203,7 +224,13 @@ class Monitor:
             self.smoother.reset()
             self.view.note("new speaker: speaker statistics reset")
         if window.speech:
-            raw, ms = self._score(window)
+            try:
+                raw, ms = self._score(window)
+            except NonFiniteOutputError as exc:  # no estimate for this window, never a NaN row
+                self.failed_windows += 1
+                if self.failed_windows == 1:
+                    self.view.note(f"{window.start_s:.1f}-{window.end_s:.1f} s: {exc} (counted from now on)")
+                return
             state = self.smoother.update(raw, weight=window.speech_s)
             probs, smoothed = self.model.probs_dict(raw), self.model.probs_dict(state.probs)
             label, confidence = self.model.labels[state.index], state.confidence
@@ -279,6 +306,24 @@ class Monitor:
             self.handle(window)
 
 
+class StopRequested(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: end like Ctrl-C (summary, flushed outputs, exit 0)."""
+
+
+def install_stop_signals(stack: contextlib.ExitStack) -> None:
+    """SIGTERM (what a service manager sends) and SIGHUP (terminal closed) stop the monitor like Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(signum, _frame) -> None:
+        raise StopRequested(signal.Signals(signum).name)
+
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            sig = getattr(signal, name)
+            stack.callback(signal.signal, sig, signal.signal(sig, stop))
+
+
 def install_reset_triggers(monitor: Monitor, stack: contextlib.ExitStack, use_stdin: bool) -> None:
     """SIGUSR1, and Enter on an interactive terminal, ask ``monitor`` to forget the current speaker."""
     if hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread():
@@ -326,8 +371,10 @@ def run(args) -> int:
         jsonl = None
         if args.jsonl == "-":
             jsonl = sys.stdout
-        elif args.jsonl:
-            jsonl = stack.enter_context(open(args.jsonl, "w", encoding="utf-8"))
+        elif args.jsonl:  # locked: a second monitor writing the same file stops at once (exit 2)
+            jsonl = LockedOutput(args.jsonl, append=False, option="--jsonl")
+            stack.callback(jsonl.close)
+        install_stop_signals(stack)
         source.start()  # first: a missing or unusable device fails before anything is shown
         stack.callback(source.stop)
         view = make_view(out, model.labels, header)
@@ -337,13 +384,21 @@ def run(args) -> int:
         )
         if args.speaker_norm:
             install_reset_triggers(monitor, stack, use_stdin=not args.stdin_pcm)
-        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the normal way to stop: go on to the summary
+        with contextlib.suppress(
+            KeyboardInterrupt
+        ):  # Ctrl-C/SIGTERM/SIGHUP: the normal stop, go on to the summary
             monitor.run(args.max_seconds)
         stats = source.ring.stats()
         print(
             monitor.summary.render(monitor.windower.received_s, stats.dropped, stats.device_overflows),
             file=out,
         )
+        if monitor.failed_windows:
+            print(
+                f"emotion-live: {monitor.failed_windows} speech window(s) without an estimate: the model "
+                "returned NaN or infinite probabilities",
+                file=sys.stderr,
+            )
     return 0
 
 

@@ -62,6 +62,15 @@ class ModelError(RuntimeError):
     """The model cannot be found, built, loaded or run; ``str()`` is one line for the user."""
 
 
+class ModelMismatchError(ModelError):
+    """The model's inputs/outputs do not fit the runtime or its own labels: every input would fail the same
+    way, so a batch stops at once (exit 2) instead of failing file after file."""
+
+
+class NonFiniteOutputError(ModelError):
+    """The model returned NaN or infinite probabilities for some windows: no estimate for them, never a row."""
+
+
 # -- execution providers -------------------------------------------------------------------------------------
 def select_providers(requested: str, available: Sequence[str]) -> list[str]:
     """Providers to ask ONNX Runtime for, in priority order.
@@ -269,6 +278,7 @@ class EmotionModel:
         self.has_pooled = POOLED_NAME in outputs
         self._speaker_heads: dict[str, SpeakerNormHead] = {}
         self.labels: tuple[str, ...] = self.info.labels
+        self._check_signature()
         self.sample_rate: int = int(self.info.sample_rate)
         self.window_s: float = float(self.info.window_s)
         self.hop_s: float = float(self.info.hop_s)
@@ -277,6 +287,39 @@ class EmotionModel:
             self.speech_gate = SpeechGate(**self.info.speech_gate)
         except TypeError as exc:
             raise ModelError(f"{self.path}: bad speech_gate metadata ({exc})") from None
+
+    def _check_signature(self) -> None:
+        """ModelMismatchError, at load, when the graph's declared input/output shapes cannot be what the runtime
+        feeds (float ``[batch, samples]``) and reads (``[batch, len(labels)]``)."""
+        node = next(i for i in self.session.get_inputs() if i.name == INPUT_NAME)
+        if len(node.shape) != 2 or node.type != "tensor(float)":
+            raise ModelMismatchError(
+                f"{self.path}: input {INPUT_NAME!r} is {node.type} {_shape(node.shape)}; the runtime feeds "
+                "float [batch, samples]"
+            )
+        out = next(o for o in self.session.get_outputs() if o.name == self._output)
+        classes = out.shape[-1] if out.shape else None
+        if len(out.shape) != 2 or (isinstance(classes, int) and classes != len(self.labels)):
+            raise ModelMismatchError(
+                f"{self.path}: output {self._output!r} is {_shape(out.shape)}, but the model's metadata names "
+                f"{len(self.labels)} labels ([batch, {len(self.labels)}] expected)"
+            )
+
+    def _check_output(self, out: np.ndarray, batch: int) -> np.ndarray:
+        """The model's probabilities ``[batch, classes]``: ModelMismatchError when the shape does not fit the
+        labels (a dynamic shape only shows at run time), NonFiniteOutputError when any is NaN or infinite."""
+        if out.ndim != 2 or out.shape != (batch, len(self.labels)):
+            raise ModelMismatchError(
+                f"{self.path}: output {self._output!r} has shape {list(out.shape)} for {batch} input(s), but the "
+                f"model's metadata names {len(self.labels)} labels"
+            )
+        bad = ~np.isfinite(out).all(axis=1)
+        if bad.any():
+            raise NonFiniteOutputError(
+                f"model {self.path.name} returned NaN or infinite probabilities for {int(bad.sum())} of "
+                f"{batch} window(s); not scored"
+            )
+        return out
 
     def _create_session(self, providers: list[str]) -> ort.InferenceSession:
         so = ort.SessionOptions()
@@ -326,10 +369,9 @@ class EmotionModel:
         """
         if with_pooled and not self.has_pooled:
             raise ModelError(f"{self.path.name}: the model has no {POOLED_NAME!r} output (re-export it)")
-        inputs = [
-            prepare_input(prepare_clip(w, self.preprocess, self.sample_rate), self.preprocess)
-            for w in windows
-        ]
+        # Trimmed windows are views; each is level-normalised (a copy) only when its batch runs, so a long file's
+        # overlapping windows never exist as copies all at once (an hour: 7,200 windows, 1.4 GB at 3 s).
+        inputs = [prepare_clip(w, self.preprocess, self.sample_rate) for w in windows]
         probs = np.zeros((len(inputs), len(self.labels)), dtype=np.float32)
         pooled = None
         by_length: dict[int, list[int]] = {}
@@ -339,7 +381,8 @@ class EmotionModel:
         for indices in by_length.values():
             for k in range(0, len(indices), batch):
                 chunk = indices[k : k + batch]
-                probs[chunk], chunk_pooled = self._run(np.stack([inputs[i] for i in chunk]), with_pooled)
+                x = np.stack([prepare_input(inputs[i], self.preprocess) for i in chunk])
+                probs[chunk], chunk_pooled = self._run(x, with_pooled)
                 if with_pooled:
                     if pooled is None:
                         pooled = np.zeros((len(inputs), *chunk_pooled.shape[1:]), dtype=np.float32)
@@ -355,10 +398,15 @@ class EmotionModel:
             raise ModelError(
                 f"{self.path.name}: inference failed on input {x.shape}: {_first_line(exc)}"
             ) from None
-        if self._output == LOGITS_NAME:
-            e = np.exp(out - out.max(axis=1, keepdims=True))
-            out = e / e.sum(axis=1, keepdims=True)
-        return out, (rest[0] if rest else None)
+        out = np.asarray(out)
+        if self._output == LOGITS_NAME and out.ndim == 2:
+            with np.errstate(invalid="ignore", over="ignore"):  # non-finite logits are caught just below
+                e = np.exp(out - out.max(axis=1, keepdims=True))
+                out = e / e.sum(axis=1, keepdims=True)
+        pooled = rest[0] if rest else None
+        if pooled is not None and not np.isfinite(pooled).all():  # would poison a speaker's running mean
+            raise NonFiniteOutputError(f"model {self.path.name} returned NaN or infinite pooled features")
+        return self._check_output(out, len(x)), pooled
 
     def speaker_baseline(
         self, path: str | Path, options: SpeakerNormOptions | None = None
@@ -540,6 +588,10 @@ class EmotionModel:
         if not np.all(np.isfinite(samples)):
             raise AudioError(source, "audio contains NaN or infinite samples")
         return _to_model_rate(samples, sample_rate, self.sample_rate)
+
+
+def _shape(shape) -> str:
+    return "[" + ", ".join(str(d) if d is not None else "?" for d in shape) + "]"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,17 +20,20 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from realtime.audio import AudioError, load_audio
+from realtime.audio import AudioError, check_audio_path, load_audio
 from realtime.display import HelpFormatter, run_command
 from realtime.model import (
     PROVIDER_CHOICES,
     EmotionModel,
     ModelError,
+    ModelMismatchError,
     ModelOptions,
     Prediction,
     Segment,
     load_model,
 )
+from realtime.outputs import LockedOutput, csv_header, output_key, read_done_paths
+from realtime.sources import one_line
 from realtime.speaker_norm import (
     DEFAULT_MIN_SPEECH_S,
     SPEAKER_NORM_MODES,
@@ -40,6 +44,10 @@ from realtime.vad import load_vad
 from realtime.windowing import DEFAULT_HOP_S
 
 EXIT_SOME_FAILED = 1
+NOTICE = "notice: "
+"""Marks a line of ``find_audio_files`` that informs (a folder link not followed) rather than fails."""
+"""Exit status when some files could not be scored (the others were); 2 (``EXIT_ERROR``) is a usage, model,
+output or device error that stops the run; 0: every file scored."""
 AUDIO_SUFFIXES = frozenset("." + fmt.lower() for fmt in sf.available_formats()) | {".oga", ".opus", ".aif"}
 """File endings picked up inside folders (what libsndfile can decode); files named explicitly are always tried."""
 BAR_WIDTH = 30
@@ -64,8 +72,15 @@ speech windows over all their files (per folder, per file, or per speaker from -
 (blend: about -10 points; centred: near chance; k-fold by actor on RAVDESS, see the README). Needs a model
 with speaker heads (the bundled model has them). --speaker-baseline FILE instead judges every file against one recording of the
 speaker talking calmly (10 s or more), which does not drift towards a mood shared by all the files.
-Output format follows --out's extension (.csv or .jsonl). Unusable files (corrupt, empty, silent, unreadable)
-are reported on stderr, one line each; the others are still scored, and the exit status is then 1.
+Output format follows --out's extension (.csv or .jsonl); its path column holds each file's resolved absolute
+path, and --resume skips files whose resolved path is already there (any spelling of the same file counts).
+--out is locked for the whole run: a second run writing the same file stops at once, naming the first.
+Unusable files (corrupt, empty, silent, unreadable, over the limits: 1 h, 100 Hz to 768 kHz, 256 channels;
+links and special files found in folders) are reported on stderr, one line each; the others are still scored.
+A truncated file is scored on the audio present, with a notice.
+
+exit status: 0 every file scored; 1 some files could not be scored (the others were); 2 usage, model or
+output error (nothing more scored).
 """
 
 
@@ -81,7 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-o", "--out", metavar="FILE", help="results file, .csv or .jsonl (default: table on stdout)"
     )
-    p.add_argument("--resume", action="store_true", help="skip files already in --out and append to it")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip files already in --out (matched by resolved absolute path) and append to it",
+    )
     p.add_argument(
         "--segments", action="store_true", help="one row per window (timeline) instead of per file"
     )
@@ -120,18 +139,54 @@ def build_parser() -> argparse.ArgumentParser:
 
 # -- finding files -------------------------------------------------------------------------------------------
 def find_audio_files(paths: list[str], recursive: bool) -> tuple[list[Path], list[str]]:
-    """Files to score (folders expanded, sorted) and one error line per path that does not exist."""
+    """Files to score (folders expanded, sorted; each file once however often it is named) and one error line
+    per path that does not exist or, inside a folder, per audio-named entry that cannot be scored: a broken or
+    looping link, a FIFO, a device, an unreadable sub-folder. Named files are always tried."""
     files, missing = [], []
+    seen: set[str] = set()
+
+    def add(path: Path) -> None:
+        key = output_key(path)
+        if key not in seen:
+            seen.add(key)
+            files.append(path)
+
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = path.rglob("*") if recursive else path.glob("*")
-            files += sorted(f for f in found if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES)
-        elif path.exists():
-            files.append(path)
+            found, problems = _scan_folder(path, recursive)
+            for f in found:
+                add(f)
+            missing += problems
+        elif path.exists() or path.is_symlink():
+            add(path)
         else:
             missing.append(f"{path}: no such file or folder")
     return files, missing
+
+
+def _scan_folder(folder: Path, recursive: bool) -> tuple[list[Path], list[str]]:
+    """Audio files in ``folder`` (sorted) and one line per entry that is skipped for a reason worth telling."""
+    found, problems = [], []
+
+    def unreadable(exc: OSError) -> None:
+        problems.append(f"{exc.filename}: cannot read folder ({exc.strerror or exc})")
+
+    for root, dirs, names in os.walk(folder, onerror=unreadable):
+        if not recursive:
+            dirs.clear()
+        for name in dirs:
+            if os.path.islink(os.path.join(root, name)):
+                problems.append(f"{Path(root, name)}: {NOTICE}link to a folder, not followed")
+        for name in names:
+            entry = Path(root, name)
+            if entry.suffix.lower() not in AUDIO_SUFFIXES:
+                continue
+            try:
+                found.append(check_audio_path(entry))
+            except AudioError as exc:
+                problems.append(str(exc))
+    return sorted(found), sorted(problems)
 
 
 # -- output --------------------------------------------------------------------------------------------------
@@ -145,16 +200,44 @@ class ResultWriter:
         self.done: set[str] = set()
         if out is None:
             self.stream = sys.stdout
+            if hasattr(self.stream, "reconfigure"):  # file names that are not UTF-8 print as their raw bytes
+                self.stream.reconfigure(errors="surrogateescape")
         else:
-            if resume and Path(out).is_file():
-                self.done = read_done_paths(Path(out), self.format)
-            append = resume and Path(out).is_file() and Path(out).stat().st_size > 0
-            # Kept open for the whole run (closed in close()) so each file's rows are appended and flushed at once.
-            self.stream = open(out, "a" if append else "w", encoding="utf-8", newline="")  # noqa: SIM115
-            if not append and self.format == "csv":
-                csv.writer(self.stream).writerow(self.columns())
+            # Locked for the whole run (released in close()); each file's rows are appended in one write.
+            self.stream = LockedOutput(out, append=resume)
+            if resume:
+                self._check_columns(out)
+                self.done = read_done_paths(self.stream, self.format)
+            if self.stream.size == 0 and self.format == "csv":
+                self.stream.write(_csv_line(self.columns()))
         if self.format == "table":
             print("  ".join(self.columns()), file=self.stream)
+
+    def _check_columns(self, out: str) -> None:
+        """ValueError (one line) when a CSV being resumed holds other columns than this run would append."""
+        header = csv_header(self.stream) if self.format == "csv" and self.stream.size else self.columns()
+        if header != self.columns():
+            self.stream.close()
+            first = next(
+                (
+                    f"{a!r} where this run writes {b!r}"
+                    for a, b in zip(header, self.columns(), strict=False)
+                    if a != b
+                ),
+                f"{len(header)} columns where this run writes {len(self.columns())}",
+            )
+            raise ValueError(
+                f"--out {out}: its columns differ ({first}); resume with the same model and --segments "
+                "setting, or choose another --out"
+            )
+
+    def row_path(self, path: Path) -> str:
+        """What a file's rows name it by: its resolved absolute path in a results file (``--resume``'s key),
+        as given on the command line in the stdout table."""
+        return str(path) if self.format == "table" else output_key(path)
+
+    def is_done(self, path: Path) -> bool:
+        return output_key(path) in self.done
 
     def columns(self) -> list[str]:
         key = (
@@ -165,20 +248,17 @@ class ResultWriter:
         return key + list(self.labels)
 
     def write_file(self, path: str, rows: list[dict]) -> None:
-        for row in rows:
-            self.stream.write(self._format(path, row))
+        self.stream.write("".join(self._format(path, row) for row in rows))  # one append: whole lines
         self.stream.flush()
 
     def _format(self, path: str, row: dict) -> str:
         if self.format == "jsonl":
-            return json.dumps({"path": path, **row}) + "\n"
+            return json.dumps({"path": path, **row}, allow_nan=False) + "\n"
         values = [path] + [row[c] for c in self.columns()[1 : -len(self.labels)]]
         values += [f"{row['probs'][label]:.6f}" for label in self.labels]
         if self.format == "table":
             return "  ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in values) + "\n"
-        line = _CsvLine()
-        csv.writer(line).writerow(values)
-        return line.text
+        return _csv_line(values)
 
     def close(self) -> None:
         if self.stream is not sys.stdout:
@@ -194,6 +274,12 @@ class _CsvLine:
         self.text += s
 
 
+def _csv_line(values: list) -> str:
+    line = _CsvLine()
+    csv.writer(line).writerow(values)
+    return line.text
+
+
 def output_format(out: str | None) -> str:
     if out is None:
         return "table"
@@ -201,17 +287,6 @@ def output_format(out: str | None) -> str:
     if suffix not in (".csv", ".jsonl"):
         raise ValueError(f"--out {out}: use a .csv or .jsonl file name")
     return suffix[1:]
-
-
-def read_done_paths(out: Path, fmt: str) -> set[str]:
-    """Paths already in ``out``. A torn last line (run killed mid-write) is cut off so appending stays valid."""
-    text = out.read_text(encoding="utf-8")
-    if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-        out.write_text(text, encoding="utf-8")
-    if fmt == "jsonl":
-        return {json.loads(line)["path"] for line in text.splitlines() if line.strip()}
-    return {row["path"] for row in csv.DictReader(text.splitlines())}
 
 
 def prediction_row(p: Prediction) -> dict:
@@ -277,10 +352,13 @@ class Analysed:
     rows: Callable[[np.ndarray], list[dict]]
 
 
-def analyse_file(model: EmotionModel, path: Path, args, vad, pooled: bool = False) -> Analysed:
-    """Score one file's windows; raises AudioError for unusable audio."""
+def analyse_file(
+    model: EmotionModel, path: Path, args, vad, pooled: bool = False, on_notice=None
+) -> Analysed:
+    """Score one file's windows; raises AudioError for unusable audio (notices, e.g. truncation: ``on_notice``)."""
     if not args.segments:
-        clip = model.clip_windows(load_audio(path, model.sample_rate), model.sample_rate, str(path), pooled)
+        audio = load_audio(path, model.sample_rate, on_notice)
+        clip = model.clip_windows(audio, model.sample_rate, str(path), pooled)
         return Analysed(
             clip.probs,
             clip.pooled,
@@ -288,7 +366,7 @@ def analyse_file(model: EmotionModel, path: Path, args, vad, pooled: bool = Fals
             clip.duration_s,
             lambda probs: [prediction_row(model.prediction(probs, clip.duration_s))],
         )
-    audio = load_audio(path, model.sample_rate)
+    audio = load_audio(path, model.sample_rate, on_notice)
     model.ensure_audible(audio, str(path))
     windows, probs, pooled_out = model.segment_windows(
         audio, model.sample_rate, args.window_s, args.hop_s, vad, return_pooled=pooled
@@ -394,10 +472,23 @@ def score_group(
     for i, path in enumerate(group):
         progress.update(done + i, path.name)
         try:
-            analysed.append((path, analyse_file(model, path, args, vad, pooled=speaker is not None)))
-        except (AudioError, ModelError) as exc:  # this file is unusable; the others still get scored
-            failures.append(str(exc))
-            progress.message(f"emotion-score: {exc}")
+            analysed.append(
+                (path, analyse_file(model, path, args, vad, speaker is not None, notice_line(progress)))
+            )
+        except ModelMismatchError:  # the model, not the file: every file would fail the same way
+            raise
+        except AudioError as exc:  # this file is unusable; the others still get scored
+            file_failed(failures, progress, str(exc))
+        except ModelError as exc:  # the model failed on this file (e.g. NaN probabilities): the others go on
+            file_failed(failures, progress, f"{path}: {exc}")
+        except MemoryError:
+            file_failed(failures, progress, f"{path}: out of memory while scoring it")
+        except (
+            Exception
+        ) as exc:  # a bug must not cost the batch: this file fails, in one line, the rest go on
+            file_failed(
+                failures, progress, f"{path}: unexpected error ({type(exc).__name__}: {one_line(exc)})"
+            )
     probs = [a.probs for _, a in analysed]
     if speaker is not None and analysed:
         probs = normalise_group(normalizer, [a for _, a in analysed])
@@ -406,7 +497,28 @@ def score_group(
                 f"emotion-score: notice: speaker {speaker}: {normalizer.speech_s:.1f} s of speech "
                 f"< --speaker-min-s {args.speaker_min_s:g}; scored without speaker normalisation"
             )
-    return [(path, a.rows(p)) for (path, a), p in zip(analysed, probs, strict=True)]
+    scored = []
+    for (path, a), p in zip(analysed, probs, strict=True):
+        if np.isfinite(p).all():
+            scored.append((path, a.rows(p)))
+        else:  # the speaker head's output: never a row
+            file_failed(failures, progress, f"{path}: speaker-normalised probabilities are NaN or infinite")
+    return scored
+
+
+def failed_lines(lines: list[str]) -> list[str]:
+    """The lines of ``find_audio_files`` that are failures (not notices)."""
+    return [line for line in lines if f": {NOTICE}" not in line]
+
+
+def file_failed(failures: list[str], progress: Progress, line: str) -> None:
+    failures.append(line)
+    progress.message(f"emotion-score: {line}")
+
+
+def notice_line(progress: Progress):
+    """A callback printing a file's notice (e.g. a truncated file scored on the part present) as one line."""
+    return lambda line: progress.message(f"emotion-score: {line}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -424,7 +536,7 @@ def run(args) -> int:
     if not files:  # only missing paths: say so without loading (or first building) a model
         for line in missing:
             print(f"emotion-score: {line}", file=sys.stderr)
-        print(f"emotion-score: 0 scored, {len(missing)} failed", file=sys.stderr)
+        print(f"emotion-score: 0 scored, {len(failed_lines(missing))} failed", file=sys.stderr)
         return EXIT_SOME_FAILED
     groups = speaker_groups(files, args)  # a bad --speakers file fails before a model is loaded
     model = load_model(args.model, ModelOptions(args.provider, args.threads, args.batch_size))
@@ -437,24 +549,24 @@ def run(args) -> int:
             print(notice, file=sys.stderr)
     normalizer = make_normalizer(model, args)
     writer = ResultWriter(args.out, model.labels, args.segments, args.resume)
-    failures = list(missing)
+    failures = failed_lines(missing)
     progress = Progress(len(files))
     for line in missing:
         progress.message(f"emotion-score: {line}")
     scored = skipped = done = 0
     try:
         for speaker, group in groups:
-            if all(str(path) in writer.done for path in group):
+            if all(writer.is_done(path) for path in group):
                 skipped += len(group)
                 done += len(group)
                 continue
             for path, rows in score_group(
                 model, speaker, group, args, vad, normalizer, progress, done, failures
             ):
-                if str(path) in writer.done:  # in the group's mean, but already written by an earlier run
+                if writer.is_done(path):  # in the group's mean, but already written by an earlier run
                     skipped += 1
                     continue
-                writer.write_file(str(path), rows)
+                writer.write_file(writer.row_path(path), rows)
                 scored += 1
             done += len(group)
         progress.update(len(files), "")

@@ -92,12 +92,13 @@ class FileReplaySource(ThreadSource):
     ``realtime=False`` (``--fast``): waits for room in the ring, so every sample is analysed.
     """
 
-    def __init__(self, path: str | Path, sample_rate: int, realtime: bool = True):
+    def __init__(self, path: str | Path, sample_rate: int, realtime: bool = True, on_notice=None):
         super().__init__(sample_rate)
         self.path = Path(path)
         self.realtime = realtime
         self.description = str(self.path)
-        self.audio = load_audio(self.path, self.sample_rate)  # AudioError (one line) before anything starts
+        # AudioError (one line) before anything starts; notices (a truncated file) go to ``on_notice``
+        self.audio = load_audio(self.path, self.sample_rate, on_notice)
 
     @property
     def live(self) -> bool:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.fuzz_inputs import write_constant_model
 from export.validate import synthetic_speechlike as export_synthetic_speechlike
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -112,3 +113,10 @@ def pulse_sink(tmp_path_factory) -> PulseSink:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def constant_model(tmp_path_factory) -> Path:
+    """A healthy stand-in model giving the same probabilities for every window (built in milliseconds, no
+    torch): fast end-to-end runs of the CLIs where the estimates do not matter."""
+    return write_constant_model(tmp_path_factory.mktemp("models") / "constant.onnx")
