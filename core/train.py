@@ -1,5 +1,7 @@
-"""``emotion-train``: Hydra entry point (configs from the installed ``configs`` package).
+"""``emotion-train``: Hydra entry point (configs from the installed ``configs`` package), the one trainer.
 
+    emotion-train experiment=head task=evaluate              # cached-feature head: the evaluation protocol
+    emotion-train experiment=head task=bundle                # ... and the shipped heads (core.experiment)
     emotion-train model=tiny train.max_epochs=1              # offline smoke run, random tiny encoder
     emotion-train model.backbone.name_or_path=/models/wav2vec2-base dataset.fold=0
     emotion-train trainer.accelerator=cpu trainer.strategy=ddp trainer.devices=2

@@ -204,6 +204,70 @@ def compute(model, corpus: Corpus, view: View, every: int = 200) -> WindowFeatur
     )
 
 
+def clip_windows_of(
+    model, samples: np.ndarray, sample_rate: int, source: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """A recording's ``emotion-score`` windows only: ``(pooled [W, L+1, H] float16, start_s [W])``."""
+    audio = model.ensure_audible(model.to_model_rate(samples, sample_rate, source), source)
+    clip = prepare_clip(audio, model.preprocess, model.sample_rate)
+    bounds = model.clip_bounds(len(clip))
+    _, pooled = model.predict_windows([clip[s:e] for s, e in bounds], return_pooled=True)
+    return pooled.astype(np.float16), np.array([s / model.sample_rate for s, _ in bounds], np.float32)
+
+
+def stale_clip_windows(model, features: WindowFeatures) -> list[int]:
+    """Utterances whose cached clip windows are not the ones ``emotion-score`` would take now (its tiling of a
+    file changed): the trimmed clip's length is the end of its last cached clip window."""
+    rate = model.sample_rate
+    stale = []
+    clip = features.kind == CLIP
+    for u in np.unique(features.utt[clip]):
+        rows = np.flatnonzero(clip & (features.utt == u))
+        ends = features.start_s[rows] + features.speech_s[rows]
+        length = int(round(float(ends.max()) * rate))
+        expected = [round(s / rate, 2) for s, _ in model.clip_bounds(length)]
+        if expected != [round(float(s), 2) for s in features.start_s[rows]]:
+            stale.append(int(u))
+    return stale
+
+
+def refresh_clip_windows(model, corpus: Corpus, features: WindowFeatures) -> WindowFeatures:
+    """Re-encode only the clip windows of ``stale_clip_windows`` (the live windows do not depend on the tiling)."""
+    stale = stale_clip_windows(model, features)
+    if not stale:
+        return features
+    log.info("%s: %d files' emotion-score windows changed; re-encoding those", corpus.name, len(stale))
+    keep = ~np.isin(features.utt, stale) | (features.kind != CLIP)
+    parts = [
+        (
+            features.pooled[keep],
+            features.utt[keep],
+            features.kind[keep],
+            features.speech_s[keep],
+            features.trailing_s[keep],
+            features.start_s[keep],
+        )
+    ]
+    for u in stale:
+        path = corpus.utterances[u].path
+        pooled, start_s, length_s = clip_windows_of(
+            model, load_audio(path, model.sample_rate), model.sample_rate, str(path)
+        )
+        n = len(start_s)
+        parts.append(
+            (
+                pooled,
+                np.full(n, u, np.int32),
+                np.full(n, CLIP, np.int8),
+                length_s,
+                np.zeros(n, np.float32),
+                start_s,
+            )
+        )
+    cat = [np.concatenate([p[i] for p in parts]) for i in range(6)]
+    return WindowFeatures(*cat, files=features.files, problems=features.problems)
+
+
 def cache_path(model, corpus: Corpus, view: View, root: str | Path | None = None) -> Path:
     from core.ct2 import cache_dir
 
@@ -219,6 +283,11 @@ def load_or_compute(model, corpus: Corpus, view: View, root: str | Path | None =
     if path.is_file():
         cached = WindowFeatures.load(path)
         if [str(Path(f).resolve()) for f in cached.files] == files:
+            if view.channel is None:  # the clean view is the evaluation's: its clip windows must be today's
+                refreshed = refresh_clip_windows(model, corpus, cached)
+                if refreshed is not cached:
+                    refreshed.save(path)
+                return refreshed
             return cached
         log.info("%s: corpus changed since it was cached; recomputing", path)
     log.info("computing %s features of %s (%d files) into %s", view.name, corpus.name, len(files), path)
