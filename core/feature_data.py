@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from core.corpora import Corpus, read_corpus
 from core.data import EMOTIONS, DataError
 from core.window_features import CLIP, SEGMENT, VIEWS, load_or_compute
+from realtime.audio import PreprocessOptions
 from realtime.windowing import SpeechGate
 
 log = logging.getLogger(__name__)
@@ -256,9 +257,7 @@ class FeatureDataModule(pl.LightningDataModule):
         self.split: dict[str, list[str]] = {}
         self.datasets: dict[str, PooledDataset] = {}
         self.fs: FeatureSet | None = None
-        from realtime.audio import PreprocessOptions
-
-        self.preprocessing = PreprocessOptions()
+        self.preprocessing = PreprocessOptions()  # the bundled model's; features come through it
 
     def feature_set(self) -> FeatureSet:
         if self.fs is None:

@@ -120,17 +120,11 @@ def build_classifier(spec: dict[str, Any], pretrained: bool = False) -> EmotionC
     bb = dict(spec["backbone"])
     config = None if pretrained else bb.get("config")
     kind = bb.pop("kind")
-    if kind == "shape-only":
-        backbone = ShapeOnlyBackbone(bb["hidden_size"], bb["num_layers"])
-        return EmotionClassifier(
-            backbone,
-            num_classes=spec["num_classes"],
-            hidden_dims=tuple(spec.get("hidden_dims", (512, 256))),
-            dropout=spec.get("dropout", 0.3),
-            layer_pooling=spec.get("layer_pooling", "weighted"),
-        )
     bb.pop("config", None)
-    backbone = build_backbone(kind=kind, config=config, **bb)
+    if kind == "shape-only":  # a head trained on cached features: no encoder to build
+        backbone = ShapeOnlyBackbone(bb["hidden_size"], bb["num_layers"])
+    else:
+        backbone = build_backbone(kind=kind, config=config, **bb)
     return EmotionClassifier(
         backbone,
         num_classes=spec["num_classes"],

@@ -31,14 +31,16 @@ def _manifest(tmp_path):
     return path
 
 
-def _train(tmp_path, model, manifest, *overrides):
+def _emotion_train(tmp_path, *overrides, timeout: float = 300):
+    """``emotion-train experiment=head corpora=manifest OVERRIDES`` with a private feature cache."""
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
-    cmd = [
-        sys.executable,
-        "-m",
-        "core.train",
-        "experiment=head",
-        "corpora=manifest",
+    cmd = [sys.executable, "-m", "core.train", "experiment=head", "corpora=manifest", *overrides]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, env=env)
+
+
+def _train(tmp_path, model, manifest, *overrides):
+    return _emotion_train(
+        tmp_path,
         f"manifest={manifest}",
         f"dataset.model={model}",
         "dataset.train_views=[clean]",
@@ -49,8 +51,7 @@ def _train(tmp_path, model, manifest, *overrides):
         "dataset.batch_size=4",
         "num_threads=1",
         *overrides,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO_ROOT, env=env)
+    )
 
 
 def test_manifest_trains_and_evaluates_with_the_same_commands(tiny_model, tmp_path):
@@ -96,16 +97,7 @@ def test_manifest_trains_and_evaluates_with_the_same_commands(tiny_model, tmp_pa
 
 
 def test_manifest_without_a_path_is_one_line(tmp_path):
-    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
-    cmd = [
-        sys.executable,
-        "-m",
-        "core.train",
-        "experiment=head",
-        "corpora=manifest",
-        f"hydra.run.dir={tmp_path}",
-    ]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, env=env)
+    run = _emotion_train(tmp_path, f"hydra.run.dir={tmp_path}", timeout=120)
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1] == (
         "emotion-train: error: corpus of kind manifest has no root (for corpora=manifest: manifest=FILE)"
