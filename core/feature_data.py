@@ -118,10 +118,8 @@ def _load(corpora_key: tuple[tuple[str, str, str], ...], views: tuple[str, ...],
     utterances = []
     for name, kind, root in corpora_key:
         corpus = read_corpus(kind, root)
-        corpus.name = name
-        corpus.utterances = [
-            u.__class__(u.path, u.label, u.speaker, name, u.agreement) for u in corpus.utterances
-        ]
+        corpus.name = name  # the config's name for it (corpora.<name>), used in every report
+        corpus.utterances = [replace(u, corpus=name) for u in corpus.utterances]
         corpora.append(corpus)
         for v, view in enumerate(views):
             f = load_or_compute(model, corpus, VIEWS[view])
