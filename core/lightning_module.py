@@ -112,7 +112,7 @@ def prepare_for_training(model: EmotionClassifier, settings: TrainSettings) -> N
       parameters). transformers reads ``config.layerdrop`` at every forward, so setting it here suffices.
     """
     freeze_zero_lr_tiers(model, settings)
-    if model.layer_pooling == "last":
+    if model.layer_pooling in ("last", "concat"):
         model.layer_logits.requires_grad_(False)
     for module in model.modules():
         config = getattr(module, "config", None)

@@ -16,7 +16,9 @@ from torch import nn
 
 from core.backbones import SpeechBackbone, build_backbone
 
-LAYER_POOLING = ("weighted", "last")
+LAYER_POOLING = ("weighted", "last", "concat")
+"""How the per-layer pooled states become one vector: a learnt softmax-weighted sum, the last layer, or all layers
+side by side, standardised (``concat``: the head sees every layer's own dimensions, at L+1 times the width)."""
 
 
 def feature_extractor(
@@ -59,7 +61,13 @@ class EmotionClassifier(nn.Module):
         self.dropout = dropout
         # One logit per hidden state (embeddings + each layer); zeros = a plain average at the start.
         self.layer_logits = nn.Parameter(torch.zeros(backbone.num_layers + 1))
-        self.features = feature_extractor(backbone.hidden_size, self.hidden_dims, dropout)
+        width = backbone.hidden_size
+        if layer_pooling == "concat":
+            width *= backbone.num_layers + 1
+            # Layers differ in scale by orders of magnitude: standardise each dimension (running statistics).
+            self.input_norm = nn.BatchNorm1d(width, affine=False)
+            self.layer_logits.requires_grad_(False)
+        self.features = feature_extractor(width, self.hidden_dims, dropout)
         self.head = nn.Linear(self.hidden_dims[-1], num_classes)
 
     def pool(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -75,6 +83,8 @@ class EmotionClassifier(nn.Module):
         """``[B, L+1, H]`` pooled hidden states → logits ``[B, C]``."""
         if self.layer_pooling == "last":
             summary = pooled[:, -1]
+        elif self.layer_pooling == "concat":
+            summary = self.input_norm(pooled.flatten(1))
         else:
             summary = torch.einsum("blh,l->bh", pooled, self.layer_weights())
         return self.head(self.features(summary))
