@@ -34,11 +34,6 @@ class SpeechBackbone(nn.Module):
         """Everything needed to rebuild this backbone without a download (stored in checkpoints)."""
         raise NotImplementedError
 
-    def freeze_lower_layers(self, count: int) -> None:
-        """Stop gradients into the front end and the lowest ``count`` transformer layers."""
-        for layer in self.transformer_layers()[:count]:
-            layer.requires_grad_(False)
-
 
 class Wav2Vec2FamilyBackbone(SpeechBackbone):
     """wav2vec2 / HuBERT / WavLM / data2vec-audio through ``transformers.AutoModel``."""

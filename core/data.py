@@ -289,13 +289,6 @@ class ClipDataset(Dataset):
         }
 
 
-def count_per_class(labels: Iterable[int], num_classes: int = len(EMOTIONS)) -> list[int]:
-    counts = [0] * num_classes
-    for label in labels:
-        counts[label] += 1
-    return counts
-
-
 def limit_per_actor(files: Sequence[RavdessFile], max_files: int | None) -> list[RavdessFile]:
     """At most ``max_files`` per actor for debug/smoke runs, taken round-robin over emotions (each actor
     starting where the previous actor stopped) so small subsets still cover every class; None keeps all."""

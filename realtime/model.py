@@ -54,6 +54,8 @@ SILENCE_LABEL = "silence"
 MIN_CLIP_S = 0.1
 """Shortest clip scored: below this the speech encoders' front ends have too few samples (and it says nothing)."""
 BUILD_TIMEOUT_S = 3600.0
+EXPORT_MODULES = ("torch", "onnx", "transformers", "safetensors")
+"""What building the default model imports (the ``[export]`` extra); the runtime itself needs none of them."""
 MIN_BASELINE_S = 5.0
 """Shortest calm baseline recording accepted, seconds of sound after trimming (10 s or more is better)."""
 
@@ -160,7 +162,14 @@ def build_default_model(path: Path, log=None) -> Path:
     """Run the exporter (``python -m export -o PATH``) in a child process: torch never enters this one.
 
     Writes to a temporary name first and renames, so an interrupted build never leaves a broken model behind.
+    A runtime-only install (no ``[export]`` extra) cannot build it: one line saying so, before anything runs.
     """
+    missing = [name for name in EXPORT_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ModelError(
+            f"cannot build the default model here ({', '.join(missing)} not installed): install the export extra "
+            f"(pip install '{DIST_NAME}[export]') or pass a model file with --model"
+        )
     print(f"building the default model once into {path} ...", file=log or sys.stderr, flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.stem}.partial-{os.getpid()}{path.suffix}")

@@ -1,9 +1,9 @@
 """Speech gating: which 32 ms frames contain speech, so silence is shown as silence, not as an emotion.
 
-Silero VAD's ONNX model is read from the installed ``silero_vad`` package's data folder and run with
-ONNX Runtime directly. The package itself is never imported: its ``__init__`` imports torch, which must stay
-off the inference path. When the package (hence the model file) is missing, a plain energy gate stands in
-and the caller prints a notice.
+Silero VAD's ONNX model (MIT) ships with this package in ``realtime/assets/silero_vad.onnx`` and runs on
+ONNX Runtime directly. Failing that, it is read from an installed ``silero_vad`` package's data folder; that
+package is never imported (its ``__init__`` imports torch, which must stay off the inference path). When no
+model file is found, a plain energy gate stands in and the caller prints a notice.
 """
 
 from __future__ import annotations
@@ -25,8 +25,15 @@ ENERGY_GATE_DBFS = -45.0
 """Fallback gate: frames louder than this RMS level count as speech. Depends on input gain, hence only a fallback."""
 
 
+SHIPPED_MODEL = Path(__file__).resolve().parent / "assets" / "silero_vad.onnx"
+"""Silero VAD v5's 16 kHz ONNX model, shipped as package data (from silero-vad 6.2.3, MIT; licence in silero_vad.LICENSE)."""
+
+
 def silero_model_path() -> Path | None:
-    """Where the installed silero-vad package keeps ``silero_vad.onnx``, found without importing the package."""
+    """``silero_vad.onnx``: the shipped copy, else the installed silero-vad package's (found without importing
+    it), else None."""
+    if SHIPPED_MODEL.is_file():
+        return SHIPPED_MODEL
     spec = importlib.util.find_spec("silero_vad")
     if spec is None or not spec.submodule_search_locations:
         return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import time
 import uuid
@@ -120,3 +121,27 @@ def constant_model(tmp_path_factory) -> Path:
     """A healthy stand-in model giving the same probabilities for every window (built in milliseconds, no
     torch): fast end-to-end runs of the CLIs where the estimates do not matter."""
     return write_constant_model(tmp_path_factory.mktemp("models") / "constant.onnx")
+
+
+@pytest.fixture
+def offline_hub_env(tmp_path, monkeypatch) -> dict:
+    """Environment of a machine where the Hugging Face hub cannot be reached and nobody said so.
+
+    ``HF_ENDPOINT`` is a localhost port just freed (connections are refused at once), ``HF_HUB_OFFLINE`` and
+    proxies are unset, and the hub cache is empty. Applied to this process too; returned for subprocesses.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for name in (
+        "HF_HUB_OFFLINE",
+        "TRANSFORMERS_OFFLINE",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    return dict(os.environ)

@@ -165,7 +165,7 @@ def test_configs_are_found_in_a_built_wheel(tmp_path):
     """Build the wheel from a copy of the sources, install it with --target, compose from there."""
     src = tmp_path / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, src / name)
     for package in ("core", "configs", "realtime", "export"):
         if (REPO / package).is_dir():
@@ -186,6 +186,9 @@ def test_configs_are_found_in_a_built_wheel(tmp_path):
         timeout=300,
     )
     assert (target / "configs" / "model" / "tiny.yaml").is_file()
+    # Data folders ship too: the VAD model (the runtime needs no silero-vad package) and the bundled head.
+    assert (target / "realtime" / "assets" / "silero_vad.onnx").is_file()
+    assert (target / "export" / "bundled" / "model.json").is_file()
     code = (
         "import sys, core.train, configs;"
         f"assert core.train.__file__.startswith({str(target)!r}), core.train.__file__;"

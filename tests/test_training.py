@@ -19,7 +19,15 @@ from core.checkpoint import REQUIRED_HPARAMS, load_classifier, tiny_classifier
 from core.data import EMOTIONS
 from core.evaluate import main as eval_main
 from core.lightning_module import EmotionModule, TrainSettings, parameter_groups
-from core.train import BackboneUnavailable, build_backbone_from_config, finish, fit, run
+from core.train import (
+    BackboneUnavailable,
+    _hub_offline_if_unreachable,
+    build_backbone_from_config,
+    finish,
+    fit,
+    hub_reachable,
+    run,
+)
 from realtime.audio import PreprocessOptions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -293,8 +301,9 @@ def _cli_env(**extra) -> dict:
     return env
 
 
-def test_offline_hub_error_is_one_line(tmp_path, ravdess_16k):
-    """The default wav2vec2-base with no network and no cache: one line pointing at a local directory."""
+def test_offline_hub_error_is_one_line(tmp_path, ravdess_16k, offline_hub_env):
+    """The default wav2vec2-base, the hub unreachable, no cache, HF_HUB_OFFLINE not set: the hub is probed once
+    and only the local cache is tried, so stderr is the one error line (no retry chatter), exit 2."""
     result = subprocess.run(
         [
             sys.executable,
@@ -305,16 +314,45 @@ def test_offline_hub_error_is_one_line(tmp_path, ravdess_16k):
             f"hydra.run.dir={tmp_path}/run",
         ],
         cwd=tmp_path,
-        env=_cli_env(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf")),
+        env=_cli_env(**offline_hub_env),
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 2, result.stderr[-2000:]
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("emotion-train: error: cannot load backbone")
-    assert "model.backbone.name_or_path=/local/dir" in last
-    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr[-2000:]
+    assert lines[0].startswith("emotion-train: error: cannot load backbone")
+    assert "model.backbone.name_or_path=/local/dir" in lines[0]
+
+
+def test_unreachable_hub_loads_offline_for_that_load_only(offline_hub_env):
+    assert not hub_reachable()
+    with _hub_offline_if_unreachable("facebook/wav2vec2-base", "wav2vec2"):
+        assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    assert "HF_HUB_OFFLINE" not in os.environ
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "env"),
+    [
+        ("/models/wav2vec2-base", "wav2vec2", {}),  # a local path: never the hub
+        ("whisper-base", "whisper", {}),  # packaged weights
+        (None, "wav2vec2", {}),
+        ("facebook/wav2vec2-base", "wav2vec2", {"HF_HUB_OFFLINE": "1"}),  # already offline
+        (
+            "facebook/wav2vec2-base",
+            "wav2vec2",
+            {"HTTPS_PROXY": "http://proxy:3128"},
+        ),  # left to the hub client
+    ],
+)
+def test_hub_is_not_probed_when_it_cannot_matter(offline_hub_env, monkeypatch, name, kind, env):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr("core.train.hub_reachable", lambda *a, **k: pytest.fail("probed"))
+    with _hub_offline_if_unreachable(name, kind):
+        assert os.environ.get("HF_HUB_OFFLINE") == env.get("HF_HUB_OFFLINE")
 
 
 def test_run_returns_summary_for_fast_dev_run(ravdess_16k, tmp_path):
