@@ -1,8 +1,8 @@
 """``emotion-score``: the emotion of every audio file in a set of files and folders, or a timeline per file.
 
 Per file: decode (any soundfile format, rate, channel count) → 16 kHz mono → trim silence like a training clip →
-one model input when it fits the model's window, else the mean of the window probabilities
-(``EmotionModel.predict_array``). With ``--segments``: the live monitor's windows and speech gate instead.
+one model input when it fits the model's window, else equal windows end to end and the length-weighted mean of
+their probabilities (``EmotionModel.clip_windows``, ``EmotionModel.prediction``). With ``--segments``: the live monitor's windows and speech gate instead.
 Results are written and flushed file by file, so an interrupted run keeps its work (``--resume`` continues it).
 """
 
@@ -54,8 +54,11 @@ examples:
   emotion-score calls/ --speaker-norm map --speakers speakers.csv    # CSV columns: path,speaker
   emotion-score alice/ --speaker-baseline alice-calm.wav            # one speaker, against her calm voice
 
-Per file, the label is the most probable emotion; a file longer than the model's window is scored as the mean
-of its windows' probabilities (the model was trained on window-length crops). --segments lists every window
+Per file, leading and trailing silence is trimmed and the label is the most probable emotion. A file up to the
+model's window (3 s for the bundled model) is one model input. A longer file is cut into equal windows of at
+most that length laid end to end (each second is encoded once), and its probabilities are the mean of its
+windows' probabilities, weighted by each window's seconds of audio (the model was trained on window-length
+crops). --segments lists every window
 (start_s, end_s, speech, label, probabilities) with the live monitor's window, hop and speech gate; windows
 without speech are labelled "silence".
 --speaker-norm judges every window against its speaker's own average voice: the mean of that speaker's
@@ -286,7 +289,7 @@ def analyse_file(model: EmotionModel, path: Path, args, vad, pooled: bool = Fals
             clip.pooled,
             np.ones(len(clip.probs), bool),
             clip.duration_s,
-            lambda probs: [prediction_row(model.prediction(probs, clip.duration_s))],
+            lambda probs: [prediction_row(model.prediction(probs, clip.duration_s, clip.window_seconds))],
         )
     audio = load_audio(path, model.sample_rate)
     model.ensure_audible(audio, str(path))

@@ -75,6 +75,23 @@ def window_bounds(n_samples: int, spec: WindowSpec, final: bool = True) -> list[
     return bounds
 
 
+def tile_bounds(n_samples: int, window: int) -> list[tuple[int, int]]:
+    """``(start, end)`` of the windows that score a whole recording of ``n_samples``, each sample encoded once.
+
+    Up to ``window`` samples: the recording itself, one window. Longer: ``k = ceil(n / window)`` windows of
+    one common length ``ceil(n / k)`` laid end to end, the last aligned to the final sample (so consecutive
+    windows overlap by less than ``k`` samples). One common length lets the model batch them all; every window
+    is at least half the model's window long, and a long recording's windows are nearly full length.
+    """
+    if n_samples <= window:
+        return [(0, n_samples)]
+    k = -(-n_samples // window)
+    length = -(-n_samples // k)
+    return [
+        (min(i * length, n_samples - length), min(i * length, n_samples - length) + length) for i in range(k)
+    ]
+
+
 @dataclass(frozen=True)
 class AudioWindow:
     """One analysis window: ``samples`` [end - start] float32 at ``sample_rate``, as received (not normalised)."""
