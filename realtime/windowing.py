@@ -87,9 +87,8 @@ def tile_bounds(n_samples: int, window: int) -> list[tuple[int, int]]:
         return [(0, n_samples)]
     k = -(-n_samples // window)
     length = -(-n_samples // k)
-    return [
-        (min(i * length, n_samples - length), min(i * length, n_samples - length) + length) for i in range(k)
-    ]
+    starts = [min(i * length, n_samples - length) for i in range(k)]
+    return [(start, start + length) for start in starts]
 
 
 @dataclass(frozen=True)
