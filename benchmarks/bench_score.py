@@ -85,7 +85,8 @@ def write_continuous(files: list[Path], folder: Path, file_s: float, seed: int =
             label = EMOTIONS[int(clips[i].name.split("-")[2]) - 1]
             parts[-1].append((prepare_clip(load_audio(clips[i]), options), label))
         if len(parts) > 1 and sum(len(a) for a, _ in parts[-1]) < file_s * SAMPLE_RATE:
-            parts[-2] += parts.pop()
+            tail = parts.pop()
+            parts[-1] += tail
         for k, part in enumerate(parts):
             name = f"{actor}-{k}.flac"
             sf.write(folder / name, np.concatenate([a for a, _ in part]), SAMPLE_RATE)
