@@ -2,7 +2,8 @@
 
 Per file: decode (any soundfile format, rate, channel count) → 16 kHz mono → trim silence like a training clip →
 one model input when it fits the model's window, else equal windows end to end and the length-weighted mean of
-their probabilities (``EmotionModel.clip_windows``, ``EmotionModel.prediction``). With ``--segments``: the live monitor's windows and speech gate instead.
+their probabilities (``EmotionModel.clip_windows``, ``EmotionModel.prediction``). With ``--segments``: the live
+monitor's windows and speech gate instead, a window ending every ``--hop-s``.
 Results are written and flushed file by file, so an interrupted run keeps its work (``--resume`` continues it).
 """
 
@@ -43,13 +44,18 @@ EXIT_SOME_FAILED = 1
 AUDIO_SUFFIXES = frozenset("." + fmt.lower() for fmt in sf.available_formats()) | {".oga", ".opus", ".aif"}
 """File endings picked up inside folders (what libsndfile can decode); files named explicitly are always tried."""
 BAR_WIDTH = 30
+SEGMENTS_HOP_S = 1.5
+"""``--segments`` hop for files. Each window is the model's 3 s, so a hop of 1.5 s encodes every second twice instead
+of six times at the live hop (0.5 s): about 3x faster, for an accuracy change measured in the README
+(``benchmarks/bench_score.py --continuous``). ``--hop-s 0.5`` gives exactly the live monitor's timeline."""
 
 EPILOG = """\
 examples:
   emotion-score clip.wav                           # table on stdout
   emotion-score recordings/ --recursive --out results.csv
   emotion-score recordings/ -r --out results.jsonl --resume     # continue an interrupted run
-  emotion-score talk.flac --segments --out timeline.csv         # label every 0.5 s, like emotion-live
+  emotion-score talk.flac --segments --out timeline.csv         # a label every 1.5 s
+  emotion-score talk.flac --segments --hop-s 0.5                # every 0.5 s, exactly like emotion-live
   emotion-score actors/ -r --speaker-norm folder --out results.csv  # each folder holds one speaker
   emotion-score calls/ --speaker-norm map --speakers speakers.csv    # CSV columns: path,speaker
   emotion-score alice/ --speaker-baseline alice-calm.wav            # one speaker, against her calm voice
@@ -59,8 +65,9 @@ model's window (3 s for the bundled model) is one model input. A longer file is 
 most that length laid end to end (each second is encoded once), and its probabilities are the mean of its
 windows' probabilities, weighted by each window's seconds of audio (the model was trained on window-length
 crops). --segments lists every window
-(start_s, end_s, speech, label, probabilities) with the live monitor's window, hop and speech gate; windows
-without speech are labelled "silence".
+(start_s, end_s, speech, label, probabilities) with the live monitor's window and speech gate, one window
+ending every --hop-s (1.5 s; --hop-s 0.5 for the live monitor's exact timeline); windows without speech are
+labelled "silence".
 --speaker-norm judges every window against its speaker's own average voice: the mean of that speaker's
 speech windows over all their files (per folder, per file, or per speaker from --speakers), once there are
 --speaker-min-s seconds of it. It helps when a speaker's recordings are varied, and hides a mood they all share
@@ -89,7 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--segments", action="store_true", help="one row per window (timeline) instead of per file"
     )
     p.add_argument("--window-s", type=float, help="--segments window in seconds (default: the model's)")
-    p.add_argument("--hop-s", type=float, default=DEFAULT_HOP_S, help="--segments hop in seconds")
+    p.add_argument(
+        "--hop-s",
+        type=float,
+        default=SEGMENTS_HOP_S,
+        help=f"--segments hop in seconds ({DEFAULT_HOP_S:g} = the live monitor's hop, about 3x slower)",
+    )
     p.add_argument("--batch-size", type=int, default=8, help="windows per model call")
     speaker = p.add_mutually_exclusive_group()
     speaker.add_argument(
