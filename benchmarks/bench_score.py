@@ -59,7 +59,8 @@ def run_emotion_score(
     cmd += ["--threads", str(threads), *extra]
     env = dict(os.environ, PYTHONPATH=str(src)) if src else None
     start = time.perf_counter()
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    # ``python -m`` puts the working folder first on sys.path: run the other tree from its own folder.
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=src)
     wall_s = time.perf_counter() - start
     if result.returncode != 0:
         raise SystemExit(f"emotion-score failed: {result.stderr.strip()[-500:]}")

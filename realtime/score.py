@@ -127,6 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MIN_SPEECH_S,
         help="seconds of a speaker's speech needed for normalisation (else plain estimates, with a notice)",
     )
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="ray: score on a Ray cluster (extra 'ray'; same rows; no speaker normalisation)",
+    )
+    p.add_argument("--workers", type=int, help="--engine ray: actors (default: cluster CPUs / --threads)")
+    p.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="--engine ray: cluster to join (default: $RAY_ADDRESS, else local)",
+    )
     p.add_argument("--model", help="exported .onnx model (default: bundled model)")
     p.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto", help="ONNX Runtime device")
     p.add_argument("--threads", type=int, help="intra-op threads (default: cores, at most 4)")
@@ -442,6 +454,8 @@ def run(args) -> int:
         print(f"emotion-score: 0 scored, {len(missing)} failed", file=sys.stderr)
         return EXIT_SOME_FAILED
     groups = speaker_groups(files, args)  # a bad --speakers file fails before a model is loaded
+    if args.engine == "ray":
+        return run_on_ray(args, files, missing)
     model = load_model(args.model, ModelOptions(args.provider, args.threads, args.batch_size))
     if model.provider_notice:
         print(model.provider_notice, file=sys.stderr)
@@ -476,9 +490,49 @@ def run(args) -> int:
     finally:
         progress.close()
         writer.close()
+    return finish(scored, failures, skipped)
+
+
+def finish(scored: int, failures: list[str], skipped: int) -> int:
+    """The closing summary line on stderr; the exit status (1 when any file failed)."""
     resumed = f", {skipped} already done" if skipped else ""
     print(f"emotion-score: {scored} scored, {len(failures)} failed{resumed}", file=sys.stderr)
     return EXIT_SOME_FAILED if failures else 0
+
+
+def run_on_ray(args, files: list[Path], missing: list[str]) -> int:
+    """``--engine ray``: every file scored by ``analyse_file`` on Ray actors (``realtime.distributed``), the rows
+    written here by the same ``ResultWriter``, in the same order."""
+    if args.speaker_norm or args.speaker_baseline:
+        raise ValueError(
+            "--engine ray scores files independently: --speaker-norm/--speaker-baseline need local"
+        )
+    from realtime import distributed  # Ray is an optional extra: imported only when asked for
+
+    distributed.import_ray()
+    job = distributed.make_job(args)
+    labels = load_model(job.model_path, ModelOptions("cpu", 1)).labels
+    writer = ResultWriter(args.out, labels, args.segments, args.resume)
+    todo = [str(f) for f in files if str(f) not in writer.done]
+    failures, progress, scored = list(missing), Progress(len(todo)), 0
+    for line in missing:
+        progress.message(f"emotion-score: {line}")
+    try:
+        for i, (path, rows, error) in enumerate(
+            distributed.score_on_ray(job, todo, args.workers, args.ray_address)
+        ):
+            progress.update(i, Path(path).name)
+            if error:
+                failures.append(error)
+                progress.message(f"emotion-score: {error}")
+            else:
+                writer.write_file(path, rows)
+                scored += 1
+        progress.update(len(todo), "")
+    finally:
+        progress.close()
+        writer.close()
+    return finish(scored, failures, len(files) - len(todo))
 
 
 if __name__ == "__main__":
