@@ -82,6 +82,9 @@ def start_ray(address: str | None):
     ray = import_ray()
     if not ray.is_initialized():
         ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+    logging.getLogger("ray.data").setLevel(
+        logging.ERROR
+    )  # per-run execution plans and notices: not for users
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # rows come back in the order of the files
     context.enable_progress_bars = False
@@ -104,7 +107,7 @@ def score_on_ray(job: ScoreJob, paths: list[str], workers: int | None = None, ad
         fn_constructor_kwargs={"job": job},
         batch_size=1,
         batch_format="numpy",
-        concurrency=workers,
+        compute=ray.data.ActorPoolStrategy(size=workers),
         num_cpus=job.threads,
     )
     for row in results.iter_rows():

@@ -514,7 +514,7 @@ def run_on_ray(args, files: list[Path], missing: list[str]) -> int:
     labels = load_model(job.model_path, ModelOptions("cpu", 1)).labels
     writer = ResultWriter(args.out, labels, args.segments, args.resume)
     todo = [str(f) for f in files if str(f) not in writer.done]
-    failures, progress, scored = list(missing), Progress(len(todo)), 0
+    failures, progress, scored = list(missing), Progress(len(todo), sys.stderr), 0
     for line in missing:
         progress.message(f"emotion-score: {line}")
     try:
