@@ -27,7 +27,7 @@ from core.backbones import build_backbone
 from core.data import EMOTIONS
 from core.model import EmotionClassifier
 from export.onnx_export import export_onnx
-from export.quantize import quantize_int8
+from export.quantize import cpu_flags, quantize_int8
 from realtime.audio import SAMPLE_RATE
 from realtime.metadata import ModelInfo
 
@@ -72,7 +72,12 @@ def bench_model(name: str, windows_s: list[float], repeats: int, threads: int, w
     model, info = MODELS[name]()
     fp32 = export_onnx(model, info, workdir / f"{name}.onnx")
     int8 = quantize_int8(fp32, workdir / f"{name}.int8.onnx")
-    sessions = {"onnx_fp32": ort_session(fp32, threads), "onnx_int8": ort_session(int8, threads)}
+    int8_pc = quantize_int8(fp32, workdir / f"{name}.int8pc.onnx", method="dynamic-per-channel")
+    sessions = {
+        "onnx_fp32": ort_session(fp32, threads),
+        "onnx_int8": ort_session(int8, threads),
+        "onnx_int8_per_channel": ort_session(int8_pc, threads),
+    }
 
     def torch_run(x: np.ndarray) -> None:
         with torch.inference_mode():
@@ -99,10 +104,12 @@ def bench_model(name: str, windows_s: list[float], repeats: int, threads: int, w
                 "p90_ms": round(float(np.percentile(times[key], 90)), 2),
                 "real_time_factor": round(median[key] / (window_s * 1000.0), 4),
                 "speedup_vs_torch": round(median["torch_eager"] / median[key], 2),
+                "speedup_vs_onnx_fp32": round(median["onnx_fp32"] / median[key], 2),
             }
             for key in variants
         }
     sizes = {"onnx_fp32_mb": fp32.stat().st_size / 1e6, "onnx_int8_mb": int8.stat().st_size / 1e6}
+    sizes["onnx_int8_per_channel_mb"] = int8_pc.stat().st_size / 1e6
     return {"backbone": info.backbone, "windows": results, **{k: round(v, 1) for k, v in sizes.items()}}
 
 
@@ -123,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "inference_per_window",
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, onnxruntime {ort.__version__}, "
-        f"torch {torch.__version__}",
+        f"torch {torch.__version__}, CPU flags: {cpu_flags()}",
         "batch": 1,
         "models": {},
     }

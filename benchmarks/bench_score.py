@@ -36,6 +36,7 @@ import soundfile as sf
 import torch
 
 from core.data import EMOTIONS
+from export.quantize import cpu_flags
 from export.validate import ravdess_dir
 from realtime.audio import SAMPLE_RATE, PreprocessOptions, load_audio, prepare_clip, prepare_input
 from realtime.model import load_model, resolve_model_path
@@ -170,18 +171,8 @@ def run_torch_loop(files: list[Path], model, info, clip_bounds) -> tuple[float, 
 
 
 def machine(threads: int) -> str:
-    """Architecture, threads, core count and the CPU's SIMD flags that decide int8/fp32 speed."""
-    flags = set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    simd = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
-    return (
-        f"{platform.machine()}, {threads} threads of {os.cpu_count()} cores, flags: {' '.join(simd) or '?'}"
-    )
+    """Architecture, threads, core count and the CPU's SIMD flags (what decides int8/fp32 speed)."""
+    return f"{platform.machine()}, {threads} threads of {os.cpu_count()} cores, CPU flags: {cpu_flags()}"
 
 
 def main(argv: list[str] | None = None) -> int:
