@@ -10,7 +10,13 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
+import os
+
+# Idle OpenMP threads of the torch variant sleep instead of spinning into the next variant's time (as ONNX Runtime's
+# do in the runtime); must be set before torch loads its OpenMP library.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
 import json
 import platform
 import statistics
@@ -30,6 +36,7 @@ from export.onnx_export import export_onnx
 from export.quantize import cpu_flags, quantize_int8
 from realtime.audio import SAMPLE_RATE
 from realtime.metadata import ModelInfo
+from realtime.model import EmotionModel, ModelOptions
 
 LABELS = EMOTIONS
 
@@ -56,10 +63,9 @@ MODELS = {"bundled": bundled, "wav2vec2-base": wav2vec2_base_sized}
 
 
 def ort_session(path: Path, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    """The session exactly as the runtime opens it (``realtime.model``: idle threads sleep instead of spinning;
+    spinning threads of one variant would steal the cores the next variant runs on, and every other process's)."""
+    return EmotionModel(path, ModelOptions("cpu", threads)).session
 
 
 def time_call(fn, x) -> float:

@@ -114,8 +114,12 @@ def timeline_accuracy(out: Path, truth: dict[str, list]) -> dict:
 
 def bench_continuous(args) -> dict:
     """``emotion-score`` on continuous speech: whole files and ``--segments`` timelines (see the module doc)."""
-    model = Path(args.model) if args.model else resolve_model_path()
+    models = [Path(m) for m in args.model] if args.model else [resolve_model_path()]
     runs = {"whole_file": ()} | {f"segments_hop_{h:g}s": ("--segments", "--hop-s", str(h)) for h in args.hops}
+    if len(models) > 1:  # e.g. fp32 and int8: every case once per model, keyed "<model file name>:<case>"
+        runs = {f"{m.name}:{name}": (m, extra) for m in models for name, extra in runs.items()}
+    else:
+        runs = {name: (models[0], extra) for name, extra in runs.items()}
     srcs = {"": None} | ({"before:": Path(args.compare_src)} if args.compare_src else {})
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "continuous"
@@ -128,8 +132,8 @@ def bench_continuous(args) -> dict:
             args.repeats
         ):  # interleaved: a burst of load on a shared machine hits every case alike
             for prefix, src in srcs.items():
-                for name, extra in runs.items():
-                    if src and extra:  # the other tree: whole files only (its --segments is the same code)
+                for name, (model, extra) in runs.items():
+                    if src and (extra or model != models[0]):  # the other tree: whole files, first model only
                         continue
                     out = Path(tmp) / f"{prefix.strip(':')}{name}.csv"
                     wall_s, labels[prefix + name] = run_emotion_score(
@@ -151,8 +155,9 @@ def bench_continuous(args) -> dict:
         }
         report[key] |= accuracy.get(key, {})
     if args.compare_src:
-        same = sum(labels["before:whole_file"][k] == v for k, v in labels["whole_file"].items())
-        report["whole_file_same_label_as_before"] = f"{same}/{len(labels['whole_file'])}"
+        first = next(iter(runs))
+        same = sum(labels[f"before:{first}"][k] == v for k, v in labels[first].items())
+        report["whole_file_same_label_as_before"] = f"{same}/{len(labels[first])}"
     return report
 
 
@@ -190,7 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeats", type=int, default=3, help="--continuous: interleaved rounds")
     parser.add_argument("--compare-src", metavar="DIR", help="--continuous: also time this source tree")
-    parser.add_argument("--model", help="--continuous: ONNX model (default: the bundled model)")
+    parser.add_argument(
+        "--model",
+        nargs="+",
+        help="--continuous: ONNX model(s), e.g. fp32 and int8 (default: the bundled model)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.continuous:
