@@ -438,7 +438,8 @@ class EmotionModel:
     # -- whole clips -----------------------------------------------------------------------------------------
     def clip_bounds(self, n_samples: int) -> list[tuple[int, int]]:
         """Windows scoring a whole clip (``windowing.tile_bounds``): the clip itself when it fits in ``window_s``;
-        otherwise equal windows of at most ``window_s`` laid end to end, so each second is encoded once."""
+        otherwise as few full windows as cover it, end to end with the overlap spread evenly (each second is
+        encoded about once)."""
         return tile_bounds(n_samples, self.window_spec().window)
 
     def clip_windows(

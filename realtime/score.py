@@ -1,7 +1,7 @@
 """``emotion-score``: the emotion of every audio file in a set of files and folders, or a timeline per file.
 
 Per file: decode (any soundfile format, rate, channel count) → 16 kHz mono → trim silence like a training clip →
-one model input when it fits the model's window, else equal windows end to end and the length-weighted mean of
+one model input when it fits the model's window, else full windows end to end and the length-weighted mean of
 their probabilities (``EmotionModel.clip_windows``, ``EmotionModel.prediction``). With ``--segments``: the live
 monitor's windows and speech gate instead, a window ending every ``--hop-s``.
 Results are written and flushed file by file, so an interrupted run keeps its work (``--resume`` continues it).
@@ -61,10 +61,10 @@ examples:
   emotion-score alice/ --speaker-baseline alice-calm.wav            # one speaker, against her calm voice
 
 Per file, leading and trailing silence is trimmed and the label is the most probable emotion. A file up to the
-model's window (3 s for the bundled model) is one model input. A longer file is cut into equal windows of at
-most that length laid end to end (each second is encoded once), and its probabilities are the mean of its
-windows' probabilities, weighted by each window's seconds of audio (the model was trained on window-length
-crops). --segments lists every window
+model's window (3 s for the bundled model) is one model input. A longer file is covered by as few full windows
+as fit end to end (the first at its start, the last at its end, the small overlap spread evenly: each second is
+encoded about once), and its probabilities are the mean of its windows' probabilities, weighted by each
+window's seconds of audio after trimming its edge silence (the model was trained on window-length crops). --segments lists every window
 (start_s, end_s, speech, label, probabilities) with the live monitor's window and speech gate, one window
 ending every --hop-s (1.5 s; --hop-s 0.5 for the live monitor's exact timeline); windows without speech are
 labelled "silence".
