@@ -64,8 +64,8 @@ Per file, leading and trailing silence is trimmed and the label is the most prob
 model's window (3 s for the bundled model) is one model input. A longer file is covered by as few full windows
 as fit end to end (the first at its start, the last at its end, the small overlap spread evenly: each second is
 encoded about once), and its probabilities are the mean of its windows' probabilities, weighted by each
-window's seconds of audio after trimming its edge silence (the model was trained on window-length crops). --segments lists every window
-(start_s, end_s, speech, label, probabilities) with the live monitor's window and speech gate, one window
+window's seconds of audio after trimming its edge silence (the model was trained on window-length crops).
+--segments lists every window (start_s, end_s, speech, label, probabilities) with the live monitor's window and speech gate, one window
 ending every --hop-s (1.5 s; --hop-s 0.5 for the live monitor's exact timeline); windows without speech are
 labelled "silence".
 --speaker-norm judges every window against its speaker's own average voice: the mean of that speaker's
@@ -141,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", help="exported .onnx model (default: bundled model)")
     p.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto", help="ONNX Runtime device")
-    p.add_argument("--threads", type=int, help="intra-op threads (default: cores, at most 4)")
+    p.add_argument(
+        "--threads", type=int, help="intra-op threads (default: cores, at most 4; --engine ray: 1 per actor)"
+    )
     return p
 
 
