@@ -65,9 +65,9 @@ model's window (3 s for the bundled model) is one model input. A longer file is 
 as fit end to end (the first at its start, the last at its end, the small overlap spread evenly: each second is
 encoded about once), and its probabilities are the mean of its windows' probabilities, weighted by each
 window's seconds of audio after trimming its edge silence (the model was trained on window-length crops).
---segments lists every window (start_s, end_s, speech, label, probabilities) with the live monitor's window and speech gate, one window
-ending every --hop-s (1.5 s; --hop-s 0.5 for the live monitor's exact timeline); windows without speech are
-labelled "silence".
+--segments lists every window (start_s, end_s, speech, label, probabilities) with the live monitor's window
+and speech gate, one window ending every --hop-s (1.5 s; --hop-s 0.5 for the live monitor's exact timeline);
+windows without speech are labelled "silence".
 --speaker-norm judges every window against its speaker's own average voice: the mean of that speaker's
 speech windows over all their files (per folder, per file, or per speaker from --speakers), once there are
 --speaker-min-s seconds of it. It helps when a speaker's recordings are varied, and hides a mood they all share
