@@ -286,9 +286,10 @@ def write_variant(path: Path, variant: str, info: ModelInfo, audio) -> Path:
     if speed is not None:  # int8 pays only on some CPUs: say what it does on this one
         print(speed.describe(variant))
     print(f"wrote {target} ({megabytes(target)}, fp32 {megabytes(path)})")
-    if result.top1 < 0.9:
+    if result.worst_top1 < 0.9:
         print(
-            f"warning: the {variant} model changes the top label on {1 - result.top1:.0%} of clips; prefer fp32"
+            f"warning: the {variant} model changes the top label on {1 - result.worst_top1:.0%} of clips or "
+            "windows; prefer fp32"
         )
     return target
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import numpy as np
 
 from realtime.audio import AudioError
 from realtime.model import ModelError, ModelOptions, load_model, resolve_model_path
+from realtime.score import Progress, ResultWriter, analyse_file, finish
 from realtime.vad import load_vad
 
 RAY_EXTRA = (
@@ -63,8 +65,6 @@ class ScoreFiles:
         self.vad = load_vad()[0] if job.segments else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[str]]:
-        from realtime.score import analyse_file  # not at import: realtime.score imports this module lazily
-
         rows, errors = [], []
         for path in batch["file"]:
             try:
@@ -125,3 +125,34 @@ def make_job(args) -> ScoreJob:
         window_s=args.window_s,
         hop_s=args.hop_s,
     )
+
+
+def run_on_ray(args, files: list[Path], missing: list[str]) -> int:
+    """``emotion-score --engine ray``: every file scored by ``analyse_file`` on Ray actors, the rows written here by
+    ``emotion-score``'s own ``ResultWriter``, in the same order; returns the exit status (``score.finish``)."""
+    if args.speaker_norm or args.speaker_baseline:
+        raise ValueError(
+            "--engine ray scores files independently: --speaker-norm/--speaker-baseline need local"
+        )
+    import_ray()
+    job = make_job(args)
+    labels = load_model(job.model_path, ModelOptions("cpu", 1)).labels
+    writer = ResultWriter(args.out, labels, args.segments, args.resume)
+    todo = [str(f) for f in files if str(f) not in writer.done]
+    failures, progress, scored = list(missing), Progress(len(todo), sys.stderr), 0
+    for line in missing:
+        progress.message(f"emotion-score: {line}")
+    try:
+        for i, (path, rows, error) in enumerate(score_on_ray(job, todo, args.workers, args.ray_address)):
+            progress.update(i, Path(path).name)
+            if error:
+                failures.append(error)
+                progress.message(f"emotion-score: {error}")
+            else:
+                writer.write_file(path, rows)
+                scored += 1
+        progress.update(len(todo), "")
+    finally:
+        progress.close()
+        writer.close()
+    return finish(scored, failures, len(files) - len(todo))

@@ -457,6 +457,8 @@ def run(args) -> int:
         return EXIT_SOME_FAILED
     groups = speaker_groups(files, args)  # a bad --speakers file fails before a model is loaded
     if args.engine == "ray":
+        from realtime.distributed import run_on_ray  # Ray is an optional extra: imported only when asked for
+
         return run_on_ray(args, files, missing)
     model = load_model(args.model, ModelOptions(args.provider, args.threads, args.batch_size))
     if model.provider_notice:
@@ -500,41 +502,6 @@ def finish(scored: int, failures: list[str], skipped: int) -> int:
     resumed = f", {skipped} already done" if skipped else ""
     print(f"emotion-score: {scored} scored, {len(failures)} failed{resumed}", file=sys.stderr)
     return EXIT_SOME_FAILED if failures else 0
-
-
-def run_on_ray(args, files: list[Path], missing: list[str]) -> int:
-    """``--engine ray``: every file scored by ``analyse_file`` on Ray actors (``realtime.distributed``), the rows
-    written here by the same ``ResultWriter``, in the same order."""
-    if args.speaker_norm or args.speaker_baseline:
-        raise ValueError(
-            "--engine ray scores files independently: --speaker-norm/--speaker-baseline need local"
-        )
-    from realtime import distributed  # Ray is an optional extra: imported only when asked for
-
-    distributed.import_ray()
-    job = distributed.make_job(args)
-    labels = load_model(job.model_path, ModelOptions("cpu", 1)).labels
-    writer = ResultWriter(args.out, labels, args.segments, args.resume)
-    todo = [str(f) for f in files if str(f) not in writer.done]
-    failures, progress, scored = list(missing), Progress(len(todo), sys.stderr), 0
-    for line in missing:
-        progress.message(f"emotion-score: {line}")
-    try:
-        for i, (path, rows, error) in enumerate(
-            distributed.score_on_ray(job, todo, args.workers, args.ray_address)
-        ):
-            progress.update(i, Path(path).name)
-            if error:
-                failures.append(error)
-                progress.message(f"emotion-score: {error}")
-            else:
-                writer.write_file(path, rows)
-                scored += 1
-        progress.update(len(todo), "")
-    finally:
-        progress.close()
-        writer.close()
-    return finish(scored, failures, len(files) - len(todo))
 
 
 if __name__ == "__main__":
