@@ -81,9 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(INT8_VARIANTS),
         help="also write an int8 copy (<output>.int8.onnx) of the transformer matmuls, about 3x smaller; "
         "its agreement with fp32 and its speed against fp32 on this machine are printed, with a notice when "
-        "it is not faster here. int8: onnxruntime dynamic quantisation, one weight scale per tensor (0.55x "
-        "fp32's time on a 2-core AVX2 CPU without VNNI); int8-per-channel: one weight scale per channel, same "
-        "speed; int8-blockwise: one weight scale per 32 weights, about 2x slower than fp32 on AVX2-only CPUs",
+        "it is not faster here. int8: onnxruntime dynamic quantisation of the layers' matmuls except the "
+        "feed-forward outputs, one weight scale per tensor (0.7x fp32's time on a 2-core AVX2 CPU without "
+        "VNNI); int8-per-channel: one weight scale per channel; int8-blockwise: one weight scale per 32 weights, about 2x slower than fp32 on AVX2-only CPUs",
     )
     parser.add_argument(
         "--fp16",
