@@ -10,7 +10,13 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
+import os
+
+# Idle OpenMP threads of the torch variant sleep instead of spinning into the next variant's time (as ONNX Runtime's
+# do in the runtime); must be set before torch loads its OpenMP library.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
 import json
 import platform
 import statistics
@@ -27,9 +33,10 @@ from core.backbones import build_backbone
 from core.data import EMOTIONS
 from core.model import EmotionClassifier
 from export.onnx_export import export_onnx
-from export.quantize import quantize_int8
+from export.quantize import cpu_flags, quantize_int8
 from realtime.audio import SAMPLE_RATE
 from realtime.metadata import ModelInfo
+from realtime.model import EmotionModel, ModelOptions
 
 LABELS = EMOTIONS
 
@@ -56,10 +63,9 @@ MODELS = {"bundled": bundled, "wav2vec2-base": wav2vec2_base_sized}
 
 
 def ort_session(path: Path, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    """The session exactly as the runtime opens it (``realtime.model``: idle threads sleep instead of spinning;
+    spinning threads of one variant would steal the cores the next variant runs on, and every other process's)."""
+    return EmotionModel(path, ModelOptions("cpu", threads)).session
 
 
 def time_call(fn, x) -> float:
@@ -72,7 +78,12 @@ def bench_model(name: str, windows_s: list[float], repeats: int, threads: int, w
     model, info = MODELS[name]()
     fp32 = export_onnx(model, info, workdir / f"{name}.onnx")
     int8 = quantize_int8(fp32, workdir / f"{name}.int8.onnx")
-    sessions = {"onnx_fp32": ort_session(fp32, threads), "onnx_int8": ort_session(int8, threads)}
+    int8_pc = quantize_int8(fp32, workdir / f"{name}.int8pc.onnx", method="dynamic-per-channel")
+    sessions = {
+        "onnx_fp32": ort_session(fp32, threads),
+        "onnx_int8": ort_session(int8, threads),
+        "onnx_int8_per_channel": ort_session(int8_pc, threads),
+    }
 
     def torch_run(x: np.ndarray) -> None:
         with torch.inference_mode():
@@ -99,10 +110,12 @@ def bench_model(name: str, windows_s: list[float], repeats: int, threads: int, w
                 "p90_ms": round(float(np.percentile(times[key], 90)), 2),
                 "real_time_factor": round(median[key] / (window_s * 1000.0), 4),
                 "speedup_vs_torch": round(median["torch_eager"] / median[key], 2),
+                "speedup_vs_onnx_fp32": round(median["onnx_fp32"] / median[key], 2),
             }
             for key in variants
         }
     sizes = {"onnx_fp32_mb": fp32.stat().st_size / 1e6, "onnx_int8_mb": int8.stat().st_size / 1e6}
+    sizes["onnx_int8_per_channel_mb"] = int8_pc.stat().st_size / 1e6
     return {"backbone": info.backbone, "windows": results, **{k: round(v, 1) for k, v in sizes.items()}}
 
 
@@ -123,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "inference_per_window",
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, onnxruntime {ort.__version__}, "
-        f"torch {torch.__version__}",
+        f"torch {torch.__version__}, CPU flags: {cpu_flags()}",
         "batch": 1,
         "models": {},
     }

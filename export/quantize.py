@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import platform
+import statistics
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 VARIANT_KEY = "emotion.variant"
@@ -37,14 +42,24 @@ def copy_metadata(source: onnx.ModelProto, target: onnx.ModelProto, variant: str
     target.doc_string = f"{source.doc_string} [{variant}]".strip()
 
 
+FFN_OUTPUT_MARKS = ("/fc2/", "/output_dense/")
+"""Node-name parts of each layer's feed-forward output projection (Whisper ``fc2``, wav2vec2 ``output_dense``),
+kept in float. Its input, the GELU output, has outlier channels that one activation scale per tensor cannot
+follow. Measured on the bundled model (48 check clips, a 3 s window of joined speech per clip; 3 s window,
+2 threads, AVX2 without VNNI): all 48 layer matmuls in int8 agree with fp32 on 100 % of whole clips but only
+83 % of the continuous-speech windows, at 0.50x fp32's time; without the 6 ``fc2`` on 100 % and 100 %, at 0.70x."""
+
+
 def quantizable_nodes(model: onnx.ModelProto) -> list[str]:
-    """Names of the MatMul/Gemm nodes inside transformer layers.
+    """Names of the MatMul/Gemm nodes inside transformer layers, except the feed-forward output projections.
 
     Excluded on purpose: the front end (a Whisper mel filterbank is a MatMul whose error the log amplifies),
-    the feature projection, and the classifier head after pooling — tiny, and right at the decision.
-    Falls back to every MatMul/Gemm outside the head when no node carries the layer mark.
+    the feature projection, the classifier head after pooling — tiny, and right at the decision — and each
+    layer's feed-forward output (``FFN_OUTPUT_MARKS``). Falls back to every MatMul/Gemm outside the head when no
+    node carries the layer mark.
     """
     matmuls = [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS and n.name]
+    matmuls = [name for name in matmuls if not any(mark in name for mark in FFN_OUTPUT_MARKS)]
     layers = [name for name in matmuls if TRANSFORMER_LAYER_MARK in name]
     return layers or [name for name in matmuls if "/head/" not in name and "/features/" not in name]
 
@@ -61,7 +76,7 @@ def _preprocess(source: Path, work: Path) -> Path:
     return target
 
 
-INT8_METHODS = ("dynamic", "blockwise")
+INT8_METHODS = ("dynamic", "dynamic-per-channel", "blockwise")
 BLOCK_SIZE = 32
 """Weights per int8 scale in ``blockwise`` quantisation: finer blocks follow outlier weights more closely."""
 
@@ -70,16 +85,18 @@ def quantize_int8(source: str | Path, target: str | Path, method: str = "dynamic
     """int8 copy of ``source`` (fp32 export) in ``target``; only transformer-layer weight matmuls change.
 
     method:
-      ``dynamic`` (default): ``quantize_dynamic`` (``MatMulInteger``, standard ONNX ops): int8 weights,
-        uint8 activations with one scale per tensor computed per run. 3x smaller. Its speed gain needs
-        VNNI/AMX int8 instructions; on an AVX2-only CPU it runs at fp32 speed. On a Whisper-base
-        classifier it changed the top label on 7 % of 96 RAVDESS clips (13 % with per-channel weights):
-        Probably because one activation scale per tensor is too coarse for Whisper's outlier channels.
+      ``dynamic`` (default): ``quantize_dynamic`` (``MatMulInteger``, standard ONNX ops): int8 weights with one
+        scale per tensor, uint8 activations with one scale per tensor computed per run. 3x smaller.
+      ``dynamic-per-channel``: the same with one weight scale per output channel.
       ``blockwise``: ``MatMulNBits`` with 8-bit symmetric weights, one scale per ``BLOCK_SIZE`` weights,
-        ``accuracy_level=4`` (int8 activations per block). Same size; kept the top label on 99 % of the
-        same clips, but ran 2.3x slower than fp32 on the AVX2-only CPU. A contrib op: ONNX Runtime only.
-    Neither needs calibration data. Timings: 3 s window, 1 thread, AVX2-only VM: fp32 286 ms, dynamic
-    289 ms, blockwise 655 ms; sizes 83.7 / 27.1 / 29.5 MB (Whisper-base, head trained on RAVDESS clips).
+        ``accuracy_level=4`` (int8 activations per block). Same size. A contrib op: ONNX Runtime only.
+    None needs calibration data. Measured on the bundled Whisper-base model, 3 s window, 2 threads, AVX2/FMA CPU
+    without VNNI, onnxruntime 1.32 (ratios, the machine was shared), with every layer matmul in int8: dynamic
+    and dynamic-per-channel took 0.55x fp32's time, static QDQ (uint8 activations, per-channel weights,
+    calibrated on 16 RAVDESS windows) 0.61x, blockwise about 2.3x (older measurement); top label = fp32 on
+    98.8 % of 240 whole RAVDESS clips (actors 1-4) but only 72-75 % of timeline windows, which is why the
+    feed-forward outputs now stay float (``FFN_OUTPUT_MARKS``: 0.70x fp32's time, 100 % of windows). Whether
+    int8 pays depends on the CPU: ``speed_check`` measures it on this one.
     """
     if method not in INT8_METHODS:
         raise ValueError(f"unknown int8 method {method!r}; expected one of {INT8_METHODS}")
@@ -87,8 +104,8 @@ def quantize_int8(source: str | Path, target: str | Path, method: str = "dynamic
     if method == "blockwise":
         _quantize_blockwise(source, target)
     else:
-        _quantize_dynamic(source, target)
-    _finish(source, target, "int8" if method == "dynamic" else "int8-blockwise")
+        _quantize_dynamic(source, target, per_channel=method == "dynamic-per-channel")
+    _finish(source, target, "int8" if method == "dynamic" else f"int8-{method}")
     return target
 
 
@@ -114,7 +131,7 @@ def _quantize_blockwise(source: Path, target: Path) -> None:
     quantizer.model.save_model_to_file(str(target), use_external_data_format=False)
 
 
-def _quantize_dynamic(source: Path, target: Path) -> None:
+def _quantize_dynamic(source: Path, target: Path, per_channel: bool = False) -> None:
     """``quantize_dynamic`` on the ``quant_pre_process``-ed graph; weight × activation matmuls only."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -125,12 +142,82 @@ def _quantize_dynamic(source: Path, target: Path) -> None:
             str(target),
             op_types_to_quantize=list(QUANTIZED_OPS),
             nodes_to_quantize=quantizable_nodes(onnx.load(str(prepared), load_external_data=False)) or None,
-            # One scale per tensor: per-channel weights changed more labels on Whisper-base (13 % vs 7 %).
-            per_channel=False,
+            per_channel=per_channel,
             weight_type=QuantType.QInt8,
             # Attention score matmuls (both inputs are activations) stay float.
             extra_options={"MatMulConstBOnly": True},
         )
+
+
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+"""CPU flags that decide whether int8 matmuls beat float32 ones (VNNI/AMX: int8 dot products in one instruction)."""
+MIN_SPEEDUP = 1.05
+"""An int8 model counts as faster than fp32 only when it takes at most 1/1.05 of fp32's time per window."""
+
+
+def cpu_flags() -> str:
+    """The CPU's SIMD flags among ``SIMD_FLAGS`` (from /proc/cpuinfo), e.g. ``avx2 fma``; the machine type elsewhere."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return " ".join(f for f in SIMD_FLAGS if f in flags) or "no AVX2"
+    return platform.machine() or "unknown CPU"
+
+
+@dataclass(frozen=True)
+class SpeedCheck:
+    """fp32 vs a variant on this machine: median ms per ``window_s`` window, interleaved rounds."""
+
+    window_s: float
+    threads: int
+    fp32_ms: float
+    variant_ms: float
+    cpu: str
+
+    @property
+    def speedup(self) -> float:
+        return self.fp32_ms / self.variant_ms
+
+    @property
+    def faster(self) -> bool:
+        return self.speedup >= MIN_SPEEDUP
+
+    def describe(self, variant: str) -> str:
+        figures = (
+            f"{self.variant_ms:.0f} ms vs fp32 {self.fp32_ms:.0f} ms per {self.window_s:g} s window "
+            f"({self.speedup:.2f}x, {self.threads} threads, CPU flags: {self.cpu})"
+        )
+        if self.faster:
+            return f"{variant} speed on this machine: {figures}"
+        return (
+            f"notice: {variant} is not faster than fp32 on this machine: {figures}; it is written for its size "
+            "only, use the fp32 model for speed"
+        )
+
+
+def speed_check(
+    fp32: str | Path, variant: str | Path, window_s: float = 3.0, rounds: int = 7, threads: int | None = None
+) -> SpeedCheck:
+    """Time ``variant`` against ``fp32`` on this machine as the runtime runs them (``realtime.model`` sessions),
+    one window at a time, alternating the two models each round so a burst of load hits both alike."""
+    from realtime.model import EmotionModel, ModelOptions, default_intra_op_threads
+
+    threads = threads or default_intra_op_threads()
+    models = [EmotionModel(path, ModelOptions("cpu", threads)) for path in (fp32, variant)]
+    rng = np.random.default_rng(0)
+    x = (0.1 * rng.standard_normal(round(window_s * models[0].sample_rate))).astype(np.float32)
+    times: list[list[float]] = [[], []]
+    for model in models:  # warm-up: the first run allocates and picks kernels
+        model.predict_windows([x])
+    for _ in range(rounds):
+        for model, spent in zip(models, times, strict=True):
+            start = time.perf_counter()
+            model.predict_windows([x])
+            spent.append((time.perf_counter() - start) * 1000.0)
+    fp32_ms, variant_ms = (statistics.median(t) for t in times)
+    return SpeedCheck(window_s, threads, fp32_ms, variant_ms, cpu_flags())
 
 
 def _float16_converter():

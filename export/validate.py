@@ -236,6 +236,8 @@ class Agreement:
 
     top1: share of clips whose top label is the same. max_delta: largest |Δprobs|.
     accuracy_ref / accuracy_variant: accuracy on clips whose label is one of the model's labels (None without).
+    window_top1: share of model-window-long windows of joined clips (continuous speech, what ``--segments`` and
+    long files feed the model) whose top label is the same; None when not measured.
     """
 
     clips: int
@@ -243,12 +245,19 @@ class Agreement:
     max_delta: float
     accuracy_ref: float | None
     accuracy_variant: float | None
+    window_top1: float | None = None
+
+    @property
+    def worst_top1(self) -> float:
+        return min(self.top1, self.top1 if self.window_top1 is None else self.window_top1)
 
     def describe(self, name: str) -> str:
         text = f"{name}: top label agrees with fp32 on {self.top1:.1%} of {self.clips} clips, max |Δprobs| {self.max_delta:.3g}"
         if self.accuracy_ref is not None and self.accuracy_variant is not None:
             change = 100 * (self.accuracy_variant - self.accuracy_ref)
             text += f"; accuracy {self.accuracy_ref:.1%} → {self.accuracy_variant:.1%} ({change:+.1f} points)"
+        if self.window_top1 is not None:
+            text += f"; on {self.clips} windows of continuous speech: {self.window_top1:.1%}"
         return text
 
 
@@ -266,7 +275,11 @@ def agreement(
         var_top.append(int(p_var.argmax()))
     ref_top, var_top = np.array(ref_top), np.array(var_top)
     acc_ref, acc_var = _accuracies(ref_top, var_top, audio.labels, info.labels)
-    return Agreement(len(audio.clips), float(np.mean(ref_top == var_top)), worst, acc_ref, acc_var)
+    # Continuous speech: one window of the model's length over joined clips per clip (as make_batch builds them).
+    windows = [make_batch(audio, info, info.window_s, 1, offset=k) for k in range(len(audio.clips))]
+    same = [int(onnx_probs(reference, x).argmax()) == int(onnx_probs(variant, x).argmax()) for x in windows]
+    top1 = float(np.mean(ref_top == var_top))
+    return Agreement(len(audio.clips), top1, worst, acc_ref, acc_var, float(np.mean(same)))
 
 
 def _accuracies(

@@ -1,8 +1,9 @@
 """``emotion-score``: the emotion of every audio file in a set of files and folders, or a timeline per file.
 
 Per file: decode (any soundfile format, rate, channel count) → 16 kHz mono → trim silence like a training clip →
-one model input when it fits the model's window, else the mean of the window probabilities
-(``EmotionModel.predict_array``). With ``--segments``: the live monitor's windows and speech gate instead.
+one model input when it fits the model's window, else full windows end to end and the length-weighted mean of
+their probabilities (``EmotionModel.clip_windows``, ``EmotionModel.prediction``). With ``--segments``: the live
+monitor's windows and speech gate instead, a window ending every ``--hop-s``.
 Results are written and flushed file by file, so an interrupted run keeps its work (``--resume`` continues it).
 """
 
@@ -51,21 +52,30 @@ output or device error that stops the run; 0: every file scored."""
 AUDIO_SUFFIXES = frozenset("." + fmt.lower() for fmt in sf.available_formats()) | {".oga", ".opus", ".aif"}
 """File endings picked up inside folders (what libsndfile can decode); files named explicitly are always tried."""
 BAR_WIDTH = 30
+SEGMENTS_HOP_S = 1.5
+"""``--segments`` hop for files. Each window is the model's 3 s, so a hop of 1.5 s encodes every second twice instead
+of six times at the live hop (0.5 s): about 3x faster, for an accuracy change measured in the README
+(``benchmarks/bench_score.py --continuous``). ``--hop-s 0.5`` gives exactly the live monitor's timeline."""
 
 EPILOG = """\
 examples:
   emotion-score clip.wav                           # table on stdout
   emotion-score recordings/ --recursive --out results.csv
   emotion-score recordings/ -r --out results.jsonl --resume     # continue an interrupted run
-  emotion-score talk.flac --segments --out timeline.csv         # label every 0.5 s, like emotion-live
+  emotion-score talk.flac --segments --out timeline.csv         # a label every 1.5 s
+  emotion-score talk.flac --segments --hop-s 0.5                # every 0.5 s, exactly like emotion-live
   emotion-score actors/ -r --speaker-norm folder --out results.csv  # each folder holds one speaker
   emotion-score calls/ --speaker-norm map --speakers speakers.csv    # CSV columns: path,speaker
   emotion-score alice/ --speaker-baseline alice-calm.wav            # one speaker, against her calm voice
 
-Per file, the label is the most probable emotion; a file longer than the model's window is scored as the mean
-of its windows' probabilities (the model was trained on window-length crops). --segments lists every window
-(start_s, end_s, speech, label, probabilities) with the live monitor's window, hop and speech gate; windows
-without speech are labelled "silence".
+Per file, leading and trailing silence is trimmed and the label is the most probable emotion. A file up to the
+model's window (3 s for the bundled model) is one model input. A longer file is covered by as few full windows
+as fit end to end (the first at its start, the last at its end, the small overlap spread evenly: each second is
+encoded about once), and its probabilities are the mean of its windows' probabilities, weighted by each
+window's seconds of audio after trimming its edge silence (the model was trained on window-length crops).
+--segments lists every window (start_s, end_s, speech, label, probabilities) with the live monitor's window
+and speech gate, one window ending every --hop-s (1.5 s; --hop-s 0.5 for the live monitor's exact timeline);
+windows without speech are labelled "silence".
 --speaker-norm judges every window against its speaker's own average voice: the mean of that speaker's
 speech windows over all their files (per folder, per file, or per speaker from --speakers), once there are
 --speaker-min-s seconds of it. It helps when a speaker's recordings are varied, and hides a mood they all share
@@ -105,7 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--segments", action="store_true", help="one row per window (timeline) instead of per file"
     )
     p.add_argument("--window-s", type=float, help="--segments window in seconds (default: the model's)")
-    p.add_argument("--hop-s", type=float, default=DEFAULT_HOP_S, help="--segments hop in seconds")
+    p.add_argument(
+        "--hop-s",
+        type=float,
+        default=SEGMENTS_HOP_S,
+        help=f"--segments hop in seconds ({DEFAULT_HOP_S:g} = the live monitor's hop, about 3x slower)",
+    )
     p.add_argument("--batch-size", type=int, default=8, help="windows per model call")
     speaker = p.add_mutually_exclusive_group()
     speaker.add_argument(
@@ -131,9 +146,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MIN_SPEECH_S,
         help="seconds of a speaker's speech needed for normalisation (else plain estimates, with a notice)",
     )
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="ray: score on a Ray cluster (extra 'ray'; same rows; no speaker normalisation)",
+    )
+    p.add_argument("--workers", type=int, help="--engine ray: actors (default: cluster CPUs / --threads)")
+    p.add_argument(
+        "--ray-address",
+        metavar="ADDR",
+        help="--engine ray: cluster to join (default: $RAY_ADDRESS, else local)",
+    )
     p.add_argument("--model", help="exported .onnx model (default: bundled model)")
     p.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto", help="ONNX Runtime device")
-    p.add_argument("--threads", type=int, help="intra-op threads (default: cores, at most 4)")
+    p.add_argument(
+        "--threads", type=int, help="intra-op threads (default: cores, at most 4; --engine ray: 1 per actor)"
+    )
     return p
 
 
@@ -364,7 +393,7 @@ def analyse_file(
             clip.pooled,
             np.ones(len(clip.probs), bool),
             clip.duration_s,
-            lambda probs: [prediction_row(model.prediction(probs, clip.duration_s))],
+            lambda probs: [prediction_row(model.prediction(probs, clip.duration_s, clip.window_seconds))],
         )
     audio = load_audio(path, model.sample_rate, on_notice)
     model.ensure_audible(audio, str(path))
@@ -539,6 +568,10 @@ def run(args) -> int:
         print(f"emotion-score: 0 scored, {len(failed_lines(missing))} failed", file=sys.stderr)
         return EXIT_SOME_FAILED
     groups = speaker_groups(files, args)  # a bad --speakers file fails before a model is loaded
+    if args.engine == "ray":
+        from realtime.distributed import run_on_ray  # Ray is an optional extra: imported only when asked for
+
+        return run_on_ray(args, files, missing)
     model = load_model(args.model, ModelOptions(args.provider, args.threads, args.batch_size))
     if model.provider_notice:
         print(model.provider_notice, file=sys.stderr)
@@ -573,6 +606,11 @@ def run(args) -> int:
     finally:
         progress.close()
         writer.close()
+    return finish(scored, failures, skipped)
+
+
+def finish(scored: int, failures: list[str], skipped: int) -> int:
+    """The closing summary line on stderr; the exit status (1 when any file failed)."""
     resumed = f", {skipped} already done" if skipped else ""
     print(f"emotion-score: {scored} scored, {len(failures)} failed{resumed}", file=sys.stderr)
     return EXIT_SOME_FAILED if failures else 0

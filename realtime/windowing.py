@@ -97,6 +97,21 @@ def window_bounds(n_samples: int, spec: WindowSpec, final: bool = True) -> list[
     return bounds
 
 
+def tile_bounds(n_samples: int, window: int) -> list[tuple[int, int]]:
+    """``(start, end)`` of the windows that score a whole recording of ``n_samples``, each sample encoded about once.
+
+    Up to ``window`` samples: the recording itself, one window. Longer: ``k = ceil(n / window)`` full windows,
+    the first at the start, the last ending at the final sample, the others evenly between: they overlap by less
+    than one window in all (100 s at 3 s: 34 windows, 102 s encoded). Full windows are what the model was
+    trained on, and one common length lets the model batch them all.
+    """
+    if n_samples <= window:
+        return [(0, n_samples)]
+    k = -(-n_samples // window)
+    starts = [round(i * (n_samples - window) / (k - 1)) for i in range(k)]
+    return [(start, start + window) for start in starts]
+
+
 @dataclass(frozen=True)
 class AudioWindow:
     """One analysis window: ``samples`` [end - start] float32 at ``sample_rate``, as received (not normalised)."""

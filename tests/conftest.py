@@ -145,3 +145,17 @@ def offline_hub_env(tmp_path, monkeypatch) -> dict:
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     return dict(os.environ)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A local Ray instance on 2 CPUs for the session (what ``emotion-score --engine ray`` joins); skips when the
+    optional ``ray`` extra is not installed."""
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install -e '.[ray]'")
+    pytest.importorskip("ray.data", reason="Ray Data is missing: pip install 'ray[data]'")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    if started:
+        ray.shutdown()

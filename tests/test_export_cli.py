@@ -57,6 +57,8 @@ def test_checkpoint_exports_validates_and_runs(checkpoint, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "ONNX Runtime vs PyTorch: max |Δprobs|" in printed
     assert "int8: top label agrees with fp32" in printed
+    # Measured here: either its speed, or a notice that it is not faster than fp32 on this machine.
+    assert "int8 speed on this machine:" in printed or "notice: int8 is not faster than fp32" in printed
     int8 = out.with_suffix(".int8.onnx")
     assert out.is_file() and int8.is_file()
     assert int8.stat().st_size < out.stat().st_size
@@ -82,7 +84,7 @@ def test_checkpoint_exports_validates_and_runs(checkpoint, tmp_path, capsys):
     assert np.abs(probs - validate.torch_probs(model, x)).max() <= 1e-4
 
 
-@pytest.mark.parametrize("method", ["dynamic", "blockwise"])
+@pytest.mark.parametrize("method", ["dynamic", "dynamic-per-channel", "blockwise"])
 def test_int8_agrees_with_fp32(checkpoint, tmp_path, method):
     from core.checkpoint import load_classifier
     from export.onnx_export import export_onnx
@@ -98,6 +100,16 @@ def test_int8_agrees_with_fp32(checkpoint, tmp_path, method):
     assert result.clips == len(audio.clips) and result.top1 >= 0.9 and result.max_delta < 0.05
     if audio.is_real:
         assert abs(result.accuracy_variant - result.accuracy_ref) <= 0.1
+
+
+def test_speed_check_says_when_int8_does_not_pay():
+    from export.quantize import SpeedCheck
+
+    slower = SpeedCheck(3.0, 2, fp32_ms=42.0, variant_ms=48.0, cpu="avx2 fma")
+    assert not slower.faster and slower.describe("int8").startswith("notice: int8 is not faster than fp32")
+    assert "48 ms vs fp32 42 ms per 3 s window" in slower.describe("int8")
+    faster = SpeedCheck(3.0, 2, fp32_ms=42.0, variant_ms=23.0, cpu="avx2 fma")
+    assert faster.faster and "1.83x" in faster.describe("int8") and "notice" not in faster.describe("int8")
 
 
 def test_missing_checkpoint_is_one_line_exit_2(tmp_path, capsys):

@@ -33,7 +33,9 @@ def test_replayed_file_gives_the_same_windows_as_batch_segments(tiny_model, ravd
         "live", "--model", str(tiny_model), "--input", str(clip), "--fast", "--jsonl", str(live_out)
     )
     assert live.returncode == 0, live.stderr
-    score = run_cli("score", "--model", str(tiny_model), str(clip), "--segments", "--out", str(seg_out))
+    score = run_cli(  # --hop-s 0.5: the live monitor's hop (files default to a coarser one)
+        "score", "--model", str(tiny_model), str(clip), "--segments", "--hop-s", "0.5", "--out", str(seg_out)
+    )
     assert score.returncode == 0, score.stderr
 
     hops, segments = read_jsonl(live_out), read_jsonl(seg_out)

@@ -13,7 +13,7 @@ from realtime.display import HopRecord, Summary, make_view
 from realtime.ringbuffer import RingBuffer
 from realtime.smoothing import Smoother, SmootherOptions
 from realtime.vad import FRAME_SAMPLES, FrameVAD
-from realtime.windowing import StreamWindower, WindowSpec, window_bounds
+from realtime.windowing import StreamWindower, WindowSpec, tile_bounds, window_bounds
 
 
 # -- ring buffer ---------------------------------------------------------------------------------------------
@@ -108,6 +108,16 @@ def test_tail_window_ends_at_the_last_sample():
     assert bounds[-2][1] == 4 * 16_000
     assert window_bounds(int(4.05 * 16_000), SPEC)[-1][1] == 4 * 16_000  # 50 ms tail: no extra window
     assert window_bounds(int(0.9 * 16_000), SPEC) == []  # shorter than min_window_s
+
+
+@pytest.mark.parametrize("n", [48_001, 60_000, 100_000, 1_600_003])
+def test_file_tiles_cover_every_sample_about_once(n):
+    bounds = tile_bounds(n, 48_000)
+    assert {e - s for s, e in bounds} == {48_000}  # full windows of one length: one batch
+    assert bounds[0][0] == 0 and bounds[-1][1] == n
+    assert all(b[0] <= a[1] for a, b in zip(bounds, bounds[1:], strict=False))  # no gap
+    assert len(bounds) == -(-n // 48_000)  # as few as cover it: under one window of overlap in all
+    assert tile_bounds(30_000, 48_000) == [(0, 30_000)]  # fits: the whole clip, one input
 
 
 class _FirstHalfSpeech(FrameVAD):

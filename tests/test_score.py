@@ -89,9 +89,15 @@ def test_segments_timeline_and_stdout_table(tiny_model, ravdess_16k, tmp_path):
     assert result.returncode == 0, result.stderr
     rows = read_csv(out)
     ends = [float(r["end_s"]) for r in rows]
-    assert ends[:3] == [1.0, 1.5, 2.0] and np.all(np.diff(ends) <= 0.5 + 1e-9)
+    assert ends[:2] == [1.5, 3.0] and np.all(np.diff(ends) <= 1.5 + 1e-9)  # files: a window every 1.5 s
     assert abs(ends[-1] - sf.info(str(clip)).duration) < 0.01
     assert {r["label"] for r in rows if r["speech"] == "False"} <= {"silence"}
+    live = run_cli(
+        "score", "--model", str(tiny_model), str(clip), "--segments", "--hop-s", "0.5", "--out", str(out)
+    )
+    assert live.returncode == 0, live.stderr
+    ends = [float(r["end_s"]) for r in read_csv(out)]
+    assert ends[:3] == [1.0, 1.5, 2.0] and np.all(np.diff(ends) <= 0.5 + 1e-9)  # the live monitor's hop
     table = run_cli("score", "--model", str(tiny_model), str(clip), "--batch-size", "3")
     assert table.returncode == 0
     header, line = table.stdout.strip().splitlines()

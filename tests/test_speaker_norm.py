@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from realtime.model import EmotionModel, ModelError
+from realtime.score import SEGMENTS_HOP_S
 from realtime.speaker_norm import SpeakerNormalizer, SpeakerNormOptions
 from tests.test_realtime_support import build_tiny_model, run_cli, tiny_model  # noqa: F401
 
@@ -350,7 +351,7 @@ def test_score_segments_normalise_speech_windows_only(tiny_model, model, ravdess
     norm_args = ["--segments", "--speaker-norm", "file", "--speaker-min-s", "1"]
     got, _ = _score_rows(tiny_model, str(path), *norm_args, out=tmp_path / "n.jsonl")
     plain, _ = _score_rows(tiny_model, str(path), "--segments", out=tmp_path / "p.jsonl")
-    windows, probs, pooled = model.segment_windows(audio, 16_000, return_pooled=True)
+    windows, probs, pooled = model.segment_windows(audio, 16_000, hop_s=SEGMENTS_HOP_S, return_pooled=True)
     is_speech = np.array([w.speech for w in windows])
     assert is_speech.any() and not is_speech.all()
     want = probs.copy()

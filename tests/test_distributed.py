@@ -1,0 +1,47 @@
+"""``emotion-score --engine ray``: the same rows as the local engine, from actors on a local Ray instance."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+from test_realtime_support import ANGRY_CLIP, tiny_model  # noqa: F401
+
+from realtime import score
+from realtime.audio import load_audio
+
+
+@pytest.fixture
+def folder(tmp_path, ravdess_16k):
+    """A short clip, a 10 s recording (several windows), and a corrupt file."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    clip = load_audio(ravdess_16k / ANGRY_CLIP)
+    sf.write(folder / "a_short.wav", clip, 16_000)
+    sf.write(folder / "b_long.wav", np.concatenate([clip, clip, clip]), 16_000)
+    (folder / "c_corrupt.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt garbage" + bytes(100))
+    return folder
+
+
+@pytest.mark.parametrize("mode", [[], ["--segments"]], ids=["files", "segments"])
+def test_ray_engine_writes_the_local_rows(ray_local, tiny_model, folder, tmp_path, capfd, mode):
+    common = [str(folder), "--model", str(tiny_model), "--threads", "1", *mode]
+    assert score.main([*common, "--out", str(tmp_path / "local.jsonl")]) == score.EXIT_SOME_FAILED
+    local_err = capfd.readouterr().err
+    assert (
+        score.main([*common, "--out", str(tmp_path / "ray.jsonl"), "--engine", "ray", "--workers", "2"]) == 1
+    )
+    ray_err = capfd.readouterr().err
+    local, remote = (tmp_path / "local.jsonl").read_text(), (tmp_path / "ray.jsonl").read_text()
+    assert remote == local and local.count("\n") >= 2  # same rows, same order, same numbers
+    assert "c_corrupt.wav: cannot decode audio" in ray_err
+    assert "emotion-score: 2 scored, 1 failed" in ray_err.splitlines()
+    assert "emotion-score: 2 scored, 1 failed" in local_err.splitlines()
+
+
+def test_ray_engine_without_ray_names_the_extra(tiny_model, folder, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray → ImportError, as when the extra is missing
+    assert score.main([str(folder), "--model", str(tiny_model), "--engine", "ray"]) == 2
+    assert "pip install 'speech-emotion-monitor[ray]'" in capsys.readouterr().err
