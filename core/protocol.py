@@ -81,8 +81,9 @@ def score_speakers(
         clip_rows = fs.rows(corpus_speakers, ["clean"], [CLIP], classes=allowed)
         p = predict_rows(model, fs, clip_rows, centre)
         utts, inverse = np.unique(fs.utt[clip_rows], return_inverse=True)
+        # emotion-score's clip label: the mean of its windows' probabilities, weighted by their seconds.
         mean = np.zeros((len(utts), k))
-        np.add.at(mean, inverse, p)
+        np.add.at(mean, inverse, p * fs.speech_s[clip_rows, None])
         y = fs.utt_label[utts]
         scores.confusion.setdefault(corpus.name, {})["clip"] = confusion_matrix(y, _top(mean, allowed), k)
         win_rows = fs.rows(corpus_speakers, ["clean"], [SEGMENT], gate=gate, classes=allowed)
@@ -188,7 +189,8 @@ def running_norm_scores(
                         centre = np.broadcast_to(mean, (len(fs.utterances) * len(fs.views), *mean.shape[1:]))
                         p = (p + predict_rows(centred, fs, rows, centre)) / 2
                     if level == "clip":
-                        cm["clip"][y, _top(p.mean(axis=0, keepdims=True), allowed)[0]] += 1
+                        weighted = np.average(p, axis=0, weights=fs.speech_s[rows])[None]
+                        cm["clip"][y, _top(weighted, allowed)[0]] += 1
                     else:
                         np.add.at(cm["window"], (np.full(len(rows), y), _top(p, allowed)), 1)
                 covered += bool(len(win_rows))
