@@ -204,15 +204,15 @@ def compute(model, corpus: Corpus, view: View, every: int = 200) -> WindowFeatur
     )
 
 
-def clip_windows_of(
-    model, samples: np.ndarray, sample_rate: int, source: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """A recording's ``emotion-score`` windows only: ``(pooled [W, L+1, H] float16, start_s [W])``."""
+def clip_windows_of(model, samples: np.ndarray, sample_rate: int, source: str):
+    """A recording's ``emotion-score`` windows only: ``(pooled [W, L+1, H] float16, start_s [W], length_s [W])``."""
     audio = model.ensure_audible(model.to_model_rate(samples, sample_rate, source), source)
     clip = prepare_clip(audio, model.preprocess, model.sample_rate)
     bounds = model.clip_bounds(len(clip))
     _, pooled = model.predict_windows([clip[s:e] for s, e in bounds], return_pooled=True)
-    return pooled.astype(np.float16), np.array([s / model.sample_rate for s, _ in bounds], np.float32)
+    rate = model.sample_rate
+    starts = np.array([s / rate for s, _ in bounds], np.float32)
+    return pooled.astype(np.float16), starts, np.array([(e - s) / rate for s, e in bounds], np.float32)
 
 
 def stale_clip_windows(model, features: WindowFeatures) -> list[int]:
