@@ -121,3 +121,26 @@ def test_focal_loss_leaves_absent_classes_out_of_the_softmax():
     # Smoothing spreads only over the allowed classes, so the loss stays finite.
     smoothed = FocalLoss(gamma=1.0, label_smoothing=0.05)(logits, y, allowed, torch.full((6,), 0.5))
     assert torch.isfinite(smoothed)
+
+
+def test_concat_pooling_reads_every_layer_standardised():
+    """layer_pooling=concat: the head sees each layer's own dimensions, standardised, and has no layer weights to
+    learn; the speaker-head export carries it unchanged."""
+    from core.lightning_module import TrainSettings, prepare_for_training
+    from core.model import EmotionClassifier, ShapeOnlyBackbone
+
+    torch.manual_seed(0)
+    head = EmotionClassifier(ShapeOnlyBackbone(4, 2), C, (8,), 0.0, layer_pooling="concat")
+    assert head.features[0].in_features == 3 * 4
+    prepare_for_training(head, TrainSettings())
+    assert not head.layer_logits.requires_grad
+    x = torch.randn(32, 3, 4) * torch.tensor([1.0, 10.0, 100.0])[None, :, None]
+    head.train()
+    head.classify_pooled(x)  # one training batch fills the running statistics
+    head.eval()
+    normed = head.input_norm(x.flatten(1))
+    assert normed.abs().mean() < 5.0  # the 100x layer no longer dominates
+    # Only the last layer changes: the output changes (a weighted sum of other layers alone would not tell).
+    y = x.clone()
+    y[:, 2] += 1.0
+    assert not torch.allclose(head.classify_pooled(x), head.classify_pooled(y))
