@@ -67,15 +67,24 @@ Ctrl-C, SIGTERM, SIGHUP (or the end of --input / stdin) print a summary, flush -
 (model, device, unusable --input, --jsonl locked by another run) print one line and exit 2. A window for which
 the model returns NaN or infinite probabilities gets no estimate and no JSONL line; a note says so.
 
---speaker-norm judges each window against the current speaker's own average voice (a running mean over their
-speech windows), after --speaker-min-s seconds of speech. It helps when the history is varied, and hides a mood
-that lasts the whole session (blend: about -10 points; centred: near chance; k-fold by actor on RAVDESS, see
-the README). For a new speaker,
-press Enter (interactive terminal) or send SIGUSR1 (kill -USR1 PID) to forget the previous one.
+Speaker normalisation is on by default (bundled model): after --speaker-min-s seconds of speech, each window is
+judged against the current speaker's own average voice (a running mean over their speech windows), blended with
+the plain estimate; the panel and the summary show its state. It helps when the speaker's history is varied and
+hides part of a mood that lasts the whole session (the README's model card has the measurements).
+--no-speaker-norm turns it off. For a new speaker, press Enter (interactive terminal) or send SIGUSR1
+(kill -USR1 PID) to forget the previous one.
 --speaker-baseline FILE judges every window against a recording of the speaker talking calmly instead (10 s
 or more): it does not drift towards a mood that lasts, so a speaker who is angry throughout still reads as angry.
 The model: --model FILE, else $EMOTION_MODEL, else the bundled model (built once into ~/.cache).
 """
+
+
+def running_speaker_norm(args: argparse.Namespace, model) -> bool:
+    """Whether to normalise by a running speaker mean: as asked (``--[no-]speaker-norm``), else on when the model
+    has a running speaker head and no calm baseline was given."""
+    if args.speaker_norm is not None:
+        return args.speaker_norm
+    return args.speaker_baseline is None and model.has_speaker_head("running")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,8 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     speaker = ana.add_mutually_exclusive_group()
     speaker.add_argument(
         "--speaker-norm",
-        action="store_true",
-        help="normalise by the current speaker's running mean (bundled model; reset with Enter or SIGUSR1)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="normalise by the current speaker's running mean (default: on when the model has a speaker head, "
+        "as the bundled one does; reset with Enter or SIGUSR1)",
     )
     speaker.add_argument(
         "--speaker-baseline",
@@ -357,7 +368,8 @@ def run(args) -> int:
             print(notice, file=sys.stderr)
     spec = model.window_spec(args.window_s, args.hop_s)
     normalizer = None
-    if args.speaker_norm or args.speaker_baseline:
+    running = running_speaker_norm(args, model)
+    if running or args.speaker_baseline:
         options = SpeakerNormOptions(args.speaker_norm_mode, args.speaker_min_s)
         normalizer = model.speaker_normalizer(options, args.speaker_baseline)
     smoother = Smoother(SmootherOptions(args.alpha, args.margin, args.patience))
@@ -382,7 +394,7 @@ def run(args) -> int:
         monitor = Monitor(
             model, windower, smoother, view, jsonl, source, normalizer, stay_live=not args.every_window
         )
-        if args.speaker_norm:
+        if running:
             install_reset_triggers(monitor, stack, use_stdin=not args.stdin_pcm)
         with contextlib.suppress(
             KeyboardInterrupt

@@ -87,7 +87,9 @@ def test_live_monitor_shows_what_emotion_score_says(pulse_sink, default_model, r
     out = tmp_path / "live.jsonl"
     env = dict(pulse_sink.env, PULSE_SOURCE=pulse_sink.monitor)
     seconds = sum(len(p) for p in parts) / SAMPLE_RATE + 2.0
-    cmd = [sys.executable, "-m", "realtime.live", "--device", "pulse", "--max-seconds", f"{seconds:.1f}"]
+    # Speaker normalisation off: the monitor must show what emotion-score (plain, file by file) says.
+    cmd = [sys.executable, "-m", "realtime.live", "--device", "pulse", "--no-speaker-norm"]
+    cmd += ["--max-seconds", f"{seconds:.1f}"]
     proc = subprocess.Popen(
         [*cmd, "--jsonl", str(out)],
         stdout=subprocess.PIPE,
