@@ -44,7 +44,7 @@ def test_default_config_composes_and_resolves(monkeypatch):
     assert compose_cfg().data_dir == "/data/x/ravdess-16k"
 
 
-@pytest.mark.parametrize("option", MODEL_OPTIONS)
+@pytest.mark.parametrize("option", [o for o in MODEL_OPTIONS if o != "head"])
 def test_every_model_option_composes(option):
     cfg = compose_cfg([f"model={option}"])
     backbone = cfg.model.backbone
@@ -53,6 +53,26 @@ def test_every_model_option_composes(option):
     assert cfg.model.layer_pooling in ("weighted", "last")
     assert isinstance(cfg.model.freeze_layers, int)
     OmegaConf.to_container(cfg.model, resolve=True)
+
+
+def test_head_experiment_composes_the_cached_feature_path(monkeypatch):
+    """experiment=head: the head without an encoder, on cached features of both corpora, one trainer's settings."""
+    monkeypatch.delenv("EMOTION_DATA_DIR", raising=False)
+    cfg = compose_cfg(["experiment=head"])
+    assert (
+        cfg.model.backbone._target_ == "core.model.ShapeOnlyBackbone" and cfg.model.layer_pooling == "concat"
+    )
+    assert cfg.dataset._target_ == "core.feature_data.FeatureDataModule"
+    assert set(cfg.corpora) == {"ravdess", "crema-d"} and cfg.corpora["crema-d"].kind == "crema-d"
+    assert cfg.dataset.corpora == cfg.corpora and list(cfg.dataset.train_views) == ["clean", "channel"]
+    assert (
+        cfg.train.loss.gamma == 1.0 and cfg.train.loss.label_smoothing == 0.05
+    )  # the same loss as train.yaml
+    assert cfg.task == "fit" and cfg.checkpoint.monitor is None
+    model, freeze_layers = build_model(cfg.model, 8)
+    assert model.features[0].in_features == 7 * 512 and freeze_layers == 0
+    one = compose_cfg(["experiment=head", "corpora=ravdess", "task=evaluate"])
+    assert set(one.corpora) == {"ravdess"} and one.task == "evaluate"
 
 
 def test_family_options_select_their_encoders():
