@@ -72,13 +72,15 @@ def test_ravdess_speech_is_speech_and_its_silences_are_not(silero, ravdess_16k):
 
 
 def test_ravdess_windows_are_gated(silero, ravdess_16k):
-    """Through the windower: windows in the leading silence are silence, windows on the sentence are speech."""
+    """Through the windower: windows in the leading silence are silence; windows holding 1.5 s or more of the
+    sentence (the speech gate needs 1 s of VAD speech, and the VAD marks about 0.8 of a sentence's frames), up to
+    half a second after it, are speech."""
     audio = load_audio(ravdess_16k / "Actor_01" / "03-01-05-02-01-01-01.flac")
     start, end = _speech_region(audio)
     windower = StreamWindower(WindowSpec(2.0, 0.5, RATE), silero)
     windows = windower.feed(audio) + windower.flush()
     before = [w for w in windows if w.end <= start]
-    during = [w for w in windows if w.end - RATE // 2 >= start and w.end <= end]
+    during = [w for w in windows if w.end - int(1.5 * RATE) >= start and w.end <= end + RATE // 2]
     assert before and during
     assert not any(w.speech for w in before)
     assert all(w.speech for w in during)
