@@ -2,8 +2,8 @@
 
 One checkpoint → its own test actors (stored in the checkpoint), or ``--split val``, or explicit
 ``--actors``. Several checkpoints (one per k-fold) → each on its own test fold, plus the pooled confusion
-matrix and the mean/std of every metric over folds. Crops are the deterministic centre ``window_s`` crops,
-preprocessed exactly as in training and at runtime.
+matrix and the mean/std of every metric over folds. Each clip is scored as ``emotion-score`` scores a file (its
+windows, length-weighted mean), the evaluation protocol's clip level.
 
 Writes ``metrics.json`` and ``confusion.png`` (per fold too: ``fold<K>_metrics.json`` / ``_confusion.png``).
 """
@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from core.checkpoint import CheckpointError, load_classifier, read_checkpoint
 from core.data import ClipDataset, DataError, decode_clips, index_ravdess, report_problems
 from core.metrics import METRIC_NAMES, plot_confusion, report_from_confusion, save_json
 from core.metrics import confusion_matrix as make_confusion
-from realtime.audio import PreprocessOptions
+from realtime.audio import PreprocessOptions, prepare_clip, prepare_input
+from realtime.windowing import tile_bounds
 
 DATA_DIR_ENV = "EMOTION_DATA_DIR"
 
@@ -36,20 +36,33 @@ def default_data_dir() -> Path:
 
 
 @torch.no_grad()
-def predict(
-    model: torch.nn.Module, dataset: ClipDataset, batch_size: int = 16
-) -> tuple[np.ndarray, np.ndarray]:
-    """(true labels ``[N]``, predicted labels ``[N]``) over a dataset of centre crops."""
+def predict(model: torch.nn.Module, dataset: ClipDataset, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """(true labels ``[N]``, predicted labels ``[N]``), each clip scored exactly as ``emotion-score`` scores a file:
+    its windows (``tile_bounds``: the clip itself up to the window length, else full windows end to end), each
+    trimmed and level-normalised like a runtime window, and the mean of their probabilities weighted by their
+    seconds (the evaluation protocol's clip level, ``core.protocol``). ``batch_size`` batches equal-length windows.
+    """
     model.eval()
-    y_true, y_pred = [], []
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        y_pred.append(model(batch["input_values"]).argmax(dim=-1).numpy())
-        y_true.append(batch["label"].numpy())
-    return np.concatenate(y_true), np.concatenate(y_pred)
+    y_pred = []
+    for clip in dataset.clips:
+        windows = [clip[s:e] for s, e in tile_bounds(len(clip), dataset.length)]
+        inputs = [prepare_clip(w, dataset.options) for w in windows]
+        probs = np.zeros((len(inputs), model.num_classes))
+        by_length: dict[int, list[int]] = {}
+        for i, x in enumerate(inputs):
+            by_length.setdefault(len(x), []).append(i)
+        for indices in by_length.values():
+            for k in range(0, len(indices), batch_size):
+                chunk = indices[k : k + batch_size]
+                x = torch.from_numpy(np.stack([prepare_input(inputs[i], dataset.options) for i in chunk]))
+                probs[chunk] = torch.softmax(model(x), dim=-1).numpy()
+        weights = np.array([len(x) for x in inputs], dtype=np.float64)
+        y_pred.append(int(np.argmax(np.average(probs, axis=0, weights=weights))))
+    return np.asarray(dataset.labels, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
 
 
 def eval_dataset(root: Path, actors: Sequence[int], hparams: dict) -> ClipDataset:
-    """Centre-crop dataset of the given actors with the checkpoint's window and preprocessing."""
+    """Evaluation dataset (trimmed clips) of the given actors with the checkpoint's window and preprocessing."""
     files, problems = index_ravdess(root)
     files = [f for f in files if f.actor in set(actors)]
     options = PreprocessOptions.from_dict(hparams["preprocessing"])
@@ -113,8 +126,9 @@ def evaluate_checkpoint(
 def protocol_text(hparams: dict, actors: list[int]) -> str:
     window = float(hparams["window_s"])
     return (
-        f"speaker-independent: RAVDESS speech of actors {actors} never seen in training; one centre "
-        f"{window:g} s crop per clip; metrics over {len(hparams['labels'])} classes"
+        f"speaker-independent: RAVDESS speech of actors {actors} never seen in training; each clip scored as "
+        f"emotion-score scores a file ({window:g} s windows end to end, length-weighted mean); metrics over "
+        f"{len(hparams['labels'])} classes"
     )
 
 
