@@ -36,7 +36,9 @@ def default_data_dir() -> Path:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, dataset: ClipDataset, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def predict(
+    model: torch.nn.Module, dataset: ClipDataset, batch_size: int = 16
+) -> tuple[np.ndarray, np.ndarray]:
     """(true labels ``[N]``, predicted labels ``[N]``), each clip scored exactly as ``emotion-score`` scores a file:
     its windows (``tile_bounds``: the clip itself up to the window length, else full windows end to end), each
     trimmed and level-normalised like a runtime window, and the mean of their probabilities weighted by their
