@@ -113,8 +113,6 @@ def write_bundle(out: Path, heads: dict, report: dict, cfg, data, references: li
         "reference_predictions": references,
     }
     (out / "model.json").write_text(json.dumps(info, indent=1) + "\n")
-    for stale in ("search.json", "speaker_norm.json", "confusion.png"):
-        (out / stale).unlink(missing_ok=True)
     for name, entry in report["kfold"].items():
         cm = np.array(entry["confusion"]["clip"])
         title = f"{name}: clips of unseen speakers, {entry['folds']}-fold"
