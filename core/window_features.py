@@ -183,13 +183,13 @@ def compute(model, corpus: Corpus, view: View, every: int = 200) -> WindowFeatur
             problems.append(str(exc))
             continue
         parts.append((i, *columns))
-        if (i + 1) % every == 0:
+        if len(parts) % every == 0:
             log.info(
                 "%s/%s: %d/%d files, %.0f s",
                 corpus.name,
                 view.name,
-                i + 1,
-                len(corpus.utterances),
+                len(parts),
+                -(-len(corpus.utterances) // view.stride),
                 time.time() - start,
             )
     return WindowFeatures(
