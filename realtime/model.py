@@ -171,6 +171,7 @@ def build_default_model(path: Path, log=None) -> Path:
             f"(pip install '{DIST_NAME}[export]') or pass a model file with --model"
         )
     print(f"building the default model once into {path} ...", file=log or sys.stderr, flush=True)
+    started = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.stem}.partial-{os.getpid()}{path.suffix}")
     try:
@@ -188,6 +189,12 @@ def build_default_model(path: Path, log=None) -> Path:
         partial.unlink(missing_ok=True)
         raise ModelError(f"could not build the default model ({reason}); pass a model file with --model")
     os.replace(partial, path)
+    print(
+        f"built the default model in {time.perf_counter() - started:.0f} s ({path.stat().st_size / 1e6:.0f} MB; "
+        f"delete {path.parent} to rebuild or free the space)",
+        file=log or sys.stderr,
+        flush=True,
+    )
     return path
 
 

@@ -161,7 +161,9 @@ def test_default_model_is_built_once_with_a_notice(monkeypatch, tmp_path, tiny_m
     assert first == second == rt_model.default_model_path() and first.is_file()
     assert len(calls) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"building the default model once into {first} ..."]
+    assert err[0] == f"building the default model once into {first} ..."
+    assert len(err) == 2 and err[1].startswith("built the default model in ")  # a start line and an end line
+    assert f"delete {first.parent} to rebuild or free the space" in err[1]
 
 
 def test_failed_default_build_is_one_clear_line(monkeypatch, tmp_path):
