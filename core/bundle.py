@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -85,10 +86,7 @@ def write_bundle(out: Path, heads: dict, report: dict, cfg, data, references: li
         "sample_rate": 16_000,
         "window_s": float(cfg.dataset.window_s),
         "hop_s": 0.5,
-        "speech_gate": {
-            "min_speech_s": data.gate.min_speech_s,
-            "max_trailing_silence_s": data.gate.max_trailing_silence_s,
-        },
+        "speech_gate": asdict(data.gate),
         "weights": WEIGHTS,
         "num_classes": len(EMOTIONS),
         "hidden_dims": list(model_cfg["hidden_dims"]),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 
 import numpy as np
@@ -101,8 +101,7 @@ class FeatureSet:
         keep &= np.isin(self.view, [self.views.index(v) for v in views if v in self.views])
         keep &= np.isin(self.kind, list(kinds))
         if gate is not None:
-            passes = (self.speech_s >= gate.min_speech_s) & (self.trailing_s <= gate.max_trailing_silence_s)
-            keep &= (self.kind == CLIP) | passes
+            keep &= (self.kind == CLIP) | gate.is_speech(self.speech_s, self.trailing_s)
         if classes is not None:
             keep &= np.isin(self.utt_label[self.utt], list(classes))
         return np.flatnonzero(keep)
@@ -315,10 +314,7 @@ class FeatureDataModule(pl.LightningDataModule):
             "split_seed": self.split_seed,
             "test_corpus": self.test_corpus,
             "train_views": list(self.train_views),
-            "gate": {
-                "min_speech_s": self.gate.min_speech_s,
-                "max_trailing_silence_s": self.gate.max_trailing_silence_s,
-            },
+            "gate": asdict(self.gate),
             "num_windows": {k: len(v) for k, v in self.datasets.items()},
         }
 

@@ -154,7 +154,6 @@ def running_norm_scores(
     scores = FoldScores()
     k = len(EMOTIONS)
     rng = np.random.default_rng(seed)
-    clean = fs.views.index("clean")
     for corpus in fs.corpora:
         corpus_speakers = [s for s in speakers if s in set(corpus.speakers)]
         if not corpus_speakers:
@@ -165,21 +164,17 @@ def running_norm_scores(
         for speaker in corpus_speakers:
             utts = rng.permutation(np.flatnonzero(fs.utt_speaker == speaker))
             total_feat, count, heard_s = np.zeros(fs.pooled.shape[1:], np.float64), 0, 0.0
+            speaker_clips = fs.rows([speaker], ["clean"], [CLIP])
+            speaker_windows = fs.rows([speaker], ["clean"], [SEGMENT], gate=gate)
             for u in utts:
-                clip_rows = np.flatnonzero((fs.utt == u) & (fs.kind == CLIP) & (fs.view == clean))
+                clip_rows = speaker_clips[fs.utt[speaker_clips] == u]
                 if not len(clip_rows):
                     continue
                 total_feat += fs.pooled[clip_rows].astype(np.float64).sum(axis=0)
                 count += len(clip_rows)
                 heard_s += float(fs.speech_s[clip_rows].sum())
                 mean = (total_feat / count).astype(np.float32)[None]
-                win_rows = np.flatnonzero(
-                    (fs.utt == u)
-                    & (fs.kind == SEGMENT)
-                    & (fs.view == clean)
-                    & (fs.speech_s >= gate.min_speech_s)
-                    & (fs.trailing_s <= gate.max_trailing_silence_s)
-                )
+                win_rows = speaker_windows[fs.utt[speaker_windows] == u]
                 y = fs.utt_label[u]
                 for level, rows in (("clip", clip_rows), ("window", win_rows)):
                     if not len(rows):

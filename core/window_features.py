@@ -140,22 +140,28 @@ def _unique_inputs(model, windows: list[np.ndarray]) -> tuple[list[np.ndarray], 
     return unique, np.array(index, dtype=np.int64)
 
 
+def _score_windows(model, samples: np.ndarray, sample_rate: int, source: str):
+    """``(audio at the model rate, trimmed clip, emotion-score's window bounds in the clip)``; AudioError when
+    silent."""
+    audio = model.ensure_audible(model.to_model_rate(samples, sample_rate, source), source)
+    clip = prepare_clip(audio, model.preprocess, model.sample_rate)
+    return audio, clip, model.clip_bounds(len(clip))
+
+
 def utterance_windows(model, vad, samples: np.ndarray, sample_rate: int, hop_s: float | None, source: str):
     """One recording → ``(pooled [W, L+1, H], kind [W], speech_s [W], trailing_s [W], start_s [W])``: its
     ``emotion-score`` windows (speech_s = their length) and the speech windows of its live timeline under
     ``CACHE_GATE``. Raises AudioError for unusable audio."""
     from realtime.windowing import StreamWindower
 
-    audio = model.ensure_audible(model.to_model_rate(samples, sample_rate, source), source)
-    clip = prepare_clip(audio, model.preprocess, model.sample_rate)
-    clip_windows = [clip[s:e] for s, e in model.clip_bounds(len(clip))]
+    audio, clip, bounds = _score_windows(model, samples, sample_rate, source)
+    clip_windows = [clip[s:e] for s, e in bounds]
     windower = StreamWindower(model.window_spec(None, hop_s), vad, CACHE_GATE)
     timeline = [w for w in windower.feed(audio) + windower.flush() if w.speech]
     windows = clip_windows + [w.samples for w in timeline]
     unique, index = _unique_inputs(model, windows)
     _, pooled = model.predict_windows(unique, return_pooled=True)
     kind = np.array([CLIP] * len(clip_windows) + [SEGMENT] * len(timeline), dtype=np.int8)
-    bounds = model.clip_bounds(len(clip))
     speech_s = [(e - s) / model.sample_rate for s, e in bounds] + [w.speech_s for w in timeline]
     trailing_s = [0.0] * len(clip_windows) + [w.trailing_silence_s for w in timeline]
     start_s = [s / model.sample_rate for s, _ in bounds] + [w.start_s for w in timeline]
@@ -206,9 +212,7 @@ def compute(model, corpus: Corpus, view: View, every: int = 200) -> WindowFeatur
 
 def clip_windows_of(model, samples: np.ndarray, sample_rate: int, source: str):
     """A recording's ``emotion-score`` windows only: ``(pooled [W, L+1, H] float16, start_s [W], length_s [W])``."""
-    audio = model.ensure_audible(model.to_model_rate(samples, sample_rate, source), source)
-    clip = prepare_clip(audio, model.preprocess, model.sample_rate)
-    bounds = model.clip_bounds(len(clip))
+    _, clip, bounds = _score_windows(model, samples, sample_rate, source)
     _, pooled = model.predict_windows([clip[s:e] for s, e in bounds], return_pooled=True)
     rate = model.sample_rate
     starts = np.array([s / rate for s, _ in bounds], np.float32)

@@ -49,8 +49,9 @@ class SpeechGate:
     min_speech_s: float = MIN_SPEECH_S
     max_trailing_silence_s: float = MAX_TRAILING_SILENCE_S
 
-    def is_speech(self, speech_s: float, trailing_silence_s: float) -> bool:
-        return speech_s >= self.min_speech_s and trailing_silence_s <= self.max_trailing_silence_s
+    def is_speech(self, speech_s, trailing_silence_s):
+        """The rule for one window (floats → bool) or many at once (arrays → bool array)."""
+        return (speech_s >= self.min_speech_s) & (trailing_silence_s <= self.max_trailing_silence_s)
 
 
 @dataclass(frozen=True)
