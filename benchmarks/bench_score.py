@@ -36,8 +36,8 @@ import soundfile as sf
 import torch
 
 from core.data import EMOTIONS
+from core.paths import ravdess_dir
 from export.quantize import cpu_flags
-from export.validate import ravdess_dir
 from realtime.audio import SAMPLE_RATE, PreprocessOptions, load_audio, prepare_clip, prepare_input
 from realtime.model import load_model, resolve_model_path
 

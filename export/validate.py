@@ -1,6 +1,6 @@
 """Checks run on every export: ONNX Runtime against PyTorch on real speech, and variants against fp32.
 
-Validation audio is RAVDESS speech (``EMOTION_DATA_DIR``, default ``../shared/data`` next to the project,
+Validation audio is RAVDESS speech (``core.paths.ravdess_dir()``: ``$EMOTION_DATA_DIR``, default ``../shared/data``,
 holding ``ravdess-16k/Actor_*/*.flac``), put through the same preprocessing as the runtime
 (``realtime.audio``). Without the data, a synthetic voiced signal stands in and a notice says so.
 
@@ -10,7 +10,6 @@ and the 10 s case exercises a much longer input than the traced example.
 
 from __future__ import annotations
 
-import os
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -20,13 +19,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from core.paths import DATA_DIR_ENV, ravdess_dir
 from realtime.audio import AudioError, PreprocessOptions, load_audio, prepare_clip, prepare_input
 from realtime.metadata import INPUT_NAME, POOLED_NAME, PROBS_NAME, SPEAKER_HEAD_KEYS, ModelInfo
 from realtime.speaker_norm import SpeakerNormHead
 
-DATA_DIR_ENV = "EMOTION_DATA_DIR"
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-RAVDESS_FOLDER = "ravdess-16k"
 RAVDESS_EMOTIONS = {
     "01": "neutral",
     "02": "calm",
@@ -66,12 +63,6 @@ class ValidationAudio:
     @property
     def is_real(self) -> bool:
         return any(label is not None for label in self.labels)
-
-
-def ravdess_dir() -> Path:
-    """``$EMOTION_DATA_DIR/ravdess-16k`` (the variable may also point at the ``ravdess-16k`` folder itself)."""
-    root = Path(os.environ.get(DATA_DIR_ENV, DEFAULT_DATA_DIR)).expanduser()
-    return root if (root / "Actor_01").is_dir() else root / RAVDESS_FOLDER
 
 
 def ravdess_label(path: Path) -> str | None:

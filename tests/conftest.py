@@ -15,15 +15,16 @@ import numpy as np
 import pytest
 
 from benchmarks.fuzz_inputs import write_constant_model
+from core.paths import DATA_DIR_ENV, data_root
 from export.validate import synthetic_speechlike as export_synthetic_speechlike
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR_ENV = "EMOTION_DATA_DIR"
-"""The one setting that locates the RAVDESS copies described in ../shared/data/README.md."""
 
 
 def data_dir() -> Path:
-    return Path(os.environ.get(DATA_DIR_ENV, REPO_ROOT.parent / "shared" / "data")).resolve()
+    """The corpora folder (``core.paths``: ``$EMOTION_DATA_DIR``, else ``../shared/data`` from the repository
+    root, where the tests run)."""
+    return data_root().resolve()
 
 
 @pytest.fixture(scope="session")

@@ -23,6 +23,7 @@ from core.train import (
     BackboneUnavailable,
     _hub_offline_if_unreachable,
     build_backbone_from_config,
+    check_backbone_available,
     finish,
     fit,
     hub_reachable,
@@ -324,6 +325,35 @@ def test_offline_hub_error_is_one_line(tmp_path, ravdess_16k, offline_hub_env):
     assert len(lines) == 1, result.stderr[-2000:]
     assert lines[0].startswith("emotion-train: error: cannot load backbone")
     assert "model.backbone.name_or_path=/local/dir" in lines[0]
+
+
+def test_offline_hub_fails_before_torch_is_imported(tmp_path, offline_hub_env):
+    """The offline check runs before the heavy imports: the error comes while torch is still unimported."""
+    script = (
+        "import sys; import core.train as t\n"
+        "sys.argv = ['emotion-train', 'model=wav2vec', 'hydra.run.dir=run']\n"
+        "try:\n    t.main()\nexcept SystemExit as exc:\n"
+        "    print('exit', exc.code, 'torch' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=_cli_env(**offline_hub_env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.stdout.strip() == "exit 2 False", result.stdout + result.stderr[-2000:]
+    assert "[not in the local cache]" in result.stderr
+
+
+def test_a_cached_backbone_passes_the_offline_check(offline_hub_env, monkeypatch):
+    monkeypatch.setattr("core.train._in_hub_cache", lambda name: name == "facebook/wav2vec2-base")
+    check_backbone_available({"backbone": {"name_or_path": "facebook/wav2vec2-base", "kind": "wav2vec2"}})
+    with pytest.raises(BackboneUnavailable, match="not in the local cache"):
+        check_backbone_available(
+            {"backbone": {"name_or_path": "facebook/hubert-base-ls960", "kind": "hubert"}}
+        )
 
 
 def test_unreachable_hub_loads_offline_for_that_load_only(offline_hub_env):
