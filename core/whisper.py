@@ -175,10 +175,9 @@ def build_whisper_backbone(
         encoder = WhisperEncoder(hf_config)
     else:
         if name_or_path is None or name_or_path in ct2.PACKAGED:
-            model = ct2.load_whisper_model(name_or_path or ct2.DEFAULT_WEIGHTS)
+            encoder = ct2.load_whisper_encoder(name_or_path or ct2.DEFAULT_WEIGHTS)
         else:
-            model = WhisperModel.from_pretrained(name_or_path)
-        encoder = model.encoder  # the decoder is dropped with `model`
+            encoder = WhisperModel.from_pretrained(name_or_path).encoder  # the decoder is dropped
     # sdpa exports to ONNX and honours the additive mask; a config default could pick other kernels.
     encoder.config._attn_implementation = "sdpa"
     return WhisperBackbone(encoder.eval(), name_or_path, gradient_checkpointing)

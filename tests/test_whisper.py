@@ -158,7 +158,7 @@ def test_config_gives_random_weights_without_loading(monkeypatch):
     def forbidden(*_, **__):
         raise AssertionError("must not load packaged weights when a config is given")
 
-    monkeypatch.setattr(core.ct2, "load_whisper_model", forbidden)
+    monkeypatch.setattr(core.ct2, "load_whisper_encoder", forbidden)
     backbone = build_backbone(kind="whisper", config=TINY)
     assert backbone.hidden_size == 16 and backbone.num_layers == 2
     assert len(backbone.transformer_layers()) == 2
