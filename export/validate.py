@@ -11,7 +11,6 @@ and the 10 s case exercises a much longer input than the traced example.
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,18 +22,6 @@ from core.paths import DATA_DIR_ENV, ravdess_dir
 from realtime.audio import AudioError, PreprocessOptions, load_audio, prepare_clip, prepare_input
 from realtime.metadata import INPUT_NAME, POOLED_NAME, PROBS_NAME, SPEAKER_HEAD_KEYS, ModelInfo
 from realtime.speaker_norm import SpeakerNormHead
-
-RAVDESS_EMOTIONS = {
-    "01": "neutral",
-    "02": "calm",
-    "03": "happy",
-    "04": "sad",
-    "05": "angry",
-    "06": "fearful",
-    "07": "disgust",
-    "08": "surprised",
-}
-"""Third field of a RAVDESS file name → emotion label."""
 
 PARITY_TOLERANCE = 1e-4
 """Largest allowed |ONNX Runtime − PyTorch| on any probability."""
@@ -66,14 +53,19 @@ class ValidationAudio:
 
 
 def ravdess_label(path: Path) -> str | None:
-    """Emotion from a RAVDESS name ``MM-VV-EE-II-SS-RR-AA``; None when the name does not follow it."""
-    match = re.fullmatch(r"\d\d-\d\d-(\d\d)-\d\d-\d\d-\d\d-\d\d", path.stem)
-    return RAVDESS_EMOTIONS.get(match.group(1)) if match else None
+    """Emotion of a RAVDESS speech file (``core.data.parse_name``, the one parser); None when the name does not
+    parse."""
+    from core.data import parse_name
+
+    try:
+        return parse_name(path).emotion_name
+    except ValueError:
+        return None
 
 
 def find_clips(root: Path, count: int, seed: int = 0) -> list[Path]:
     """``count`` labelled files drawn with a fixed seed (same files on every run), across actors and emotions."""
-    files = sorted(p for p in root.glob("Actor_*/*") if p.suffix in (".flac", ".wav") and ravdess_label(p))
+    files = sorted(p for p in root.glob("Actor_*/*") if ravdess_label(p))
     return sorted(random.Random(seed).sample(files, min(count, len(files))))
 
 
