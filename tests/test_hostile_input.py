@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-from test_realtime_support import REPO_ROOT, run_cli
+from support import REPO_ROOT, run_cli
 
 from benchmarks.fuzz_inputs import (
     GENERATORS,

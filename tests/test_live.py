@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import soundfile as sf
-from test_realtime_support import ANGRY_CLIP, REPO_ROOT, run_cli, tiny_model  # noqa: F401
+from support import ANGRY_CLIP, REPO_ROOT, run_cli
 
 from realtime.audio import SAMPLE_RATE, load_audio
 from realtime.sources import MicrophoneSource, SourceError

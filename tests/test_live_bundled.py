@@ -14,7 +14,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import REPO_ROOT
+from support import REPO_ROOT
 
 from realtime.audio import SAMPLE_RATE, load_audio
 

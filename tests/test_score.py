@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 import soundfile as sf
-from test_realtime_support import ANGRY_CLIP, LABELS, run_cli, tiny_model  # noqa: F401
+from support import ANGRY_CLIP, LABELS, run_cli
 
 
 def read_csv(path) -> list[dict]:

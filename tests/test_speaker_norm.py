@@ -1,6 +1,6 @@
 """Per-speaker normalisation: the running mean, the head stored in the model, emotion-score and emotion-live.
 
-The tiny model (tests/test_realtime_support.py) carries a random speaker-normalised head: the numbers mean
+The tiny model (tests/support.py) carries a random speaker-normalised head: the numbers mean
 nothing, but every path is the real one, so results are checked against the same computation done by hand.
 """
 
@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import build_tiny_model, run_cli
 
 from realtime.model import EmotionModel, ModelError
 from realtime.score import SEGMENTS_HOP_S
 from realtime.speaker_norm import SpeakerNormalizer, SpeakerNormOptions
-from tests.test_realtime_support import build_tiny_model, run_cli, tiny_model  # noqa: F401
 
 ACTOR_CLIPS = 3
 """Clips per actor folder in the scoring tests (about 10 s of speech)."""

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_module
+from support import tiny_classifier, tiny_encoder_config
 from torch import nn
 
 import core.lightning_module as lm
-from core.checkpoint import REQUIRED_HPARAMS, load_classifier, tiny_classifier
+from core.checkpoint import REQUIRED_HPARAMS, load_classifier
 from core.data import EMOTIONS
 from core.evaluate import main as eval_main
 from core.lightning_module import EmotionModule, TrainSettings, parameter_groups
@@ -102,10 +103,9 @@ def test_configure_optimizers_adamw_and_warm_restarts():
 
 def test_training_prep_disables_layerdrop_and_unused_weights():
     from core.backbones import build_backbone
-    from core.checkpoint import TINY_WAV2VEC2_CONFIG
     from core.model import EmotionClassifier
 
-    backbone = build_backbone("wav2vec2", None, config={**TINY_WAV2VEC2_CONFIG, "layerdrop": 0.5})
+    backbone = build_backbone("wav2vec2", None, config=tiny_encoder_config(layerdrop=0.5))
     model = EmotionClassifier(backbone, 8, (16,), layer_pooling="last")
     EmotionModule(model.spec(), list(EMOTIONS), model=model)
     assert backbone.model.config.layerdrop == 0.0
@@ -446,12 +446,11 @@ def test_ddp_two_cpu_processes(ravdess_16k, tmp_path):
 
 def test_gradient_checkpointing_still_trains_every_tier():
     from core.backbones import build_backbone
-    from core.checkpoint import TINY_WAV2VEC2_CONFIG
     from core.model import EmotionClassifier
 
     torch.manual_seed(0)
     backbone = build_backbone(
-        "wav2vec2", None, config={**TINY_WAV2VEC2_CONFIG, "num_hidden_layers": 3}, gradient_checkpointing=True
+        "wav2vec2", None, config=tiny_encoder_config(num_hidden_layers=3), gradient_checkpointing=True
     )
     model = EmotionClassifier(backbone, 8, (16,))
     module = EmotionModule(

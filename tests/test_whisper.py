@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from support import synthetic_speechlike
 from transformers import WhisperConfig, WhisperFeatureExtractor
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from core.backbones import build_backbone
 from core.model import EmotionClassifier, build_classifier
 from core.whisper import LogMel, encoder_frames
-from tests.conftest import synthetic_speechlike
 
 TINY = dict(
     vocab_size=60,

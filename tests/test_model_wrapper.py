@@ -1,97 +1,18 @@
-"""Shared pieces of the realtime tests (a tiny exported model, CLI runner) and the model-wrapper unit tests.
-
-The tiny model is a randomly initialised 2-layer wav2vec2 exported with ``export.onnx_export``: its estimates
-mean nothing, but every tensor, metadata field and code path is the real one. Building it needs torch (tests
-may); the runtime code under test never imports torch.
-"""
+"""The model wrapper's unit tests: providers, sessions, the default model's build, the Python API."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support import ANGRY_CLIP, LABELS, TINY_WINDOW_S
 
 from realtime import model as rt_model
 from realtime.audio import AudioError
 from realtime.model import CPU, CUDA, ModelError, ModelOptions, check_active_providers, select_providers
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-LABELS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
-TINY_WINDOW_S = 2.0
-TINY_HOP_S = 0.5
-CLI_TIMEOUT_S = 60
-ANGRY_CLIP = "Actor_01/03-01-05-02-01-01-01.flac"
-
-
-def tiny_speaker_norm_head(seed: int = 1):
-    """A random head-only classifier with the tiny model's sizes (3 hidden states of 32), in eval mode."""
-    import torch
-
-    from core.model import EmotionClassifier, ShapeOnlyBackbone
-
-    torch.manual_seed(seed)
-    head = EmotionClassifier(ShapeOnlyBackbone(32, 2), len(LABELS))
-    with torch.no_grad():  # non-trivial BatchNorm statistics, so a wrong centring shows in the output
-        for bn in (m for m in head.modules() if isinstance(m, torch.nn.BatchNorm1d)):
-            bn.running_mean.normal_(0, 0.1)
-            bn.running_var.uniform_(0.5, 1.5)
-    return head.eval()
-
-
-def build_tiny_model(path: Path, speaker_norm: bool = True) -> Path:
-    """Export a random tiny wav2vec2 classifier with RAVDESS labels (about 15 s on 2 cores), with random
-    speaker heads (running and baseline) in its metadata unless ``speaker_norm`` is False."""
-    import torch
-
-    from core.backbones import build_backbone
-    from core.model import EmotionClassifier
-    from export.onnx_export import export_onnx
-    from realtime.metadata import ModelInfo
-
-    torch.manual_seed(0)
-    config = dict(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        conv_dim=(16, 16),
-        conv_stride=(5, 4),
-        conv_kernel=(10, 4),
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2,
-    )
-    model = EmotionClassifier(build_backbone("wav2vec2", None, config=config), len(LABELS)).eval()
-    info = ModelInfo(labels=LABELS, window_s=TINY_WINDOW_S, hop_s=TINY_HOP_S, backbone="tiny-random-wav2vec2")
-    heads = (
-        {"running": tiny_speaker_norm_head(1), "baseline": tiny_speaker_norm_head(2)} if speaker_norm else {}
-    )
-    return export_onnx(model, info, path, speaker_heads=heads)
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> Path:
-    """Path of the tiny model, built once per session even when several test modules import this fixture."""
-    path = tmp_path_factory.getbasetemp() / "tiny-emotion.onnx"
-    if not path.is_file():
-        build_tiny_model(path)
-    return path
-
-
-def run_cli(module: str, *args: str, env: dict | None = None, timeout: float = CLI_TIMEOUT_S, **kwargs):
-    """Run ``python -m realtime.<module> ARGS`` like a user would; returns the CompletedProcess (text)."""
-    return subprocess.run(
-        [sys.executable, "-m", f"realtime.{module}", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO_ROOT,
-        env=env or dict(os.environ),
-        **kwargs,
-    )
 
 
 # -- provider selection --------------------------------------------------------------------------------------
