@@ -84,20 +84,6 @@ class WindowSpec:
         return round(MIN_TAIL_S * self.sample_rate)
 
 
-def window_bounds(n_samples: int, spec: WindowSpec, final: bool = True) -> list[tuple[int, int]]:
-    """``(start, end)`` sample indices of every window over ``n_samples`` (see the module doc for placement)."""
-    bounds = []
-    end = spec.hop
-    while end <= n_samples:
-        if end >= spec.min_window:
-            bounds.append((max(0, end - spec.window), end))
-        end += spec.hop
-    last_end = end - spec.hop
-    if final and n_samples >= spec.min_window and n_samples - last_end >= spec.min_tail:
-        bounds.append((max(0, n_samples - spec.window), n_samples))
-    return bounds
-
-
 def tile_bounds(n_samples: int, window: int) -> list[tuple[int, int]]:
     """``(start, end)`` of the windows that score a whole recording of ``n_samples``, each sample encoded about once.
 
