@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
@@ -247,13 +247,16 @@ class Prediction:
 
 @dataclass(frozen=True)
 class Segment:
-    """One window of a timeline: ``[start_s, end_s)``, whether it holds speech, label (``silence`` when not)."""
+    """One window of a timeline: ``[start_s, end_s)``, whether it holds speech, label (``silence`` when not).
+
+    ``probs`` is None for a silence window: it is not judged (as in the live monitor), so it carries no emotion.
+    """
 
     start_s: float
     end_s: float
     speech: bool
     label: str
-    probs: dict[str, float] = field(default_factory=dict)
+    probs: dict[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -571,14 +574,15 @@ class EmotionModel:
         return windows, *self._probs_and_pooled([w.samples for w in windows], return_pooled)
 
     def segments(self, windows: Sequence[AudioWindow], probs: np.ndarray) -> list[Segment]:
-        """Timeline rows: speech windows labelled by their top class, the others ``silence`` (probabilities kept)."""
+        """Timeline rows: speech windows labelled by their top class with their probabilities; the others
+        ``silence`` without probabilities (the speech gate says there is not enough speech to judge)."""
         return [
             Segment(
                 start_s=w.start_s,
                 end_s=w.end_s,
                 speech=w.speech,
                 label=self.labels[int(np.argmax(p))] if w.speech else SILENCE_LABEL,
-                probs=self.probs_dict(p),
+                probs=self.probs_dict(p) if w.speech else None,
             )
             for w, p in zip(windows, probs, strict=True)
         ]
@@ -593,8 +597,8 @@ class EmotionModel:
     ) -> list[Segment]:
         """A timeline with the live monitor's windows (same ``StreamWindower``, same VAD gate, no trimming).
 
-        Every window is scored (batched), silent ones too, so their probabilities are available; their label
-        is ``silence``, as the live monitor shows them.
+        Silence windows (too little speech for the speech gate) are labelled ``silence`` with no probabilities,
+        as the live monitor shows them.
         """
         windows, probs, _ = self.segment_windows(samples, sample_rate, window_s, hop_s, vad)
         return self.segments(windows, probs)

@@ -22,9 +22,10 @@ import numpy as np
 import soundfile as sf
 
 from realtime.audio import AudioError, check_audio_path, load_audio
-from realtime.display import HelpFormatter, run_command
+from realtime.display import EXIT_ERROR, HelpFormatter, run_command
 from realtime.model import (
     PROVIDER_CHOICES,
+    SILENCE_LABEL,
     EmotionModel,
     ModelError,
     ModelMismatchError,
@@ -34,6 +35,7 @@ from realtime.model import (
     load_model,
 )
 from realtime.outputs import LockedOutput, csv_header, output_key, read_done_paths
+from realtime.progress import Progress
 from realtime.sources import one_line
 from realtime.speaker_norm import (
     DEFAULT_MIN_SPEECH_S,
@@ -45,13 +47,15 @@ from realtime.vad import load_vad
 from realtime.windowing import DEFAULT_HOP_S
 
 EXIT_SOME_FAILED = 1
+"""Exit status when some files could not be scored (the others were); 0: every file scored. ``EXIT_ERROR`` (2)
+is a usage error (a PATH that does not exist: the other paths are still scored, as ``emotion-live`` exits 2 for
+a missing ``--input``) or a model or output error that stops the run."""
 NOTICE = "notice: "
 """Marks a line of ``find_audio_files`` that informs (a folder link not followed) rather than fails."""
-"""Exit status when some files could not be scored (the others were); 2 (``EXIT_ERROR``) is a usage, model,
-output or device error that stops the run; 0: every file scored."""
 AUDIO_SUFFIXES = frozenset("." + fmt.lower() for fmt in sf.available_formats()) | {".oga", ".opus", ".aif"}
 """File endings picked up inside folders (what libsndfile can decode); files named explicitly are always tried."""
-BAR_WIDTH = 30
+TABLE_NUMBER_CHARS = 8
+"""Width of the table's number columns (``3600.000`` s, ``0.123456``)."""
 SEGMENTS_HOP_S = 1.5
 """``--segments`` hop for files. Each window is the model's 3 s, so a hop of 1.5 s encodes every second twice instead
 of six times at the live hop (0.5 s): about 3x faster, for an accuracy change measured in the README
@@ -167,11 +171,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- finding files -------------------------------------------------------------------------------------------
-def find_audio_files(paths: list[str], recursive: bool) -> tuple[list[Path], list[str]]:
-    """Files to score (folders expanded, sorted; each file once however often it is named) and one error line
-    per path that does not exist or, inside a folder, per audio-named entry that cannot be scored: a broken or
-    looping link, a FIFO, a device, an unreadable sub-folder. Named files are always tried."""
-    files, missing = [], []
+@dataclass
+class FoundFiles:
+    """What ``find_audio_files`` found: ``files`` to score; ``problems``, one line per entry inside a folder
+    that cannot be scored (a broken or looping link, a FIFO, a device, an unreadable sub-folder) or is skipped
+    with a notice; ``missing``, one line per PATH on the command line that does not exist (a usage error)."""
+
+    files: list[Path]
+    problems: list[str]
+    missing: list[str]
+
+    def failures(self) -> list[str]:
+        """The lines that are failures (not notices), missing paths first."""
+        return self.missing + [line for line in self.problems if f": {NOTICE}" not in line]
+
+    def lines(self) -> list[str]:
+        return self.missing + self.problems
+
+
+def find_audio_files(paths: list[str], recursive: bool) -> FoundFiles:
+    """Files to score (folders expanded, sorted; each file once however often it is named), with a line per
+    path that does not exist and per folder entry that cannot be scored. Named files are always tried."""
+    files, problems, missing = [], [], []
     seen: set[str] = set()
 
     def add(path: Path) -> None:
@@ -183,15 +204,15 @@ def find_audio_files(paths: list[str], recursive: bool) -> tuple[list[Path], lis
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found, problems = _scan_folder(path, recursive)
+            found, found_problems = _scan_folder(path, recursive)
             for f in found:
                 add(f)
-            missing += problems
+            problems += found_problems
         elif path.exists() or path.is_symlink():
             add(path)
         else:
             missing.append(f"{path}: no such file or folder")
-    return files, missing
+    return FoundFiles(files, problems, missing)
 
 
 def _scan_folder(folder: Path, recursive: bool) -> tuple[list[Path], list[str]]:
@@ -220,13 +241,28 @@ def _scan_folder(folder: Path, recursive: bool) -> tuple[list[Path], list[str]]:
 
 # -- output --------------------------------------------------------------------------------------------------
 class ResultWriter:
-    """Rows to CSV, JSONL or a stdout table; flushed after every file."""
+    """Rows to CSV, JSONL or a stdout table; flushed after every file.
 
-    def __init__(self, out: str | None, labels: tuple[str, ...], segments: bool, resume: bool):
+    The table's header is printed with the first row (nothing on stdout when nothing is scored), and its
+    columns are padded to a fixed width: the path column to the longest of ``paths`` (the files to be scored),
+    so rows line up as they stream. A silence window (``--segments``) has empty probability fields in CSV, null
+    ``probs`` in JSONL and blanks in the table.
+    """
+
+    def __init__(
+        self,
+        out: str | None,
+        labels: tuple[str, ...],
+        segments: bool,
+        resume: bool,
+        paths: list[Path] = (),
+    ):
         self.labels = labels
         self.segments = segments
         self.format = output_format(out)
         self.done: set[str] = set()
+        self._header_due = self.format == "table"
+        self._widths = self._table_widths(paths) if self.format == "table" else []
         if out is None:
             self.stream = sys.stdout
             if hasattr(self.stream, "reconfigure"):  # file names that are not UTF-8 print as their raw bytes
@@ -239,8 +275,6 @@ class ResultWriter:
                 self.done = read_done_paths(self.stream, self.format)
             if self.stream.size == 0 and self.format == "csv":
                 self.stream.write(_csv_line(self.columns()))
-        if self.format == "table":
-            print("  ".join(self.columns()), file=self.stream)
 
     def _check_columns(self, out: str) -> None:
         """ValueError (one line) when a CSV being resumed holds other columns than this run would append."""
@@ -277,21 +311,49 @@ class ResultWriter:
         return key + list(self.labels)
 
     def write_file(self, path: str, rows: list[dict]) -> None:
-        self.stream.write("".join(self._format(path, row) for row in rows))  # one append: whole lines
+        text = "".join(self._format(path, row) for row in rows)
+        if self._header_due:
+            text = self._table_line(self.columns()) + text
+            self._header_due = False
+        self.stream.write(text)  # one append: whole lines
         self.stream.flush()
 
     def _format(self, path: str, row: dict) -> str:
         if self.format == "jsonl":
             return json.dumps({"path": path, **row}, allow_nan=False) + "\n"
         values = [path] + [row[c] for c in self.columns()[1 : -len(self.labels)]]
-        values += [f"{row['probs'][label]:.6f}" for label in self.labels]
+        probs = row["probs"]  # None: a silence window, which carries no emotion
+        values += [f"{probs[label]:.6f}" if probs is not None else "" for label in self.labels]
         if self.format == "table":
-            return "  ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in values) + "\n"
+            return self._table_line([f"{v:.3f}" if isinstance(v, float) else str(v) for v in values])
         return _csv_line(values)
+
+    def _table_widths(self, paths) -> list[int]:
+        """Column widths of the table: the header's, the path's and the label's longest, numbers' fixed."""
+        widths = [len(c) for c in self.columns()]
+        widths[0] = max([widths[0]] + [len(self.row_path(Path(p))) for p in paths])
+        label = self.columns().index("label")
+        widths[label] = max([widths[label], len(SILENCE_LABEL)] + [len(x) for x in self.labels])
+        return [
+            max(w, TABLE_NUMBER_CHARS) if _is_number_column(c, self.labels) else w
+            for c, w in zip(self.columns(), widths, strict=True)
+        ]
+
+    def _table_line(self, values: list[str]) -> str:
+        """Text left-aligned (path, label, speech), numbers right-aligned, two spaces between columns."""
+        cells = [
+            v.rjust(w) if _is_number_column(c, self.labels) else v.ljust(w)
+            for c, v, w in zip(self.columns(), values, self._widths, strict=True)
+        ]
+        return "  ".join(cells).rstrip() + "\n"
 
     def close(self) -> None:
         if self.stream is not sys.stdout:
             self.stream.close()
+
+
+def _is_number_column(name: str, labels: tuple[str, ...]) -> bool:
+    return name in ("start_s", "end_s", "confidence") or name in labels
 
 
 class _CsvLine:
@@ -336,32 +398,6 @@ def segment_row(s: Segment) -> dict:
         "label": s.label,
         "probs": s.probs,
     }
-
-
-# -- progress ------------------------------------------------------------------------------------------------
-class Progress:
-    """``[#####.....] 12/40 name`` redrawn on stderr when it is a terminal; silent otherwise (logs stay clean)."""
-
-    def __init__(self, total: int, stream=sys.stderr):
-        self.total = total
-        self.stream = stream
-        self.enabled = hasattr(stream, "isatty") and stream.isatty()
-
-    def update(self, done: int, name: str) -> None:
-        if self.enabled:
-            filled = round(BAR_WIDTH * done / max(1, self.total))
-            bar = "#" * filled + "." * (BAR_WIDTH - filled)
-            self.stream.write(f"\r\x1b[K[{bar}] {done}/{self.total} {name[-40:]}")
-            self.stream.flush()
-
-    def message(self, line: str) -> None:
-        """A line that must stay visible above the bar."""
-        prefix = "\r\x1b[K" if self.enabled else ""
-        print(prefix + line, file=self.stream, flush=True)
-
-    def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
 
 
 # -- scoring -------------------------------------------------------------------------------------------------
@@ -535,11 +571,6 @@ def score_group(
     return scored
 
 
-def failed_lines(lines: list[str]) -> list[str]:
-    """The lines of ``find_audio_files`` that are failures (not notices)."""
-    return [line for line in lines if f": {NOTICE}" not in line]
-
-
 def file_failed(failures: list[str], progress: Progress, line: str) -> None:
     failures.append(line)
     progress.message(f"emotion-score: {line}")
@@ -559,19 +590,19 @@ def run(args) -> int:
     output_format(args.out)  # a bad --out fails before anything else happens
     if (args.speaker_norm == "map") != bool(args.speakers):
         raise ValueError("--speakers CSV goes with --speaker-norm map (and map needs --speakers)")
-    files, missing = find_audio_files(args.paths, args.recursive)
-    if not files and not missing:
-        raise ValueError(f"no audio files found in {' '.join(args.paths)}")
-    if not files:  # only missing paths: say so without loading (or first building) a model
-        for line in missing:
+    found = find_audio_files(args.paths, args.recursive)
+    files = found.files
+    if not files:  # only missing paths and bad entries: say so without loading (or first building) a model
+        for line in found.lines():
             print(f"emotion-score: {line}", file=sys.stderr)
-        print(f"emotion-score: 0 scored, {len(failed_lines(missing))} failed", file=sys.stderr)
-        return EXIT_SOME_FAILED
+        if not found.failures():
+            raise ValueError(f"no audio files found in {' '.join(args.paths)}")
+        return finish(0, found, 0)
     groups = speaker_groups(files, args)  # a bad --speakers file fails before a model is loaded
     if args.engine == "ray":
         from realtime.distributed import run_on_ray  # Ray is an optional extra: imported only when asked for
 
-        return run_on_ray(args, files, missing)
+        return run_on_ray(args, found)
     model = load_model(args.model, ModelOptions(args.provider, args.threads, args.batch_size))
     if model.provider_notice:
         print(model.provider_notice, file=sys.stderr)
@@ -581,10 +612,10 @@ def run(args) -> int:
         if notice:
             print(notice, file=sys.stderr)
     normalizer = make_normalizer(model, args)
-    writer = ResultWriter(args.out, model.labels, args.segments, args.resume)
-    failures = failed_lines(missing)
+    writer = ResultWriter(args.out, model.labels, args.segments, args.resume, files)
+    failures = found.failures()
     progress = Progress(len(files))
-    for line in missing:
+    for line in found.lines():
         progress.message(f"emotion-score: {line}")
     scored = skipped = done = 0
     try:
@@ -606,13 +637,17 @@ def run(args) -> int:
     finally:
         progress.close()
         writer.close()
-    return finish(scored, failures, skipped)
+    return finish(scored, found, skipped, failures)
 
 
-def finish(scored: int, failures: list[str], skipped: int) -> int:
-    """The closing summary line on stderr; the exit status (1 when any file failed)."""
+def finish(scored: int, found: FoundFiles, skipped: int, failures: list[str] | None = None) -> int:
+    """The closing summary line on stderr; the exit status: 2 when a PATH does not exist, else 1 when any
+    file failed (``failures``: all of them, by default ``found``'s), else 0."""
+    failures = found.failures() if failures is None else failures
     resumed = f", {skipped} already done" if skipped else ""
     print(f"emotion-score: {scored} scored, {len(failures)} failed{resumed}", file=sys.stderr)
+    if found.missing:
+        return EXIT_ERROR
     return EXIT_SOME_FAILED if failures else 0
 
 

@@ -338,8 +338,8 @@ def test_too_short_baseline_and_conflicting_options_are_one_line(tiny_model, tmp
 
 @pytest.mark.data
 def test_score_segments_normalise_speech_windows_only(tiny_model, model, ravdess_16k, tmp_path):
-    """--segments --speaker-norm file: the mean is over the file's speech windows; silent windows keep the plain
-    probabilities and the label "silence"."""
+    """--segments --speaker-norm file: the mean is over the file's speech windows; silent windows carry the
+    label "silence" and no probabilities, with or without normalisation."""
     import soundfile as sf
 
     from realtime.audio import load_audio
@@ -360,9 +360,11 @@ def test_score_segments_normalise_speech_windows_only(tiny_model, model, ravdess
     ) / 2
     assert [r["speech"] for r in got] == is_speech.tolist()
     for row, plain_row, p, speech_window in zip(got, plain, want, is_speech, strict=True):
-        np.testing.assert_allclose([row["probs"][label] for label in model.labels], p, atol=1e-5)
-        if not speech_window:
-            assert row["label"] == "silence" and row["probs"] == plain_row["probs"]
+        if speech_window:
+            np.testing.assert_allclose([row["probs"][label] for label in model.labels], p, atol=1e-5)
+        else:
+            assert row["label"] == plain_row["label"] == "silence"
+            assert row["probs"] is None and plain_row["probs"] is None
 
 
 def test_reset_request_restarts_the_running_mean_and_tells_the_user(model):
