@@ -35,6 +35,7 @@ import numpy as np
 from core.augment import ChannelOptions, through_channel
 from core.corpora import Corpus
 from realtime.audio import AudioError, load_audio, prepare_clip
+from realtime.progress import progress_bar
 from realtime.windowing import SpeechGate
 
 log = logging.getLogger(__name__)
@@ -170,34 +171,39 @@ def utterance_windows(model, vad, samples: np.ndarray, sample_rate: int, hop_s: 
 
 
 def compute(model, corpus: Corpus, view: View, every: int = 200) -> WindowFeatures:
-    """Every utterance of ``corpus`` through ``view`` (see the module doc)."""
+    """Every utterance of ``corpus`` through ``view`` (see the module doc). Progress: a bar on stderr when it
+    is a terminal, else a log line every ``every`` files."""
     from realtime.vad import load_vad
 
     rng = np.random.default_rng([view.seed, len(corpus.utterances)])
     vad = load_vad()[0]  # one session, reset by the windower for every utterance
     parts, problems, start = [], [], time.time()
-    for i, u in enumerate(corpus.utterances):
-        if i % view.stride:
-            continue
-        try:
-            samples = load_audio(u.path, model.sample_rate)
-            rate = model.sample_rate
-            if view.channel is not None:
-                samples, rate = through_channel(samples, view.channel, rng)
-            columns = utterance_windows(model, vad, samples, rate, view.hop_s, str(u.path))
-        except AudioError as exc:
-            problems.append(str(exc))
-            continue
-        parts.append((i, *columns))
-        if len(parts) % every == 0:
-            log.info(
-                "%s/%s: %d/%d files, %.0f s",
-                corpus.name,
-                view.name,
-                len(parts),
-                -(-len(corpus.utterances) // view.stride),
-                time.time() - start,
-            )
+    total = -(-len(corpus.utterances) // view.stride)
+    with progress_bar(total, f"{corpus.name}/{view.name} features") as bar:
+        for i, u in enumerate(corpus.utterances):
+            if i % view.stride:
+                continue
+            try:
+                samples = load_audio(u.path, model.sample_rate)
+                rate = model.sample_rate
+                if view.channel is not None:
+                    samples, rate = through_channel(samples, view.channel, rng)
+                columns = utterance_windows(model, vad, samples, rate, view.hop_s, str(u.path))
+            except AudioError as exc:
+                problems.append(str(exc))
+                continue
+            finally:
+                bar.update(1)
+            parts.append((i, *columns))
+            if bar.disable and len(parts) % every == 0:
+                log.info(
+                    "%s/%s: %d/%d files, %.0f s",
+                    corpus.name,
+                    view.name,
+                    len(parts),
+                    total,
+                    time.time() - start,
+                )
     return WindowFeatures(
         pooled=np.concatenate([p[1] for p in parts]),
         utt=np.concatenate([np.full(len(p[2]), p[0], dtype=np.int32) for p in parts]),

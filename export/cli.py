@@ -245,6 +245,7 @@ def run(args: argparse.Namespace) -> None:
     heads = {}
     if args.checkpoint and args.heads:
         raise CliError("give a checkpoint or --heads, not both", EXIT_BAD_INPUT)
+    print(f"loading {source} ...", flush=True)
     if args.checkpoint:
         model, info = load_checkpoint_model(args.checkpoint, args.hop or DEFAULT_HOP_S)
     else:

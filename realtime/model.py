@@ -36,6 +36,7 @@ from realtime.metadata import (
     SPEAKER_HEAD_KEYS,
     ModelInfo,
 )
+from realtime.progress import progress_bar
 from realtime.speaker_norm import SpeakerNormalizer, SpeakerNormHead, SpeakerNormOptions
 from realtime.vad import FrameVAD, load_vad
 from realtime.windowing import AudioWindow, SpeechGate, StreamWindower, WindowSpec, tile_bounds
@@ -54,6 +55,10 @@ SILENCE_LABEL = "silence"
 MIN_CLIP_S = 0.1
 """Shortest clip scored: below this the speech encoders' front ends have too few samples (and it says nothing)."""
 BUILD_TIMEOUT_S = 3600.0
+EXPORTER = ("-m", "export")
+"""How the child process that builds the default model runs the exporter (``python -m export -o PATH``)."""
+STEP_CHARS = 60
+"""The start of the build step shown after its progress bar."""
 EXPORT_MODULES = ("torch", "onnx", "transformers", "safetensors")
 """What building the default model imports (the ``[export]`` extra); the runtime itself needs none of them."""
 MIN_BASELINE_S = 5.0
@@ -170,32 +175,78 @@ def build_default_model(path: Path, log=None) -> Path:
             f"cannot build the default model here ({', '.join(missing)} not installed): install the export extra "
             f"(pip install '{DIST_NAME}[export]') or pass a model file with --model"
         )
-    print(f"building the default model once into {path} ...", file=log or sys.stderr, flush=True)
+    stream = log or sys.stderr
+    print(f"building the default model once into {path} ...", file=stream, flush=True)
     started = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.stem}.partial-{os.getpid()}{path.suffix}")
-    try:
-        result = subprocess.run(
-            [sys.executable, "-m", "export", "-o", str(partial)],
-            capture_output=True,
-            text=True,
-            timeout=BUILD_TIMEOUT_S,
-        )
-    except subprocess.TimeoutExpired:
-        raise ModelError(f"building the default model timed out after {BUILD_TIMEOUT_S:.0f} s") from None
-    if result.returncode != 0 or not partial.is_file():
-        lines = (result.stderr or result.stdout or "").strip().splitlines()
-        reason = lines[-1] if lines else f"exit status {result.returncode}"
+    returncode, lines = _run_showing_steps(
+        [sys.executable, *EXPORTER, "-o", str(partial)], stream, "building the default model"
+    )
+    if returncode is None:
+        partial.unlink(missing_ok=True)
+        raise ModelError(f"building the default model timed out after {BUILD_TIMEOUT_S:.0f} s")
+    if returncode != 0 or not partial.is_file():
+        reason = lines[-1] if lines else f"exit status {returncode}"
         partial.unlink(missing_ok=True)
         raise ModelError(f"could not build the default model ({reason}); pass a model file with --model")
     os.replace(partial, path)
     print(
         f"built the default model in {time.perf_counter() - started:.0f} s ({path.stat().st_size / 1e6:.0f} MB; "
         f"delete {path.parent} to rebuild or free the space)",
-        file=log or sys.stderr,
+        file=stream,
         flush=True,
     )
     return path
+
+
+def _run_showing_steps(command: list[str], stream, desc: str) -> tuple[int | None, list[str]]:
+    """Run ``command``; each line it prints (stdout and stderr) is a step shown on a progress bar on
+    ``stream`` (a terminal only; the elapsed time is redrawn every second). Returns ``(exit status or None
+    on timeout, the lines)``."""
+    import queue
+    import threading
+
+    lines: list[str] = []
+    received: queue.Queue[str | None] = queue.Queue()
+    child = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        errors="replace",
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},  # each step as it happens
+    )
+
+    def read() -> None:
+        for line in child.stdout:
+            received.put(line.rstrip())
+        received.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + BUILD_TIMEOUT_S
+    try:
+        with progress_bar(None, desc, stream, unit="step") as bar:
+            while True:
+                try:
+                    line = received.get(timeout=1.0)
+                except queue.Empty:
+                    if time.monotonic() > deadline:
+                        return None, lines
+                    bar.refresh()  # the elapsed time moves on while a step runs
+                    continue
+                if line is None:
+                    break
+                if line.strip():
+                    lines.append(line)
+                    bar.set_postfix_str(line.strip()[:STEP_CHARS], refresh=False)
+                    bar.update(1)
+        return child.wait(), lines
+    finally:
+        if child.poll() is None:  # timed out, or this process is being interrupted: no orphan exporter
+            child.kill()
+            child.wait()
 
 
 def resolve_model_path(path: str | Path | None = None, build: bool = True, log=None) -> Path:

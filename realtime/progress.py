@@ -6,12 +6,18 @@ lines that say something, and a bar never mixes into results on stdout or into a
 
 from __future__ import annotations
 
+import io
+import os
 import sys
 
 from tqdm import tqdm
 
 NAME_CHARS = 40
 """The end of a file name shown after the bar."""
+DEFAULT_SIZE = (80, 24)
+"""Columns and lines assumed for a terminal that reports no size."""
+UNKNOWN_TOTAL_FORMAT = "{desc}: {elapsed}{postfix}"
+"""Work of unknown length: the elapsed time and the current step (a count or a rate would say nothing)."""
 
 
 def is_terminal(stream) -> bool:
@@ -20,6 +26,18 @@ def is_terminal(stream) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError, OSError):
         return False
+
+
+def _size(stream) -> dict:
+    """Follow the terminal's size; a terminal that reports none (0 x 0: a pseudo-terminal nobody sized) gets a
+    fixed ``DEFAULT_SIZE``, where tqdm would draw nothing."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, ValueError, OSError, io.UnsupportedOperation):
+        size = os.terminal_size((0, 0))
+    if size.columns > 0 and size.lines > 0:
+        return {"dynamic_ncols": True}
+    return {"ncols": DEFAULT_SIZE[0], "nrows": DEFAULT_SIZE[1]}
 
 
 def progress_bar(total: int | None, desc: str, stream=None, unit: str = "file") -> tqdm:
@@ -33,7 +51,8 @@ def progress_bar(total: int | None, desc: str, stream=None, unit: str = "file") 
         file=stream,
         disable=not is_terminal(stream),
         leave=False,
-        dynamic_ncols=True,
+        **_size(stream),
+        bar_format=None if total is not None else UNKNOWN_TOTAL_FORMAT,
     )
 
 
