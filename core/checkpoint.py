@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from core.model import EmotionClassifier, build_classifier
+from realtime.errors import one_line
 
 REQUIRED_HPARAMS = ("model_spec", "labels", "sample_rate", "window_s", "preprocessing")
 STATE_PREFIX = "model."
@@ -47,8 +48,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     except (
         Exception
     ) as exc:  # torch raises many types for garbage input (IndexError, RuntimeError, EOFError...)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(path, f"corrupt or not a PyTorch checkpoint ({first[:200]})") from None
+        raise CheckpointError(path, f"corrupt or not a PyTorch checkpoint ({one_line(exc)})") from None
     if not isinstance(data, dict) or "state_dict" not in data:
         raise CheckpointError(path, "not a Lightning checkpoint (no state_dict)")
     hparams = data.get("hyper_parameters")

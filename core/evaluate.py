@@ -25,6 +25,7 @@ from core.metrics import METRIC_NAMES, plot_confusion, report_from_confusion, sa
 from core.metrics import confusion_matrix as make_confusion
 from core.paths import DATA_DIR_ENV, ravdess_dir
 from realtime.audio import PreprocessOptions, prepare_clip, prepare_input
+from realtime.errors import print_error
 from realtime.windowing import tile_bounds
 
 
@@ -223,8 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                 + " ".join(f"{k}={summary[k + '_mean']:.4f}±{summary[k + '_std']:.4f}" for k in METRIC_NAMES)
             )
     except (CheckpointError, DataError) as exc:
-        print(f"emotion-eval: error: {exc}", file=sys.stderr)
-        return 2
+        return print_error("emotion-eval", exc)
     print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'confusion.png'}")
     return 0
 

@@ -28,6 +28,7 @@ from hydra.utils import get_method, instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
 from core.paths import register_resolver
+from realtime.errors import one_line, print_error
 
 if TYPE_CHECKING:  # torch/Lightning are imported when needed so `emotion-train --help/--cfg` stay fast
     import pytorch_lightning as pl
@@ -144,8 +145,7 @@ def build_backbone_from_config(backbone_cfg: dict) -> Any:
         name = cfg.get("name_or_path")
         if cfg.get("config") is not None or name is None:
             raise
-        cause = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise BackboneUnavailable(f"{_unavailable_message(name)} [{type(exc).__name__}: {cause}]") from None
+        raise BackboneUnavailable(f"{_unavailable_message(name)} [{one_line(exc, with_type=True)}]") from None
 
 
 def _unavailable_message(name: Any) -> str:
@@ -405,8 +405,7 @@ def _hydra_main(cfg: DictConfig) -> None:
             raise DataError(f"task must be fit, evaluate or bundle, got {cfg.task!r}")
     except (BackboneUnavailable, DataError, CheckpointError) as exc:
         # Expected user-facing failures: one line, no traceback, non-zero exit.
-        print(f"emotion-train: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(print_error("emotion-train", exc))
 
 
 def main() -> None:

@@ -3,8 +3,8 @@
 Two departures from ``transformers.WhisperEncoder.forward``, both for streaming windows of a few seconds:
 
 * The stock encoder insists on 30 s of mel input (3000 frames) and adds the whole 1500-row position
-  table. Here a window of T encoder frames gets only the first T rows, so a 3 s window costs ~1/8 of a
-  30 s pass (measured on whisper-base, one thread on a busy CPU: 0.75 s vs 6.3 s). On 30 s input the two
+  table. Here a window of T encoder frames gets only the first T rows, so a 3 s window costs a small
+  fraction of a 30 s pass. On 30 s input the two
   are identical; on a short window the stock pass also attends to ~27 s of padding frames, so frame
   values drift with depth while the time-pooled states the classifier uses stay close (cosine ≥ 0.97 per
   layer on a RAVDESS clip; tests/test_whisper_real.py).

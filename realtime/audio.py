@@ -48,6 +48,9 @@ READ_BLOCK_BYTES = 8 << 20
 channels, float32), and downmixed block by block; a decoder failing part-way keeps the blocks before it."""
 DECODER_LOG_ENV = "EMOTION_DECODER_LOG"
 """Set to 1 to let decoder libraries (libsndfile, libmpg123, ...) print their own messages on stderr."""
+AUDIO_SUFFIXES = frozenset("." + fmt.lower() for fmt in sf.available_formats()) | {".oga", ".opus", ".aif"}
+"""File endings of what this decoder (libsndfile) can read: ``emotion-score`` picks these up inside folders
+(files named explicitly are always tried)."""
 
 
 class AudioError(ValueError):

@@ -17,7 +17,9 @@ import numpy as np
 import soxr
 
 from realtime.audio import AudioError
-from realtime.display import HelpFormatter, HopRecord, Summary, make_view, run_command
+from realtime.display import HelpFormatter, HopRecord, Summary, make_view
+from realtime.errors import run_command
+from realtime.metadata import DEFAULT_HOP_S
 from realtime.model import (
     PROVIDER_CHOICES,
     SILENCE_LABEL,
@@ -44,7 +46,7 @@ from realtime.speaker_norm import (
     SpeakerNormOptions,
 )
 from realtime.vad import load_vad
-from realtime.windowing import DEFAULT_HOP_S, AudioWindow, StreamWindower
+from realtime.windowing import AudioWindow, StreamWindower
 
 READ_TIMEOUT_S = 0.25
 """Longest wait for audio before the loop checks that the source is still alive (never hang)."""

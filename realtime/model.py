@@ -28,6 +28,7 @@ import onnxruntime as ort
 
 from realtime.audio import AudioError, PreprocessOptions, load_audio, prepare_clip, prepare_input, rms_dbfs
 from realtime.audio import to_model_rate as _to_model_rate
+from realtime.errors import one_line
 from realtime.metadata import (
     INPUT_NAME,
     LOGITS_NAME,
@@ -406,7 +407,7 @@ class EmotionModel:
         try:
             return ort.InferenceSession(str(self.path), so, providers=providers)
         except Exception as exc:  # ORT raises its own exception types; all mean "cannot load"
-            raise ModelError(f"{self.path}: cannot load model ({_first_line(exc)})") from None
+            raise ModelError(f"{self.path}: cannot load model ({one_line(exc)})") from None
 
     @property
     def device(self) -> str:
@@ -435,10 +436,9 @@ class EmotionModel:
         Each window is first trimmed of leading/trailing silence like a training clip (``prepare_clip``) and
         then level-normalised like a training crop (``prepare_input``). Training only ever saw trimmed speech;
         a live window that starts or ends in a pause otherwise carries up to a second of silence, which costs
-        accuracy (measured on 564 RAVDESS speech windows: 0.48 → 0.58 top-1 with trimming). Windows of equal
-        length are batched (``options.batch_size``); different lengths run separately: the model takes no
-        padding mask, and batching saves little on a CPU (8 equal 3 s windows in one call: 7 % less time per
-        window than one by one, 2 threads), so unequal windows are never padded or cut to fit a batch.
+        accuracy. Windows of equal length are batched (``options.batch_size``); different lengths run
+        separately: the model takes no padding mask, and batching saves little on a CPU, so unequal windows
+        are never padded or cut to fit a batch.
         """
         return self._run_inputs(self._model_inputs(windows), with_pooled)
 
@@ -478,7 +478,7 @@ class EmotionModel:
             out, *rest = self.session.run(names, {INPUT_NAME: x.astype(np.float32, copy=False)})
         except Exception as exc:  # ORT's own exception types (Fail, InvalidArgument, ...)
             raise ModelError(
-                f"{self.path.name}: inference failed on input {x.shape}: {_first_line(exc)}"
+                f"{self.path.name}: inference failed on input {x.shape}: {one_line(exc)}"
             ) from None
         out = np.asarray(out)
         if self._output == LOGITS_NAME and out.ndim == 2:
@@ -538,7 +538,7 @@ class EmotionModel:
                 self._speaker_heads[kind] = SpeakerNormHead(self._metadata[SPEAKER_HEAD_KEYS[kind]])
             except Exception as exc:  # corrupt base64 or graph
                 raise ModelError(
-                    f"{self.path.name}: cannot load the speaker-normalised head ({_first_line(exc)})"
+                    f"{self.path.name}: cannot load the speaker-normalised head ({one_line(exc)})"
                 ) from None
         return self._speaker_heads[kind]
 
@@ -674,11 +674,6 @@ class EmotionModel:
 
 def _shape(shape) -> str:
     return "[" + ", ".join(str(d) if d is not None else "?" for d in shape) + "]"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def load_model(path: str | Path | None = None, options: ModelOptions | None = None, **kwargs) -> EmotionModel:

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
-from realtime.audio import AudioError, check_audio_path, load_audio
-from realtime.display import EXIT_ERROR, HelpFormatter, run_command
+from realtime.audio import AUDIO_SUFFIXES, AudioError, check_audio_path, load_audio
+from realtime.display import HelpFormatter
+from realtime.errors import EXIT_ERROR, one_line, run_command
+from realtime.metadata import DEFAULT_HOP_S
 from realtime.model import (
     PROVIDER_CHOICES,
     SILENCE_LABEL,
@@ -36,7 +37,6 @@ from realtime.model import (
 )
 from realtime.outputs import LockedOutput, csv_header, output_key, read_done_paths
 from realtime.progress import Progress
-from realtime.sources import one_line
 from realtime.speaker_norm import (
     DEFAULT_MIN_SPEECH_S,
     SPEAKER_NORM_MODES,
@@ -44,7 +44,6 @@ from realtime.speaker_norm import (
     SpeakerNormOptions,
 )
 from realtime.vad import load_vad
-from realtime.windowing import DEFAULT_HOP_S
 
 EXIT_SOME_FAILED = 1
 """Exit status when some files could not be scored (the others were); 0: every file scored. ``EXIT_ERROR`` (2)
@@ -52,22 +51,21 @@ is a usage error (a PATH that does not exist: the other paths are still scored, 
 a missing ``--input``) or a model or output error that stops the run."""
 NOTICE = "notice: "
 """Marks a line of ``find_audio_files`` that informs (a folder link not followed) rather than fails."""
-AUDIO_SUFFIXES = frozenset("." + fmt.lower() for fmt in sf.available_formats()) | {".oga", ".opus", ".aif"}
-"""File endings picked up inside folders (what libsndfile can decode); files named explicitly are always tried."""
 TABLE_NUMBER_CHARS = 8
 """Width of the table's number columns (``3600.000`` s, ``0.123456``)."""
 SEGMENTS_HOP_S = 1.5
-"""``--segments`` hop for files. Each window is the model's 3 s, so a hop of 1.5 s encodes every second twice instead
-of six times at the live hop (0.5 s): about 3x faster, for an accuracy change measured in the README
-(``benchmarks/bench_score.py --continuous``). ``--hop-s 0.5`` gives exactly the live monitor's timeline."""
+"""``--segments`` hop for files: a third of the windows of the live hop (``DEFAULT_HOP_S``), so with the bundled
+model's 3 s window every second is encoded twice instead of six times. The speed and accuracy this trades are
+measured in the README (``benchmarks/bench_score.py --continuous``); ``--hop-s`` at the live hop gives exactly
+the live monitor's timeline."""
 
-EPILOG = """\
+EPILOG = f"""\
 examples:
   emotion-score clip.wav                           # table on stdout
   emotion-score recordings/ --recursive --out results.csv
   emotion-score recordings/ -r --out results.jsonl --resume     # continue an interrupted run
-  emotion-score talk.flac --segments --out timeline.csv         # a label every 1.5 s
-  emotion-score talk.flac --segments --hop-s 0.5                # every 0.5 s, exactly like emotion-live
+  emotion-score talk.flac --segments --out timeline.csv         # a label every {SEGMENTS_HOP_S:g} s
+  emotion-score talk.flac --segments --hop-s {DEFAULT_HOP_S:g}                # every {DEFAULT_HOP_S:g} s, exactly like emotion-live
   emotion-score actors/ -r --speaker-norm folder --out results.csv  # each folder holds one speaker
   emotion-score calls/ --speaker-norm map --speakers speakers.csv    # CSV columns: path,speaker
   emotion-score alice/ --speaker-baseline alice-calm.wav            # one speaker, against her calm voice
@@ -78,12 +76,13 @@ as fit end to end (the first at its start, the last at its end, the small overla
 encoded about once), and its probabilities are the mean of its windows' probabilities, weighted by each
 window's seconds of audio after trimming its edge silence (the model was trained on window-length crops).
 --segments lists every window (start_s, end_s, speech, label, probabilities) with the live monitor's window
-and speech gate, one window ending every --hop-s (1.5 s; --hop-s 0.5 for the live monitor's exact timeline);
-windows without speech are labelled "silence".
+and speech gate, one window ending every --hop-s ({SEGMENTS_HOP_S:g} s; --hop-s {DEFAULT_HOP_S:g} for the live monitor's exact
+timeline). Windows without enough speech for the speech gate are labelled "silence" and carry no
+probabilities (empty in CSV, null in JSONL, blank in the table).
 --speaker-norm judges every window against its speaker's own average voice: the mean of that speaker's
 speech windows over all their files (per folder, per file, or per speaker from --speakers), once there are
 --speaker-min-s seconds of it. It helps when a speaker's recordings are varied, and hides a mood they all share
-(blend: about -10 points; centred: near chance; k-fold by actor on RAVDESS, see the README). Needs a model
+(the README's model card has the measurements). Needs a model
 with speaker heads (the bundled model has them). --speaker-baseline FILE instead judges every file against one recording of the
 speaker talking calmly (10 s or more), which does not drift towards a mood shared by all the files.
 Output format follows --out's extension (.csv or .jsonl); its path column holds each file's resolved absolute
@@ -91,10 +90,11 @@ path, and --resume skips files whose resolved path is already there (any spellin
 --out is locked for the whole run: a second run writing the same file stops at once, naming the first.
 Unusable files (corrupt, empty, silent, unreadable, over the limits: 1 h, 100 Hz to 768 kHz, 256 channels;
 links and special files found in folders) are reported on stderr, one line each; the others are still scored.
-A truncated file is scored on the audio present, with a notice.
+A truncated file is scored on the audio present, with a notice. The stdout table starts with the first scored
+file: when nothing is scored, stdout stays empty and the last line on stderr says so.
 
-exit status: 0 every file scored; 1 some files could not be scored (the others were); 2 usage, model or
-output error (nothing more scored).
+exit status: 0 every file scored; 1 some files could not be scored (the others were); 2 a PATH does not exist
+(the others are still scored), or a usage, model or output error (nothing more scored).
 """
 
 
@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--hop-s",
         type=float,
         default=SEGMENTS_HOP_S,
-        help=f"--segments hop in seconds ({DEFAULT_HOP_S:g} = the live monitor's hop, about 3x slower)",
+        help=f"--segments hop in seconds ({DEFAULT_HOP_S:g} = the live monitor's hop: "
+        f"{SEGMENTS_HOP_S / DEFAULT_HOP_S:g}x the windows)",
     )
     p.add_argument("--batch-size", type=int, default=8, help="windows per model call")
     speaker = p.add_mutually_exclusive_group()
@@ -551,9 +552,7 @@ def score_group(
         except (
             Exception
         ) as exc:  # a bug must not cost the batch: this file fails, in one line, the rest go on
-            file_failed(
-                failures, progress, f"{path}: unexpected error ({type(exc).__name__}: {one_line(exc)})"
-            )
+            file_failed(failures, progress, f"{path}: unexpected error ({one_line(exc, with_type=True)})")
     probs = [a.probs for _, a in analysed]
     if speaker is not None and analysed:
         probs = normalise_group(normalizer, [a for _, a in analysed])

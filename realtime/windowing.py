@@ -21,8 +21,6 @@ import numpy as np
 
 from realtime.vad import FRAME_SAMPLES, SPEECH_THRESHOLD, FrameVAD
 
-DEFAULT_HOP_S = 0.5
-"""Seconds between live estimates (and ``--segments`` windows): twice a second feels immediate."""
 MIN_WINDOW_S = 1.0
 """Shortest input the model is asked about: under ~1 s an utterance carries too little prosody."""
 MIN_TAIL_S = 0.1

@@ -273,3 +273,13 @@ def test_smoother_lets_stronger_later_evidence_outweigh_an_early_window():
     assert plain.update(later, weight=1.0).index == 1  # equal evidence: the plain EMA keeps the early label
     assert weighted.update(later, weight=1.5).index == 0  # five times the speech: the later window wins
     assert weighted.state.probs.sum() == pytest.approx(1.0)
+
+
+def test_one_line_is_the_first_line_or_the_type_name():
+    from realtime.errors import MAX_LINE_CHARS, one_line
+
+    multi = RuntimeError("shape mismatch\n  at layer 3\n  at layer 4")
+    assert one_line(multi) == "shape mismatch"
+    assert one_line(multi, with_type=True) == "RuntimeError: shape mismatch"
+    assert one_line(ValueError("   ")) == "ValueError" == one_line(ValueError(), with_type=True)
+    assert len(one_line(OSError("x" * 5000))) == MAX_LINE_CHARS
