@@ -15,6 +15,13 @@ BAR_WIDTH = 30
 ANSI_UP_AND_CLEAR = "\x1b[{n}F\x1b[J"  # cursor to the start of the line n lines up, clear to end of screen
 
 
+def command_parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """The argument parser of a command, with ``HelpFormatter``."""
+    return argparse.ArgumentParser(
+        prog=prog, description=description, epilog=epilog, formatter_class=HelpFormatter
+    )
+
+
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """``--help`` for both commands: the epilog keeps its layout; real defaults are shown, None/False are not."""
 

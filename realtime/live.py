@@ -17,7 +17,7 @@ import numpy as np
 import soxr
 
 from realtime.audio import AudioError
-from realtime.display import HelpFormatter, HopRecord, Summary, make_view
+from realtime.display import HopRecord, Summary, command_parser, make_view
 from realtime.errors import run_command
 from realtime.metadata import DEFAULT_HOP_S
 from realtime.model import (
@@ -90,11 +90,10 @@ def running_speaker_norm(args: argparse.Namespace, model) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="emotion-live",
-        description="Live speech emotion monitor: shows which emotion is heard, with a confidence per emotion.",
-        epilog=EPILOG,
-        formatter_class=HelpFormatter,
+    p = command_parser(
+        "emotion-live",
+        "Live speech emotion monitor: shows which emotion is heard, with a confidence per emotion.",
+        EPILOG,
     )
     src = p.add_argument_group("input (default: the default microphone)")
     one = src.add_mutually_exclusive_group()

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from realtime.audio import AUDIO_SUFFIXES, AudioError, check_audio_path, load_audio
-from realtime.display import HelpFormatter
+from realtime.display import command_parser
 from realtime.errors import EXIT_ERROR, one_line, run_command
 from realtime.metadata import DEFAULT_HOP_S
 from realtime.model import (
@@ -99,11 +99,8 @@ exit status: 0 every file scored; 1 some files could not be scored (the others w
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="emotion-score",
-        description="Score the emotion in audio files (batch, offline) with an exported model.",
-        epilog=EPILOG,
-        formatter_class=HelpFormatter,
+    p = command_parser(
+        "emotion-score", "Score the emotion in audio files (batch, offline) with an exported model.", EPILOG
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="audio files and/or folders")
     p.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")

@@ -84,11 +84,16 @@ def test_silent_file_is_reported_not_scored(tiny_model, tmp_path):
     assert result.stderr.splitlines()[-1] == "emotion-score: 0 scored, 1 failed"
 
 
+def score_timeline(model, clip, out, *extra: str) -> None:
+    """``emotion-score --segments`` of one clip into ``out``, which must succeed."""
+    result = run_cli("score", "--model", str(model), str(clip), "--segments", "--out", str(out), *extra)
+    assert result.returncode == 0, result.stderr
+
+
 def test_segments_timeline_and_stdout_table(tiny_model, ravdess_16k, tmp_path):
     clip = ravdess_16k / ANGRY_CLIP
     out = tmp_path / "timeline.csv"
-    result = run_cli("score", "--model", str(tiny_model), str(clip), "--segments", "--out", str(out))
-    assert result.returncode == 0, result.stderr
+    score_timeline(tiny_model, clip, out)
     rows = read_csv(out)
     ends = [float(r["end_s"]) for r in rows]
     assert ends[:2] == [1.5, 3.0] and np.all(np.diff(ends) <= 1.5 + 1e-9)  # files: a window every 1.5 s
@@ -99,10 +104,7 @@ def test_segments_timeline_and_stdout_table(tiny_model, ravdess_16k, tmp_path):
     for r in rows:
         if r["speech"] == "True":
             assert abs(sum(float(r[label]) for label in LABELS) - 1) < 1e-4
-    live = run_cli(
-        "score", "--model", str(tiny_model), str(clip), "--segments", "--hop-s", "0.5", "--out", str(out)
-    )
-    assert live.returncode == 0, live.stderr
+    score_timeline(tiny_model, clip, out, "--hop-s", "0.5")
     ends = [float(r["end_s"]) for r in read_csv(out)]
     assert ends[:3] == [1.0, 1.5, 2.0] and np.all(np.diff(ends) <= 0.5 + 1e-9)  # the live monitor's hop
     table = run_cli("score", "--model", str(tiny_model), str(clip), "--batch-size", "3")
@@ -140,8 +142,7 @@ def test_only_missing_paths_fail_fast_without_a_model(tmp_path):
 def test_silence_rows_carry_no_emotion_in_jsonl_and_table(tiny_model, ravdess_16k, tmp_path):
     clip = ravdess_16k / ANGRY_CLIP
     out = tmp_path / "timeline.jsonl"
-    result = run_cli("score", "--model", str(tiny_model), str(clip), "--segments", "--out", str(out))
-    assert result.returncode == 0, result.stderr
+    score_timeline(tiny_model, clip, out)
     records = read_jsonl(out)
     silence = [r for r in records if not r["speech"]]
     assert silence and all(r["label"] == "silence" and r["probs"] is None for r in silence)
