@@ -14,7 +14,7 @@ import csv
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -253,7 +253,7 @@ class ResultWriter:
         labels: tuple[str, ...],
         segments: bool,
         resume: bool,
-        paths: list[Path] = (),
+        paths: Sequence[Path] = (),
     ):
         self.labels = labels
         self.segments = segments
