@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-from test_realtime_support import tiny_model  # noqa: F401
 
 import realtime.model as rt_model
 from realtime.vad import SHIPPED_MODEL, SileroVAD, load_vad, silero_model_path

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 
-from test_realtime_support import ANGRY_CLIP, REPO_ROOT, tiny_model  # noqa: F401
+from support import REPO_ROOT
 
 from core.corpora import Corpus, Utterance
 from core.window_features import View, compute
