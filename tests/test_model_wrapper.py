@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import io
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -65,37 +66,74 @@ def test_default_model_path_honours_env(monkeypatch, tmp_path):
         rt_model.resolve_model_path()
 
 
-def test_default_model_is_built_once_with_a_notice(monkeypatch, tmp_path, tiny_model, capsys):
+class Terminal(io.StringIO):
+    """A stderr that says it is a terminal, so progress bars draw into it."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+STAND_IN_EXPORTER = """
+import shutil, sys, time
+with open({calls!r}, "a") as calls:
+    calls.write(" ".join(sys.argv[1:]) + "\\n")
+print("loading the bundled default model ...", flush=True)
+time.sleep(1.5)
+print("onnx.checker: ok", flush=True)
+shutil.copy({model!r}, sys.argv[sys.argv.index("-o") + 1])
+print("wrote it", flush=True)
+"""
+"""Run as ``python -c`` in place of ``python -m export``: prints steps, writes the tiny model to ``-o``."""
+
+
+def _stand_in_exporter(monkeypatch, tmp_path, tiny_model) -> Path:
+    """Build the default model with ``STAND_IN_EXPORTER`` (a real child process); returns its log of calls."""
+    calls = tmp_path / "calls.txt"
+    code = STAND_IN_EXPORTER.format(calls=str(calls), model=str(tiny_model))
+    monkeypatch.setattr(rt_model, "EXPORTER", ("-c", code))
     monkeypatch.delenv(rt_model.MODEL_ENV, raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    calls = []
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return calls
 
-    def fake_export(cmd, **kwargs):
-        calls.append(cmd)
-        assert cmd[:4] == [sys.executable, "-m", "export", "-o"]
-        Path(cmd[4]).write_bytes(tiny_model.read_bytes())
-        return subprocess.CompletedProcess(cmd, 0, "", "")
 
-    monkeypatch.setattr(rt_model.subprocess, "run", fake_export)
+def test_default_model_is_built_once_with_a_notice(monkeypatch, tmp_path, tiny_model, capsys):
+    calls = _stand_in_exporter(monkeypatch, tmp_path, tiny_model)
     first = rt_model.resolve_model_path()
     second = rt_model.resolve_model_path()
-    assert first == second == rt_model.default_model_path() and first.is_file()
-    assert len(calls) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[0] == f"building the default model once into {first} ..."
-    assert len(err) == 2 and err[1].startswith("built the default model in ")  # a start line and an end line
-    assert f"delete {first.parent} to rebuild or free the space" in err[1]
+    assert first == second == rt_model.default_model_path() and first.read_bytes() == tiny_model.read_bytes()
+    assert calls.read_text().splitlines() == [f"-o {first.with_name(first.stem)}.partial-{os.getpid()}.onnx"]
+    assert not list(first.parent.glob("*.partial-*"))
+    err = capsys.readouterr().err  # not a terminal: no bar, no steps
+    lines = err.strip().splitlines()
+    assert lines[0] == f"building the default model once into {first} ..."
+    assert len(lines) == 2 and lines[1].startswith("built the default model in ")  # a start and an end line
+    assert f"delete {first.parent} to rebuild or free the space" in lines[1]
+    assert "\r" not in err and "onnx.checker" not in err
+
+
+def test_default_model_build_shows_its_steps_on_a_terminal(monkeypatch, tmp_path, tiny_model):
+    _stand_in_exporter(monkeypatch, tmp_path, tiny_model)
+    terminal = Terminal()
+    built = rt_model.build_default_model(rt_model.default_model_path(), log=terminal)
+    assert built.is_file()
+    text = terminal.getvalue()
+    lines = [line for line in re.split(r"[\r\n]", text) if line.strip()]
+    assert lines[0].startswith("building the default model once") and lines[-1].startswith(
+        "built the default"
+    )
+    assert "building the default model: " in text and "onnx.checker: ok" in text  # the bar names each step
+    assert "00:01" in text  # and its elapsed time moves on during the silent 1.5 s step
 
 
 def test_failed_default_build_is_one_clear_line(monkeypatch, tmp_path):
     monkeypatch.delenv(rt_model.MODEL_ENV, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    failing = subprocess.CompletedProcess([], 1, "", "Traceback...\nexport: error: no weights found\n")
-    monkeypatch.setattr(rt_model.subprocess, "run", lambda cmd, **kw: failing)
+    failing = "print('Traceback...', flush=True); import sys; sys.exit('export: error: no weights found')"
+    monkeypatch.setattr(rt_model, "EXPORTER", ("-c", failing))
     with pytest.raises(ModelError) as info:
         rt_model.resolve_model_path()
     assert "\n" not in str(info.value)
-    assert "no weights found" in str(info.value) and "--model" in str(info.value)
+    assert "(export: error: no weights found)" in str(info.value) and "--model" in str(info.value)
     assert not list(tmp_path.rglob("*.onnx")), "a failed build must not leave a model file behind"
 
 
