@@ -34,6 +34,7 @@ import numpy as np
 
 from core.augment import ChannelOptions, through_channel
 from core.corpora import Corpus
+from realtime.analysis import clip_bounds, ensure_audible, model_rate_audio
 from realtime.audio import AudioError, load_audio, prepare_clip
 from realtime.progress import progress_bar
 from realtime.windowing import SpeechGate
@@ -144,9 +145,9 @@ def _unique_inputs(model, windows: list[np.ndarray]) -> tuple[list[np.ndarray], 
 def _score_windows(model, samples: np.ndarray, sample_rate: int, source: str):
     """``(audio at the model rate, trimmed clip, emotion-score's window bounds in the clip)``; AudioError when
     silent."""
-    audio = model.ensure_audible(model.to_model_rate(samples, sample_rate, source), source)
+    audio = ensure_audible(model_rate_audio(model, samples, sample_rate, source), source)
     clip = prepare_clip(audio, model.preprocess, model.sample_rate)
-    return audio, clip, model.clip_bounds(len(clip))
+    return audio, clip, clip_bounds(model, len(clip))
 
 
 def utterance_windows(model, vad, samples: np.ndarray, sample_rate: int, hop_s: float | None, source: str):
@@ -161,7 +162,7 @@ def utterance_windows(model, vad, samples: np.ndarray, sample_rate: int, hop_s: 
     timeline = [w for w in windower.feed(audio) + windower.flush() if w.speech]
     windows = clip_windows + [w.samples for w in timeline]
     unique, index = _unique_inputs(model, windows)
-    _, pooled = model.predict_windows(unique, return_pooled=True)
+    pooled = model.score_windows(unique, pooled=True).pooled
     kind = np.array([CLIP] * len(clip_windows) + [SEGMENT] * len(timeline), dtype=np.int8)
     speech_s = [(e - s) / model.sample_rate for s, e in bounds] + [w.speech_s for w in timeline]
     trailing_s = [0.0] * len(clip_windows) + [w.trailing_silence_s for w in timeline]
@@ -219,7 +220,7 @@ def compute(model, corpus: Corpus, view: View, every: int = 200) -> WindowFeatur
 def clip_windows_of(model, samples: np.ndarray, sample_rate: int, source: str):
     """A recording's ``emotion-score`` windows only: ``(pooled [W, L+1, H] float16, start_s [W], length_s [W])``."""
     _, clip, bounds = _score_windows(model, samples, sample_rate, source)
-    _, pooled = model.predict_windows([clip[s:e] for s, e in bounds], return_pooled=True)
+    pooled = model.score_windows([clip[s:e] for s, e in bounds], pooled=True).pooled
     rate = model.sample_rate
     starts = np.array([s / rate for s, _ in bounds], np.float32)
     return pooled.astype(np.float16), starts, np.array([(e - s) / rate for s, e in bounds], np.float32)
@@ -235,7 +236,7 @@ def stale_clip_windows(model, features: WindowFeatures) -> list[int]:
         rows = np.flatnonzero(clip & (features.utt == u))
         ends = features.start_s[rows] + features.speech_s[rows]
         length = int(round(float(ends.max()) * rate))
-        expected = [round(s / rate, 2) for s, _ in model.clip_bounds(length)]
+        expected = [round(s / rate, 2) for s, _ in clip_bounds(model, length)]
         if expected != [round(float(s), 2) for s in features.start_s[rows]]:
             stale.append(int(u))
     return stale

@@ -197,7 +197,8 @@ def speed_check(
 ) -> SpeedCheck:
     """Time ``variant`` against ``fp32`` on this machine as the runtime runs them (``realtime.model`` sessions),
     one window at a time, alternating the two models each round so a burst of load hits both alike."""
-    from realtime.model import EmotionModel, ModelOptions, default_intra_op_threads
+    from realtime.model import EmotionModel, ModelOptions
+    from realtime.providers import default_intra_op_threads
 
     threads = threads or default_intra_op_threads()
     models = [EmotionModel(path, ModelOptions("cpu", threads)) for path in (fp32, variant)]
@@ -205,11 +206,11 @@ def speed_check(
     x = (0.1 * rng.standard_normal(round(window_s * models[0].sample_rate))).astype(np.float32)
     times: list[list[float]] = [[], []]
     for model in models:  # warm-up: the first run allocates and picks kernels
-        model.predict_windows([x])
+        model.score_windows([x])
     for _ in range(rounds):
         for model, spent in zip(models, times, strict=True):
             start = time.perf_counter()
-            model.predict_windows([x])
+            model.score_windows([x])
             spent.append((time.perf_counter() - start) * 1000.0)
     fp32_ms, variant_ms = (statistics.median(t) for t in times)
     return SpeedCheck(window_s, threads, fp32_ms, variant_ms, cpu_flags())

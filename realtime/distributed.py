@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from realtime.audio import AudioError
-from realtime.model import ModelError, ModelOptions, load_model, resolve_model_path
+from realtime.errors import ModelError
+from realtime.model import ModelOptions, load_model
+from realtime.model_store import resolve_model_path
 from realtime.progress import Progress
 from realtime.score import FoundFiles, ResultWriter, analyse_file, finish
 from realtime.vad import load_vad

@@ -41,3 +41,16 @@ def run_command(prog: str, action: Callable[[], int], errors: tuple[type[BaseExc
     except BrokenPipeError:  # e.g. piped into ``head``: stop quietly, as command-line tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ERROR
+
+
+class ModelError(RuntimeError):
+    """The model cannot be found, built, loaded or run; ``str()`` is one line for the user."""
+
+
+class ModelMismatchError(ModelError):
+    """The model's inputs/outputs do not fit the runtime or its own labels: every input would fail the same
+    way, so a batch stops at once (exit 2) instead of failing file after file."""
+
+
+class NonFiniteOutputError(ModelError):
+    """The model returned NaN or infinite probabilities for some windows: no estimate for them, never a row."""

@@ -2,7 +2,7 @@
 
 Per file: decode (any soundfile format, rate, channel count) → 16 kHz mono → trim silence like a training clip →
 one model input when it fits the model's window, else full windows end to end and the length-weighted mean of
-their probabilities (``EmotionModel.clip_windows``, ``EmotionModel.prediction``). With ``--segments``: the live
+their probabilities (``analysis.score_clip``, ``analysis.clip_prediction``). With ``--segments``: the live
 monitor's windows and speech gate instead, a window ending every ``--hop-s``.
 Results are written and flushed file by file, so an interrupted run keeps its work (``--resume`` continues it).
 """
@@ -20,23 +20,24 @@ from pathlib import Path
 
 import numpy as np
 
-from realtime.audio import AUDIO_SUFFIXES, AudioError, check_audio_path, load_audio
-from realtime.display import command_parser
-from realtime.errors import EXIT_ERROR, one_line, run_command
-from realtime.metadata import DEFAULT_HOP_S
-from realtime.model import (
-    PROVIDER_CHOICES,
+from realtime.analysis import (
     SILENCE_LABEL,
-    EmotionModel,
-    ModelError,
-    ModelMismatchError,
-    ModelOptions,
     Prediction,
     Segment,
-    load_model,
+    clip_prediction,
+    ensure_audible,
+    score_clip,
+    score_timeline,
+    timeline_segments,
 )
+from realtime.audio import AUDIO_SUFFIXES, AudioError, check_audio_path, load_audio
+from realtime.display import command_parser
+from realtime.errors import EXIT_ERROR, ModelError, ModelMismatchError, one_line, run_command
+from realtime.metadata import DEFAULT_HOP_S
+from realtime.model import EmotionModel, ModelOptions, load_model
 from realtime.outputs import LockedOutput, csv_header, output_key, read_done_paths
 from realtime.progress import Progress
+from realtime.providers import PROVIDER_CHOICES
 from realtime.speaker_norm import (
     DEFAULT_MIN_SPEECH_S,
     SPEAKER_NORM_MODES,
@@ -421,19 +422,20 @@ def analyse_file(
     """Score one file's windows; raises AudioError for unusable audio (notices, e.g. truncation: ``on_notice``)."""
     if not args.segments:
         audio = load_audio(path, model.sample_rate, on_notice)
-        clip = model.clip_windows(audio, model.sample_rate, str(path), pooled)
+        clip = score_clip(model, audio, model.sample_rate, str(path), pooled)
         return Analysed(
             clip.probs,
             clip.pooled,
             np.ones(len(clip.probs), bool),
             clip.duration_s,
-            lambda probs: [prediction_row(model.prediction(probs, clip.duration_s, clip.window_seconds))],
+            lambda probs: [
+                prediction_row(clip_prediction(model.labels, probs, clip.duration_s, clip.window_seconds))
+            ],
         )
     audio = load_audio(path, model.sample_rate, on_notice)
-    model.ensure_audible(audio, str(path))
-    windows, probs, pooled_out = model.segment_windows(
-        audio, model.sample_rate, args.window_s, args.hop_s, vad, return_pooled=pooled
-    )
+    ensure_audible(audio, str(path))
+    timeline = score_timeline(model, audio, model.sample_rate, args.window_s, args.hop_s, vad, pooled)
+    windows, probs, pooled_out = timeline.windows, timeline.probs, timeline.pooled
     spec = model.window_spec(args.window_s, args.hop_s)
     if not windows:
         raise AudioError(
@@ -445,7 +447,7 @@ def analyse_file(
         pooled_out,
         speech,
         float(speech.sum()) * spec.hop_s,
-        lambda p: [segment_row(s) for s in model.segments(windows, p)],
+        lambda p: [segment_row(s) for s in timeline_segments(model.labels, windows, p)],
     )
 
 

@@ -295,8 +295,10 @@ def test_falling_behind_a_live_source_skips_stale_windows_and_loses_no_audio(
     from realtime.windowing import StreamWindower
 
     model = EmotionModel(tiny_model)
-    fast_predict = model.timed_predict
-    monkeypatch.setattr(model, "timed_predict", lambda w: (time.sleep(0.25), fast_predict(w))[1])
+    fast_score = model.score_windows
+    monkeypatch.setattr(
+        model, "score_windows", lambda w, pooled=False: (time.sleep(0.25), fast_score(w, pooled))[1]
+    )
     source = FileReplaySource(ravdess_16k / ANGRY_CLIP, model.sample_rate, realtime=True)
     windower = StreamWindower(model.window_spec(hop_s=0.1), load_vad("energy")[0])
     view = PlainView(io.StringIO(), model.labels, "test")

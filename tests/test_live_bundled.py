@@ -32,7 +32,7 @@ GAP_S = 2.5
 @pytest.fixture(scope="module")
 def default_model():
     """The bundled default model, built once into the cache (about a minute the first time on a machine)."""
-    from realtime.model import resolve_model_path
+    from realtime.model_store import resolve_model_path
 
     return resolve_model_path(None)
 

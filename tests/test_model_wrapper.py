@@ -12,8 +12,12 @@ import pytest
 from support import ANGRY_CLIP, LABELS, TINY_WINDOW_S
 
 from realtime import model as rt_model
+from realtime import model_store
+from realtime.analysis import clip_bounds
 from realtime.audio import AudioError
-from realtime.model import CPU, CUDA, ModelError, ModelOptions, check_active_providers, select_providers
+from realtime.errors import ModelError
+from realtime.model import ModelOptions
+from realtime.providers import CPU, CUDA, check_active_providers, select_providers
 
 
 # -- provider selection --------------------------------------------------------------------------------------
@@ -54,16 +58,16 @@ def test_session_reports_the_provider_that_really_runs(tiny_model):
 
 # -- default model resolution --------------------------------------------------------------------------------
 def test_default_model_path_honours_env(monkeypatch, tmp_path):
-    monkeypatch.delenv(rt_model.MODEL_ENV, raising=False)
+    monkeypatch.delenv(model_store.MODEL_ENV, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    path = rt_model.default_model_path()
+    path = model_store.default_model_path()
     assert path.parent == tmp_path / "speech-emotion-monitor"
-    assert path.name == f"default-{rt_model.package_version()}-{rt_model.bundle_fingerprint()}.onnx"
-    assert len(rt_model.bundle_fingerprint()) == 12  # the head files are found without importing export
-    monkeypatch.setenv(rt_model.MODEL_ENV, str(tmp_path / "mine.onnx"))
-    assert rt_model.default_model_path() == tmp_path / "mine.onnx"
+    assert path.name == f"default-{model_store.package_version()}-{model_store.bundle_fingerprint()}.onnx"
+    assert len(model_store.bundle_fingerprint()) == 12  # the head files are found without importing export
+    monkeypatch.setenv(model_store.MODEL_ENV, str(tmp_path / "mine.onnx"))
+    assert model_store.default_model_path() == tmp_path / "mine.onnx"
     with pytest.raises(ModelError, match="mine.onnx: model file not found"):
-        rt_model.resolve_model_path()
+        model_store.resolve_model_path()
 
 
 class Terminal(io.StringIO):
@@ -90,17 +94,19 @@ def _stand_in_exporter(monkeypatch, tmp_path, tiny_model) -> Path:
     """Build the default model with ``STAND_IN_EXPORTER`` (a real child process); returns its log of calls."""
     calls = tmp_path / "calls.txt"
     code = STAND_IN_EXPORTER.format(calls=str(calls), model=str(tiny_model))
-    monkeypatch.setattr(rt_model, "EXPORTER", ("-c", code))
-    monkeypatch.delenv(rt_model.MODEL_ENV, raising=False)
+    monkeypatch.setattr(model_store, "EXPORTER", ("-c", code))
+    monkeypatch.delenv(model_store.MODEL_ENV, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     return calls
 
 
 def test_default_model_is_built_once_with_a_notice(monkeypatch, tmp_path, tiny_model, capsys):
     calls = _stand_in_exporter(monkeypatch, tmp_path, tiny_model)
-    first = rt_model.resolve_model_path()
-    second = rt_model.resolve_model_path()
-    assert first == second == rt_model.default_model_path() and first.read_bytes() == tiny_model.read_bytes()
+    first = model_store.resolve_model_path()
+    second = model_store.resolve_model_path()
+    assert (
+        first == second == model_store.default_model_path() and first.read_bytes() == tiny_model.read_bytes()
+    )
     assert calls.read_text().splitlines() == [f"-o {first.with_name(first.stem)}.partial-{os.getpid()}.onnx"]
     assert not list(first.parent.glob("*.partial-*"))
     err = capsys.readouterr().err  # not a terminal: no bar, no steps
@@ -114,7 +120,7 @@ def test_default_model_is_built_once_with_a_notice(monkeypatch, tmp_path, tiny_m
 def test_default_model_build_shows_its_steps_on_a_terminal(monkeypatch, tmp_path, tiny_model):
     _stand_in_exporter(monkeypatch, tmp_path, tiny_model)
     terminal = Terminal()
-    built = rt_model.build_default_model(rt_model.default_model_path(), log=terminal)
+    built = model_store.build_default_model(model_store.default_model_path(), log=terminal)
     assert built.is_file()
     text = terminal.getvalue()
     lines = [line for line in re.split(r"[\r\n]", text) if line.strip()]
@@ -126,12 +132,12 @@ def test_default_model_build_shows_its_steps_on_a_terminal(monkeypatch, tmp_path
 
 
 def test_failed_default_build_is_one_clear_line(monkeypatch, tmp_path):
-    monkeypatch.delenv(rt_model.MODEL_ENV, raising=False)
+    monkeypatch.delenv(model_store.MODEL_ENV, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     failing = "print('Traceback...', flush=True); import sys; sys.exit('export: error: no weights found')"
-    monkeypatch.setattr(rt_model, "EXPORTER", ("-c", failing))
+    monkeypatch.setattr(model_store, "EXPORTER", ("-c", failing))
     with pytest.raises(ModelError) as info:
-        rt_model.resolve_model_path()
+        model_store.resolve_model_path()
     assert "\n" not in str(info.value)
     assert "(export: error: no weights found)" in str(info.value) and "--model" in str(info.value)
     assert not list(tmp_path.rglob("*.onnx")), "a failed build must not leave a model file behind"
@@ -166,8 +172,8 @@ def test_python_api_predicts_arrays_and_files(tiny_model, ravdess_48k):
 def test_clip_scoring_windows_cover_the_clip(tiny_model):
     model = rt_model.load_model(tiny_model)
     window = int(TINY_WINDOW_S * 16_000)
-    assert model.clip_bounds(window) == [(0, window)]  # fits: one input, the whole clip
-    bounds = model.clip_bounds(window + 12_345)  # longer: as few full windows as cover it
+    assert clip_bounds(model, window) == [(0, window)]  # fits: one input, the whole clip
+    bounds = clip_bounds(model, window + 12_345)  # longer: as few full windows as cover it
     assert bounds == [(0, window), (12_345, window + 12_345)]
 
 
@@ -186,7 +192,7 @@ def test_windows_are_trimmed_of_edge_silence_before_inference(tiny_model, ravdes
     seen = []
     run = model._run
     monkeypatch.setattr(model, "_run", lambda x, *rest: seen.append(x.shape) or run(x, *rest))
-    probs = model.predict_windows([window, speech])
+    probs = model.score_windows([window, speech]).probs
     # The pause is cut (up to the 0.1 s margin the trimmer keeps), so both inputs are nearly the same audio.
     assert len(speech) <= seen[0][1] <= len(speech) + 0.15 * model.sample_rate
     assert np.abs(probs[0] - probs[1]).max() < 0.05
@@ -198,14 +204,27 @@ def test_retrained_head_gets_a_new_default_model_name(monkeypatch, tmp_path):
 
     bundled = tmp_path / "export" / "bundled"
     bundled.mkdir(parents=True)
-    for name in rt_model.BUNDLE_FILES:
+    for name in model_store.BUNDLE_FILES:
         (bundled / name).write_bytes(f"{name} v1".encode())
     fake = SimpleNamespace(submodule_search_locations=[str(tmp_path / "export")])
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: fake)
-    seen = {rt_model.bundle_fingerprint()}
-    for name in rt_model.BUNDLE_FILES:  # any shipped file retrained: a new name
+    seen = {model_store.bundle_fingerprint()}
+    for name in model_store.BUNDLE_FILES:  # any shipped file retrained: a new name
         (bundled / name).write_bytes(f"{name} v2".encode())
-        seen.add(rt_model.bundle_fingerprint())
-    assert len(seen) == len(rt_model.BUNDLE_FILES) + 1 and "none" not in seen
+        seen.add(model_store.bundle_fingerprint())
+    assert len(seen) == len(model_store.BUNDLE_FILES) + 1 and "none" not in seen
     (bundled / "head.safetensors").unlink()
-    assert rt_model.bundle_fingerprint() == "none"
+    assert model_store.bundle_fingerprint() == "none"
+
+
+def test_a_new_default_model_removes_the_stale_ones_beside_it(tmp_path):
+    """A rebuilt default model (new package version or new heads) deletes the older default models it replaces,
+    and nothing else: not a build in progress, not a model of the user's."""
+    names = ["default-0.1.0-aaaaaaaaaaaa.onnx", "default-0.1.0-bbbbbbbbbbbb.onnx", "mine.onnx"]
+    names += ["default-0.1.0-cccccccccccc.partial-123.onnx"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    current = tmp_path / "default-0.1.0-bbbbbbbbbbbb.onnx"
+    removed = model_store.remove_stale_defaults(current)
+    assert [p.name for p in removed] == ["default-0.1.0-aaaaaaaaaaaa.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[1:])
