@@ -8,9 +8,12 @@ code under test never imports torch.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +143,40 @@ def data_dir() -> Path:
 def synthetic_speechlike(seconds: float, sample_rate: int = 16_000, seed: int = 0) -> np.ndarray:
     """Voiced-like test signal in [-0.5, 0.5]: the exporter's own stand-in for speech, so there is one."""
     return export_synthetic_speechlike(seconds, sample_rate, seed)
+
+
+@dataclass(frozen=True)
+class LiveRun:
+    """What ``emotion-live`` did while a recording was played into PulseAudio: exit status, the rest of its
+    stdout after the first line, stderr, and its JSONL hops."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    hops: list[dict]
+
+
+def live_from_pulse(pulse_sink, wav: Path, out: Path, *live_args: str, play_timeout_s: float = 30) -> LiveRun:
+    """Start ``emotion-live --device pulse`` recording ``pulse_sink``'s monitor (writing JSONL to ``out``), play
+    ``wav`` into the sink with ``paplay`` once the stream runs, and wait for the monitor to finish (its
+    ``--max-seconds`` in ``live_args`` ends it)."""
+    env = dict(pulse_sink.env, PULSE_SOURCE=pulse_sink.monitor)
+    cmd = [sys.executable, "-m", "realtime.live", "--device", "pulse", *live_args, "--jsonl", str(out)]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT
+    )
+    try:
+        assert "emotion-live:" in proc.stdout.readline()
+        time.sleep(0.5)  # let the stream start before the recording does
+        subprocess.run(
+            ["paplay", "-d", pulse_sink.sink, str(wav)],
+            env=pulse_sink.env,
+            timeout=play_timeout_s,
+            check=True,
+        )
+        rest, err = proc.communicate(timeout=play_timeout_s)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    hops = [json.loads(line) for line in out.read_text().splitlines()] if out.is_file() else []
+    return LiveRun(proc.returncode, rest, err, hops)
