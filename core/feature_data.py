@@ -64,6 +64,17 @@ class FeatureSet:
         self.utt_speaker = np.array([u.speaker for u in self.utterances])
         self.utt_agreement = np.array([u.agreement for u in self.utterances], dtype=np.float32)
 
+    def first_layers(self, encoder_layers: int | None) -> FeatureSet:
+        """The same windows as an encoder cut after its first ``encoder_layers`` transformer layers would see
+        them: ``pooled[:, :encoder_layers + 1]`` (a view, no copy); None = every layer. Exact because the cache
+        holds each layer's raw output and a truncated encoder returns those same states (``core.whisper``)."""
+        states = self.pooled.shape[1]
+        if encoder_layers is None or encoder_layers + 1 == states:
+            return self
+        if not 0 < encoder_layers < states:
+            raise DataError(f"encoder_layers must be in 1..{states - 1} for these features, got {encoder_layers}")
+        return replace(self, pooled=self.pooled[:, : encoder_layers + 1])
+
     def centre_index(self, rows: np.ndarray) -> np.ndarray:
         """Row of ``speaker_means`` for each window row: its utterance in its view."""
         return self.utt[rows] * len(self.views) + self.view[rows]
@@ -214,7 +225,8 @@ class FeatureDataModule(pl.LightningDataModule):
     (training then uses only the classes all corpora share). agreement_weight: weight each utterance by its
     crowd agreement (``Utterance.agreement``) mixed with 1 by this share (0 = unweighted). speaker_centre:
     None, or subtract each speaker's mean features (``all`` their clips, or their calm ``baseline`` clips) in
-    training and test alike (the speaker-normalised heads).
+    training and test alike (the speaker-normalised heads). encoder_layers: train on the first this many
+    transformer layers' features only (a truncated encoder; None = all the cache holds).
     """
 
     def __init__(
@@ -231,6 +243,7 @@ class FeatureDataModule(pl.LightningDataModule):
         speaker_centre: str | None = None,
         window_s: float = 3.0,
         model: str | None = None,
+        encoder_layers: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
     ):
@@ -250,6 +263,7 @@ class FeatureDataModule(pl.LightningDataModule):
         self.centre: np.ndarray | None = None
         self.window_s = window_s
         self.model_path = model
+        self.encoder_layers = encoder_layers
         self.labels = list(EMOTIONS)
         self.split: dict[str, list[str]] = {}
         self.datasets: dict[str, PooledDataset] = {}
@@ -259,7 +273,8 @@ class FeatureDataModule(pl.LightningDataModule):
     def feature_set(self) -> FeatureSet:
         if self.fs is None:
             views = tuple(dict.fromkeys(("clean", *self.train_views)))
-            self.fs = load_feature_set(self.corpora_cfg, views, self.model_path)
+            fs = load_feature_set(self.corpora_cfg, views, self.model_path)
+            self.fs = fs.first_layers(self.encoder_layers)
         return self.fs
 
     def classes(self) -> list[int] | None:
@@ -314,6 +329,7 @@ class FeatureDataModule(pl.LightningDataModule):
             "split_seed": self.split_seed,
             "test_corpus": self.test_corpus,
             "train_views": list(self.train_views),
+            "encoder_layers": self.encoder_layers,
             "gate": asdict(self.gate),
             "num_windows": {k: len(v) for k, v in self.datasets.items()},
         }
