@@ -15,7 +15,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from core.protocol import FoldScores, format_table, running_norm_scores, score_speakers, summarise
+from core.protocol import (
+    FoldScores,
+    format_deltas,
+    format_table,
+    running_norm_scores,
+    score_speakers,
+    summarise,
+    variant_deltas,
+)
 
 log = logging.getLogger("emotion-train")
 
@@ -38,6 +46,11 @@ def _fold_scores(cfg: DictConfig, **overrides: Any) -> tuple[FoldScores, Any, An
     _, module, data = fit(with_overrides(cfg, **overrides), quiet=True)
     fs = data.feature_set()
     scores = score_speakers(module.model, fs, data.split["test"], data.gate, data.classes(), data.centre)
+    test_fs = data.test_feature_set()
+    if test_fs is not None and data.centre is None:  # the same heads on the test model's clip features
+        scores.variant = score_speakers(
+            module.model, test_fs, data.split["test"], data.gate, data.classes(), view="clips"
+        )
     return scores, module.model, data
 
 
@@ -68,6 +81,10 @@ def evaluate(cfg: DictConfig, folds: list | None = None) -> dict:
     text = format_table(f"Speaker-independent {k}-fold, mean ± std over folds", kfold)
     if loco:
         text += "\n\n" + format_table("Leave one corpus out (shared classes; one run, std 0)", loco)
+    deltas = variant_deltas([scores for scores, _, _ in folds])
+    if deltas:
+        title = f"The same {k}-fold heads on the clip windows of {cfg.dataset.test_model} (clip level)"
+        text += "\n\n" + format_deltas(title, deltas)
     report = {
         "protocol": PROTOCOL.format(k=k),
         "config": {
@@ -76,6 +93,7 @@ def evaluate(cfg: DictConfig, folds: list | None = None) -> dict:
                 key: OmegaConf.to_container(cfg.dataset, resolve=True)[key]
                 for key in (
                     "train_views",
+                    "encoder_layers",
                     "gate",
                     "agreement_weight",
                     "speaker_centre",
@@ -89,6 +107,8 @@ def evaluate(cfg: DictConfig, folds: list | None = None) -> dict:
         "kfold": kfold,
         "leave_one_corpus_out": loco,
     }
+    if deltas:
+        report["test_model"] = {"path": str(cfg.dataset.test_model), "clip": deltas}
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluation.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -72,7 +72,9 @@ class FeatureSet:
         if encoder_layers is None or encoder_layers + 1 == states:
             return self
         if not 0 < encoder_layers < states:
-            raise DataError(f"encoder_layers must be in 1..{states - 1} for these features, got {encoder_layers}")
+            raise DataError(
+                f"encoder_layers must be in 1..{states - 1} for these features, got {encoder_layers}"
+            )
         return replace(self, pooled=self.pooled[:, : encoder_layers + 1])
 
     def centre_index(self, rows: np.ndarray) -> np.ndarray:
@@ -226,7 +228,9 @@ class FeatureDataModule(pl.LightningDataModule):
     crowd agreement (``Utterance.agreement``) mixed with 1 by this share (0 = unweighted). speaker_centre:
     None, or subtract each speaker's mean features (``all`` their clips, or their calm ``baseline`` clips) in
     training and test alike (the speaker-normalised heads). encoder_layers: train on the first this many
-    transformer layers' features only (a truncated encoder; None = all the cache holds).
+    transformer layers' features only (a truncated encoder; None = all the cache holds). test_model: another
+    ONNX model (an int8 copy of ``model``) whose clip windows (view ``clips``) the protocol also scores with the
+    same heads (``test_feature_set``).
     """
 
     def __init__(
@@ -244,6 +248,7 @@ class FeatureDataModule(pl.LightningDataModule):
         window_s: float = 3.0,
         model: str | None = None,
         encoder_layers: int | None = None,
+        test_model: str | None = None,
         num_workers: int = 0,
         seed: int = 0,
     ):
@@ -264,6 +269,8 @@ class FeatureDataModule(pl.LightningDataModule):
         self.window_s = window_s
         self.model_path = model
         self.encoder_layers = encoder_layers
+        self.test_model = test_model
+        self.test_fs: FeatureSet | None = None
         self.labels = list(EMOTIONS)
         self.split: dict[str, list[str]] = {}
         self.datasets: dict[str, PooledDataset] = {}
@@ -276,6 +283,21 @@ class FeatureDataModule(pl.LightningDataModule):
             fs = load_feature_set(self.corpora_cfg, views, self.model_path)
             self.fs = fs.first_layers(self.encoder_layers)
         return self.fs
+
+    def test_feature_set(self) -> FeatureSet | None:
+        """The corpora's clip windows through ``test_model`` (cut to ``encoder_layers``); None without one."""
+        if self.test_model is None:
+            return None
+        if self.test_fs is None:
+            fs = load_feature_set(self.corpora_cfg, ("clips",), self.test_model).first_layers(
+                self.encoder_layers
+            )
+            if [u.path for u in fs.utterances] != [u.path for u in self.feature_set().utterances]:
+                raise DataError(
+                    f"test_model {self.test_model}: its corpora do not match the training features'"
+                )
+            self.test_fs = fs
+        return self.test_fs
 
     def classes(self) -> list[int] | None:
         """Classes trained on: all (None), or under leave-one-corpus-out those every corpus holds."""

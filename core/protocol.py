@@ -56,10 +56,12 @@ def _top(probs: np.ndarray, classes: Sequence[int]) -> np.ndarray:
 
 @dataclass
 class FoldScores:
-    """Confusion matrices of one fold, by corpus and level, plus live coverage counts by corpus."""
+    """Confusion matrices of one fold, by corpus and level, plus live coverage counts by corpus; ``variant``: the
+    same fold's heads scored on another encoder's clip features (``dataset.test_model``, e.g. its int8 copy)."""
 
     confusion: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     coverage: dict[str, tuple[int, int]] = field(default_factory=dict)
+    variant: FoldScores | None = None
 
 
 def score_speakers(
@@ -69,8 +71,10 @@ def score_speakers(
     gate: SpeechGate,
     classes: Sequence[int] | None = None,
     centre: np.ndarray | None = None,
+    view: str = "clean",
 ) -> FoldScores:
-    """Score every test utterance of ``speakers`` at clip and live-window level, per corpus."""
+    """Score every test utterance of ``speakers`` at clip and live-window level, per corpus, on the windows of
+    ``view`` (``clips``: clip level only; its window-level matrices are empty)."""
     scores = FoldScores()
     k = len(EMOTIONS)
     for corpus in fs.corpora:
@@ -78,7 +82,7 @@ def score_speakers(
         if not corpus_speakers:
             continue
         allowed = sorted(set(corpus.classes) & set(classes if classes is not None else range(k)))
-        clip_rows = fs.rows(corpus_speakers, ["clean"], [CLIP], classes=allowed)
+        clip_rows = fs.rows(corpus_speakers, [view], [CLIP], classes=allowed)
         p = predict_rows(model, fs, clip_rows, centre)
         utts, inverse = np.unique(fs.utt[clip_rows], return_inverse=True)
         # emotion-score's clip label: the mean of its windows' probabilities, weighted by their seconds.
@@ -86,7 +90,7 @@ def score_speakers(
         np.add.at(mean, inverse, p * fs.speech_s[clip_rows, None])
         y = fs.utt_label[utts]
         scores.confusion.setdefault(corpus.name, {})["clip"] = confusion_matrix(y, _top(mean, allowed), k)
-        win_rows = fs.rows(corpus_speakers, ["clean"], [SEGMENT], gate=gate, classes=allowed)
+        win_rows = fs.rows(corpus_speakers, [view], [SEGMENT], gate=gate, classes=allowed)
         pw = predict_rows(model, fs, win_rows, centre)
         yw = fs.utt_label[fs.utt[win_rows]]
         scores.confusion[corpus.name]["window"] = confusion_matrix(yw, _top(pw, allowed), k)
@@ -117,6 +121,50 @@ def summarise(folds: list[FoldScores]) -> dict:
         entry["coverage"] = round(covered / total, 4) if total else 0.0
         out[corpus] = entry
     return out
+
+
+def variant_deltas(folds: list[FoldScores]) -> dict:
+    """Clip accuracy of each fold's heads on the training encoder's features and on the ``variant``'s, and the
+    difference per fold: ``{corpus: {"n", "folds", "accuracy", "variant_accuracy", "delta": [mean, std],
+    "delta_per_fold"}}`` (the same heads and test speakers on both sides)."""
+    out: dict = {}
+    corpora = sorted({c for f in folds if f.variant is not None for c in f.variant.confusion})
+    for corpus in corpora:
+        present = [f for f in folds if f.variant is not None and corpus in f.variant.confusion]
+        base = np.array([metrics_from_confusion(f.confusion[corpus]["clip"])["accuracy"] for f in present])
+        other = np.array(
+            [metrics_from_confusion(f.variant.confusion[corpus]["clip"])["accuracy"] for f in present]
+        )
+        delta = other - base
+
+        def stats(x):
+            return [round(float(x.mean()), 4), round(float(x.std()), 4)]
+
+        out[corpus] = {
+            "n": int(sum(f.variant.confusion[corpus]["clip"].sum() for f in present)),
+            "folds": len(present),
+            "accuracy": stats(base),
+            "variant_accuracy": stats(other),
+            "delta": stats(delta),
+            "delta_per_fold": [round(float(d), 4) for d in delta],
+        }
+    return out
+
+
+def format_deltas(title: str, deltas: dict) -> str:
+    """A Markdown table of ``variant_deltas``."""
+    lines = [
+        f"**{title}**",
+        "",
+        "| corpus | clips | accuracy, training encoder | accuracy, test model | Δ per fold | Δ of each fold |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for corpus, d in deltas.items():
+        cells = " | ".join(f"{d[k][0]:.3f} ± {d[k][1]:.3f}" for k in ("accuracy", "variant_accuracy"))
+        delta = f"{d['delta'][0]:+.3f} ± {d['delta'][1]:.3f}"
+        each = " ".join(f"{x:+.3f}" for x in d["delta_per_fold"])
+        lines.append(f"| {corpus} | {d['n']} | {cells} | {delta} | {each} |")
+    return "\n".join(lines)
 
 
 def format_table(title: str, summary: dict) -> str:

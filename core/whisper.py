@@ -14,6 +14,11 @@ Two departures from ``transformers.WhisperEncoder.forward``, both for streaming 
 
 Hidden states follow transformers: embeddings (conv stem + positions) first, then each layer's output,
 with the encoder's final LayerNorm applied to the last one.
+
+A *truncated* encoder (``num_layers`` below the weights' depth) runs only its first layers and returns their raw
+outputs, without the final LayerNorm (which belongs after the last layer of the full stack): its hidden states
+are exactly the first ``num_layers + 1`` of the full encoder's, so a head trained on those slices of the full
+encoder's cached features runs unchanged on it.
 """
 
 from __future__ import annotations
@@ -93,18 +98,29 @@ class WhisperBackbone(SpeechBackbone):
     """``SpeechBackbone`` over a transformers ``WhisperEncoder`` (from ``WhisperModel.encoder``).
 
     name_or_path: None or a key of ``core.ct2.PACKAGED`` (installed pip weights), kept for ``spec()``.
+    num_layers: run only the first this many transformer layers (None = all; see the module doc); the others
+    are dropped from ``encoder.layers``.
     """
 
     def __init__(
-        self, encoder: nn.Module, name_or_path: str | None = None, gradient_checkpointing: bool = False
+        self,
+        encoder: nn.Module,
+        name_or_path: str | None = None,
+        gradient_checkpointing: bool = False,
+        num_layers: int | None = None,
     ):
         super().__init__()
+        config = encoder.config
+        depth = int(config.encoder_layers)
+        self.num_layers = depth if num_layers is None else int(num_layers)
+        if not 0 < self.num_layers <= depth:
+            raise ValueError(f"num_layers must be in 1..{depth} for this encoder, got {num_layers}")
+        self.full_depth = self.num_layers == depth
+        encoder.layers = encoder.layers[: self.num_layers]
         self.encoder = encoder
         self.name_or_path = name_or_path
         self.gradient_checkpointing = gradient_checkpointing
-        config = encoder.config
         self.hidden_size = int(config.d_model)
-        self.num_layers = int(config.encoder_layers)
         self.log_mel = LogMel(int(config.num_mel_bins))
         # The conv stem stays frozen (as wav2vec2's feature encoder is): ~1k clips cannot improve it.
         for module in (encoder.conv1, encoder.conv2):
@@ -118,6 +134,7 @@ class WhisperBackbone(SpeechBackbone):
             "kind": "whisper",
             "name_or_path": self.name_or_path,
             "config": self.encoder.config.to_dict(),
+            "num_layers": self.num_layers,
         }
 
     def embed(self, mel: torch.Tensor) -> torch.Tensor:
@@ -147,7 +164,8 @@ class WhisperBackbone(SpeechBackbone):
                 hidden = layer(hidden, attn_bias)
             hidden = hidden[0] if isinstance(hidden, tuple) else hidden
             states.append(hidden)
-        states[-1] = self.encoder.layer_norm(states[-1])
+        if self.full_depth:
+            states[-1] = self.encoder.layer_norm(states[-1])
         return tuple(states), frame_mask
 
 
@@ -155,9 +173,10 @@ def build_whisper_backbone(
     name_or_path: str | None = None,
     config: dict | None = None,
     gradient_checkpointing: bool = False,
+    num_layers: int | None = None,
     **_: Any,
 ) -> WhisperBackbone:
-    """Whisper encoder backbone.
+    """Whisper encoder backbone; ``num_layers``: only the first this many transformer layers (None = all).
 
     config: a ``WhisperConfig`` dict → random weights (tests, or rebuilding before loading a checkpoint).
     name_or_path: None / ``whisper-base`` / ``whisper-tiny.en`` → the weights installed as pip packages
@@ -180,4 +199,4 @@ def build_whisper_backbone(
             encoder = WhisperModel.from_pretrained(name_or_path).encoder  # the decoder is dropped
     # sdpa exports to ONNX and honours the additive mask; a config default could pick other kernels.
     encoder.config._attn_implementation = "sdpa"
-    return WhisperBackbone(encoder.eval(), name_or_path, gradient_checkpointing)
+    return WhisperBackbone(encoder.eval(), name_or_path, gradient_checkpointing, num_layers)

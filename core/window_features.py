@@ -52,22 +52,26 @@ its ``speech_s`` and ``trailing_s``, so gates can be compared (and chosen) witho
 class View:
     """How utterances are presented before windowing: ``channel`` None = as recorded; ``hop_s`` of the segment
     windows (None = the model's live hop); ``seed`` drives the channel simulation (one draw per utterance);
-    ``stride``: only every stride-th utterance (a training-only view need not cover every clip)."""
+    ``stride``: only every stride-th utterance (a training-only view need not cover every clip);
+    ``timeline``: False = the ``emotion-score`` (clip) windows only, no live-timeline windows."""
 
     name: str = "clean"
     hop_s: float | None = None
     channel: ChannelOptions | None = None
     seed: int = 0
     stride: int = 1
+    timeline: bool = True
 
 
 VIEWS = {
     "clean": View("clean"),
     "channel": View("channel", hop_s=1.0, channel=ChannelOptions(), seed=1, stride=2),
+    "clips": View("clips", timeline=False),
 }
 """Views by name: the clean files at the live hop (training and evaluation), and one simulated channel for every
 second clip at a 1 s hop (training only; coarser and sparser because neighbouring windows and clips of one speaker
-add little, and encoding is the slow part)."""
+add little, and encoding is the slow part); ``clips``: the clean files' clip windows alone (about a fifth of the
+clean view's windows), to score another encoder (an int8 variant) at clip level without encoding timelines."""
 
 
 @dataclass
@@ -120,12 +124,12 @@ FEATURE_VERSION = 1
 
 def model_fingerprint(model) -> str:
     """Names what the features depend on: the encoder (``backbone`` metadata, which carries the weights' hash),
-    preprocessing, rate, window and hop. Not the heads: retraining a head keeps the cache valid."""
+    preprocessing, rate, window and hop, and the variant (int8...) when it is one. Not the heads: retraining a head
+    keeps the cache valid."""
     info = model.info
-    key = json.dumps(
-        [FEATURE_VERSION, info.backbone, info.preprocessing, info.sample_rate, info.window_s, info.hop_s],
-        sort_keys=True,
-    )
+    parts = [FEATURE_VERSION, info.backbone, info.preprocessing, info.sample_rate, info.window_s, info.hop_s]
+    variant = getattr(model, "variant", "")
+    key = json.dumps(parts + [variant] if variant else parts, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -150,16 +154,26 @@ def _score_windows(model, samples: np.ndarray, sample_rate: int, source: str):
     return audio, clip, clip_bounds(model, len(clip))
 
 
-def utterance_windows(model, vad, samples: np.ndarray, sample_rate: int, hop_s: float | None, source: str):
+def utterance_windows(
+    model,
+    vad,
+    samples: np.ndarray,
+    sample_rate: int,
+    hop_s: float | None,
+    source: str,
+    with_timeline: bool = True,
+):
     """One recording → ``(pooled [W, L+1, H], kind [W], speech_s [W], trailing_s [W], start_s [W])``: its
-    ``emotion-score`` windows (speech_s = their length) and the speech windows of its live timeline under
-    ``CACHE_GATE``. Raises AudioError for unusable audio."""
+    ``emotion-score`` windows (speech_s = their length) and, ``with_timeline``, the speech windows of its live
+    timeline under ``CACHE_GATE``. Raises AudioError for unusable audio."""
     from realtime.windowing import StreamWindower
 
     audio, clip, bounds = _score_windows(model, samples, sample_rate, source)
     clip_windows = [clip[s:e] for s, e in bounds]
-    windower = StreamWindower(model.window_spec(None, hop_s), vad, CACHE_GATE)
-    timeline = [w for w in windower.feed(audio) + windower.flush() if w.speech]
+    timeline = []
+    if with_timeline:
+        windower = StreamWindower(model.window_spec(None, hop_s), vad, CACHE_GATE)
+        timeline = [w for w in windower.feed(audio) + windower.flush() if w.speech]
     windows = clip_windows + [w.samples for w in timeline]
     unique, index = _unique_inputs(model, windows)
     pooled = model.score_windows(unique, pooled=True).pooled
@@ -189,7 +203,9 @@ def compute(model, corpus: Corpus, view: View, every: int = 200) -> WindowFeatur
                 rate = model.sample_rate
                 if view.channel is not None:
                     samples, rate = through_channel(samples, view.channel, rng)
-                columns = utterance_windows(model, vad, samples, rate, view.hop_s, str(u.path))
+                columns = utterance_windows(
+                    model, vad, samples, rate, view.hop_s, str(u.path), view.timeline
+                )
             except AudioError as exc:
                 problems.append(str(exc))
                 continue

@@ -31,8 +31,16 @@ def bundle_info(bundle_dir: Path = BUNDLE_DIR) -> dict:
     return json.loads(path.read_text())
 
 
-def model_info(info: dict):
-    """``realtime.metadata.ModelInfo`` for the bundled model (what the ONNX metadata will carry)."""
+def backbone_name(weights: str, encoder_layers: int, depth: int) -> str:
+    """The metadata's ``backbone``: ``whisper-base:frozen+bundled-head``, naming the layers kept when the encoder
+    is cut (``..., first 4 of 6 layers``). It keys the window-feature cache, so a cut encoder gets its own."""
+    cut = "" if encoder_layers == depth else f", first {encoder_layers} of {depth} layers"
+    return f"{weights}:frozen+bundled-head{cut}"
+
+
+def model_info(info: dict, encoder_layers: int, depth: int):
+    """``realtime.metadata.ModelInfo`` for the bundled model (what the ONNX metadata will carry); the encoder runs
+    ``encoder_layers`` of the weights' ``depth`` transformer layers."""
     from realtime.metadata import ModelInfo
 
     metrics = dict(info["metrics"])
@@ -41,7 +49,8 @@ def model_info(info: dict):
         sample_rate=int(info["sample_rate"]),
         window_s=float(info["window_s"]),
         hop_s=float(info["hop_s"]),
-        backbone=f"{info['weights']}:frozen+bundled-head",
+        backbone=backbone_name(info["weights"], encoder_layers, depth),
+        encoder_layers=encoder_layers,
         preprocessing=dict(info["preprocessing"]),
         metrics=metrics,
         protocol=info["protocol"],
@@ -76,7 +85,8 @@ def _load_head(model, path: Path):
 
 
 def build_default_classifier(bundle_dir: Path = BUNDLE_DIR):
-    """``(EmotionClassifier in eval mode, ModelInfo)``: installed encoder weights + the shipped head.
+    """``(EmotionClassifier in eval mode, ModelInfo)``: installed encoder weights + the shipped head, the encoder
+    cut to the head's ``encoder_layers`` (``model.json``; absent = all layers).
 
     Raises ``core.ct2.MissingWeightsError`` (one line naming the pip packages) when the encoder weights are
     not installed.
@@ -84,9 +94,10 @@ def build_default_classifier(bundle_dir: Path = BUNDLE_DIR):
     from core.whisper import build_whisper_backbone
 
     info = bundle_info(bundle_dir)
-    backbone = build_whisper_backbone(name_or_path=info["weights"])
+    backbone = build_whisper_backbone(name_or_path=info["weights"], num_layers=info.get("encoder_layers"))
     model = _load_head(_new_classifier(backbone, info), Path(bundle_dir) / HEAD_FILE)
-    return model, model_info(info)
+    depth = int(backbone.encoder.config.encoder_layers)
+    return model, model_info(info, backbone.num_layers, depth)
 
 
 def build_speaker_heads(bundle_dir: Path = BUNDLE_DIR, hidden_size: int = 512, num_layers: int = 6) -> dict:

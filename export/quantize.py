@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-VARIANT_KEY = "emotion.variant"
+from realtime.metadata import VARIANT_KEY
+
 QUANTIZED_OPS = ("MatMul", "Gemm")
 """Only weight matmuls are quantised: they hold nearly all weights and time. Convolutions (the wav2vec2
 feature encoder, Whisper's stem) are left in float: ``ConvInteger`` is slow on CPU and the early layers are

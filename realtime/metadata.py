@@ -33,6 +33,10 @@ DEFAULT_HOP_S = 0.5
 """Seconds between live estimates: ``emotion-live``'s ``--hop-s`` and the hop a model suggests unless its export
 says otherwise (twice a second feels immediate)."""
 
+VARIANT_KEY = "emotion.variant"
+"""Metadata key of a smaller/faster copy of an export (``int8``, ``fp16``: ``export.quantize``); absent in the fp32
+file. Not a ``ModelInfo`` field: a variant describes itself exactly like its fp32 original."""
+
 METADATA_PREFIX = "emotion."
 FORMAT_VERSION = 1
 
@@ -53,6 +57,8 @@ class ModelInfo:
     speaker_norm: how the speaker-normalised head (if any) was trained and measured; empty when none.
     speech_gate: ``realtime.windowing.SpeechGate`` fields the model was trained with (which live windows get an
         emotion); empty = the runtime's defaults.
+    encoder_layers: transformer layers the encoder runs (fewer than its weights have: a truncated encoder);
+        ``pooled`` holds this many + 1 states. 0 = not stated (models exported before it was recorded).
     """
 
     labels: tuple[str, ...]
@@ -66,6 +72,7 @@ class ModelInfo:
     export_version: str = ""
     speaker_norm: dict = field(default_factory=dict)
     speech_gate: dict = field(default_factory=dict)
+    encoder_layers: int = 0
     format_version: int = FORMAT_VERSION
 
     def to_metadata(self) -> dict[str, str]:

@@ -15,6 +15,7 @@ Providers and sessions are in ``realtime.providers``, the default model's cache 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from realtime.metadata import (
     POOLED_NAME,
     PROBS_NAME,
     SPEAKER_HEAD_KEYS,
+    VARIANT_KEY,
     ModelInfo,
 )
 from realtime.model_store import resolve_model_path
@@ -97,6 +99,8 @@ class EmotionModel:
             raise ModelError(
                 f"{self.path}: neither {PROBS_NAME!r} nor {LOGITS_NAME!r} among outputs {outputs}"
             )
+        # int8, fp16...: a copy of an fp32 export (export.quantize); empty for the fp32 file itself.
+        self.variant: str = json.loads(self._metadata.get(VARIANT_KEY, '""'))
         self._output = PROBS_NAME if PROBS_NAME in outputs else LOGITS_NAME
         self.has_pooled = POOLED_NAME in outputs
         self._speaker_heads: dict[str, SpeakerNormHead] = {}

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from core.corpora import Corpus, Utterance
-from core.data import EMOTIONS
+from core.data import EMOTIONS, DataError
 from core.feature_data import FeatureSet, speaker_folds
 from core.losses import FocalLoss
-from core.protocol import score_speakers, summarise
+from core.protocol import format_deltas, score_speakers, summarise, variant_deltas
 from core.window_features import CLIP, SEGMENT
 from realtime.windowing import SpeechGate
 
@@ -144,3 +144,37 @@ def test_concat_pooling_reads_every_layer_standardised():
     y = x.clone()
     y[:, 2] += 1.0
     assert not torch.allclose(head.classify_pooled(x), head.classify_pooled(y))
+
+
+def test_first_layers_keeps_the_embedding_and_the_first_layers_states_as_a_view():
+    fs = make_set()
+    assert fs.first_layers(None) is fs and fs.first_layers(1) is fs  # the set holds 1 layer + embeddings
+    deeper = FeatureSet(**{**_fields(fs), "pooled": np.repeat(fs.pooled, 2, axis=1)})
+    cut = deeper.first_layers(2)
+    assert cut.pooled.shape[1] == 3 and np.shares_memory(cut.pooled, deeper.pooled)
+    np.testing.assert_array_equal(cut.pooled, deeper.pooled[:, :3])
+    with pytest.raises(DataError, match="encoder_layers must be in 1..3"):
+        deeper.first_layers(4)
+
+
+def test_variant_deltas_compare_the_same_heads_on_another_encoders_clip_windows():
+    fs = make_set()
+    speakers = ["a:1", "a:2", "b:1"]
+    base = score_speakers(FirstDims(), fs, speakers, SpeechGate(1.0, 1.0))
+    # The "variant" encoder hears a2 (sad) right; only its clip windows exist, in the view "clips".
+    pooled = fs.pooled.copy()
+    pooled[4] = window({SAD: 1.0})
+    keep = fs.kind == CLIP
+    rows = {name: getattr(fs, name)[keep] for name in ("utt", "view", "kind", "speech_s", "trailing_s")}
+    clips = FeatureSet(**{**_fields(fs), **rows, "views": ["clips"], "pooled": pooled[keep]})
+    base.variant = score_speakers(FirstDims(), clips, speakers, SpeechGate(1.0, 1.0), view="clips")
+    assert base.variant.confusion["a"]["window"].sum() == 0  # clip level only
+    deltas = variant_deltas([base])
+    assert deltas["a"]["accuracy"] == [0.5, 0.0] and deltas["a"]["variant_accuracy"] == [1.0, 0.0]
+    assert deltas["a"]["delta_per_fold"] == [0.5] and deltas["b"]["delta"] == [0.0, 0.0]
+    assert deltas["a"]["n"] == 2
+    assert "| a | 2 | 0.500 ± 0.000 | 1.000 ± 0.000 | +0.500 ± 0.000 | +0.500 |" in format_deltas("t", deltas)
+
+
+def _fields(fs: FeatureSet) -> dict:
+    return {name: getattr(fs, name) for name in FeatureSet.__dataclass_fields__}

@@ -166,3 +166,29 @@ def test_config_gives_random_weights_without_loading(monkeypatch):
         WhisperConfig(**{k: v for k, v in backbone.spec()["config"].items() if k != "model_type"}).d_model
         == 16
     )
+
+
+def test_truncated_encoder_returns_the_full_encoders_first_states():
+    """A head trained on ``pooled[:, :k+1]`` of the full encoder's cached features runs on the cut encoder: its
+    states are the full encoder's raw layer outputs (no final LayerNorm), while the full encoder's last state
+    is normalised and differs from that layer's raw output."""
+    full = tiny_backbone()
+    cut = build_backbone(kind="whisper", config=TINY, num_layers=1).eval()
+    cut.load_state_dict(full.state_dict(), strict=False)
+    assert cut.num_layers == 1 and len(cut.transformer_layers()) == 1
+    audio = torch.from_numpy(synthetic_speechlike(1.5, seed=4))[None]
+    with torch.no_grad():
+        full_states, _ = full(audio)
+        cut_states, _ = cut(audio)
+        raw_last = full.encoder.layers[1](full_states[1], None)
+    assert len(cut_states) == 2
+    for a, b in zip(cut_states, full_states[:2], strict=False):
+        torch.testing.assert_close(a, b)
+    raw_last = raw_last[0] if isinstance(raw_last, tuple) else raw_last
+    assert not torch.allclose(
+        raw_last, full_states[2], atol=1e-3
+    )  # the full stack's last state is normalised
+    rebuilt = build_classifier(EmotionClassifier(cut, num_classes=8).spec())
+    assert rebuilt.backbone.num_layers == 1 and not rebuilt.backbone.full_depth
+    with pytest.raises(ValueError, match="num_layers must be in 1..2"):
+        build_backbone(kind="whisper", config=TINY, num_layers=3)
