@@ -6,6 +6,7 @@ so a burst of load on this shared machine hits all variants alike); compare the 
 Usage:
     python benchmarks/bench_inference.py                       # bundled model and a wav2vec2-base-sized one
     python benchmarks/bench_inference.py --models wav2vec2-base --windows 2 3 --repeats 30
+    python benchmarks/bench_inference.py --files model.onnx model-4layers.onnx --windows 3   # exported files
 """
 
 from __future__ import annotations
@@ -119,6 +120,39 @@ def bench_model(name: str, windows_s: list[float], repeats: int, threads: int, w
     return {"backbone": info.backbone, "windows": results, **{k: round(v, 1) for k, v in sizes.items()}}
 
 
+def bench_files(paths: list[Path], windows_s: list[float], repeats: int, threads: int) -> dict:
+    """ONNX files as the runtime runs them, interleaved per round; each file's median ms per window and its
+    time relative to the first file's."""
+    models = {str(p): EmotionModel(p, ModelOptions("cpu", threads)) for p in paths}
+    rng = np.random.default_rng(0)
+    results = {}
+    for window_s in windows_s:
+        x = (0.1 * rng.standard_normal(int(window_s * SAMPLE_RATE))).astype(np.float32)
+        for model in models.values():  # warm-up
+            model.predict_windows([x])
+        times = {key: [] for key in models}
+        for _ in range(repeats):
+            for key, model in models.items():
+                times[key].append(time_call(lambda w, m=model: m.predict_windows([w]), x))
+        median = {key: statistics.median(v) for key, v in times.items()}
+        first = median[str(paths[0])]
+        results[f"{window_s:g}s"] = {
+            key: {
+                "median_ms": round(median[key], 2),
+                "p90_ms": round(float(np.percentile(times[key], 90)), 2),
+                "time_vs_first": round(median[key] / first, 3),
+            }
+            for key in models
+        }
+    return {
+        "files": {
+            key: {"backbone": m.info.backbone, "encoder_layers": m.info.encoder_layers, "variant": m.variant}
+            for key, m in models.items()
+        },
+        "windows": results,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -129,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeats", type=int, default=20, help="interleaved timing rounds per window")
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads for torch and ORT alike")
+    parser.add_argument(
+        "--files", nargs="+", type=Path, help="time these exported ONNX files instead (ONNX Runtime only)"
+    )
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -140,6 +177,11 @@ def main(argv: list[str] | None = None) -> int:
         "batch": 1,
         "models": {},
     }
+    if args.files:
+        report["files"] = bench_files(args.files, args.windows, args.repeats, args.threads)
+        json.dump(report, sys.stdout, indent=2)
+        print()
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             try:
