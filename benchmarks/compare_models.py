@@ -33,15 +33,36 @@ def clip_paths(data_dir: Path, count: int) -> list[Path]:
     return files[::step][:count]
 
 
+def speaker_heads(a: EmotionModel, b: EmotionModel, pooled: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """Each speaker head both models carry, on each model's own pooled windows, centred on their mean (the
+    clips as one speaker): ``{kind: {max_abs_diff_probs, same_top_label}}``."""
+    out = {}
+    for kind in ("running", "baseline"):
+        if not (a.has_speaker_head(kind) and b.has_speaker_head(kind)):
+            continue
+        xa, xb = (np.concatenate([p[i] for p in pooled]) for i in (0, 1))
+        pa = a.speaker_norm_head(kind).probs(xa, xa.mean(axis=0))
+        pb = b.speaker_norm_head(kind).probs(xb, xb.mean(axis=0))
+        out[kind] = {
+            "windows": len(xa),
+            "max_abs_diff_probs": float(np.abs(pa - pb).max()),
+            "same_top_label": int((pa.argmax(1) == pb.argmax(1)).sum()),
+        }
+    return out
+
+
 def compare(a: EmotionModel, b: EmotionModel, paths: list[Path]) -> dict:
-    """Largest |Δprobs| per clip (window-weighted mean), largest |Δpooled| over the shared states, same labels."""
+    """Largest |Δprobs| per clip (window-weighted mean), largest |Δpooled| over the shared states, same labels;
+    the same for the speaker heads when both models have them."""
     worst_probs = worst_pooled = 0.0
     same = 0
     states = None
+    pooled = []
     for path in paths:
         audio = load_audio(path, a.sample_rate)
         ca = a.clip_windows(audio, a.sample_rate, str(path), return_pooled=True)
         cb = b.clip_windows(audio, b.sample_rate, str(path), return_pooled=True)
+        pooled.append((ca.pooled, cb.pooled))
         pa = np.average(ca.probs, axis=0, weights=ca.window_seconds)
         pb = np.average(cb.probs, axis=0, weights=cb.window_seconds)
         worst_probs = max(worst_probs, float(np.abs(pa - pb).max()))
@@ -54,6 +75,9 @@ def compare(a: EmotionModel, b: EmotionModel, paths: list[Path]) -> dict:
         "same_top_label": same,
         "shared_pooled_states": states,
         "max_abs_diff_pooled": worst_pooled,
+        "speaker_heads": speaker_heads(a, b, pooled)
+        if a.info.encoder_layers == b.info.encoder_layers
+        else {},
     }
 
 

@@ -37,10 +37,21 @@ audio against the cached-feature path the head was trained with."""
 
 
 def head_state(model) -> dict[str, torch.Tensor]:
-    """The trained part only (layer logits, MLP, BatchNorm statistics): never encoder weights."""
+    """The trained part only (layer logits, MLP, BatchNorm statistics): never encoder weights. Weight matrices
+    are stored as float16 (``stored_dtype``): half the file, and loading copies them into the float32 model,
+    which computes in float32."""
     return {
-        k: v.detach().contiguous() for k, v in model.state_dict().items() if not k.startswith("backbone.")
+        k: v.detach().to(stored_dtype(v)).contiguous()
+        for k, v in model.state_dict().items()
+        if not k.startswith("backbone.")
     }
+
+
+def stored_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """float16 for weight matrices (2-D and up), the tensor's own dtype otherwise: biases and BatchNorm
+    statistics stay float32 (a variance of the raw layer outputs can exceed float16's range, and they are
+    small)."""
+    return torch.float16 if tensor.is_floating_point() and tensor.dim() >= 2 else tensor.dtype
 
 
 @torch.no_grad()

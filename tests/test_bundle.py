@@ -57,3 +57,35 @@ def test_bundled_speaker_heads_load_and_model_json_reports_their_protocol():
             assert 0.0 < mean <= 1.0 and std >= 0.0
     assert set(info["speaker_norm"]["results"]) == {"ravdess", "crema-d"}
     assert info["speech_gate"]["min_speech_s"] > 0
+
+
+def test_heads_are_stored_with_float16_matrices_and_run_in_float32(tmp_path):
+    """Weight matrices go to disk as float16 (half the size), vectors stay float32; loading restores a float32
+    head whose outputs are those of the original up to float16 rounding."""
+    from safetensors.torch import load_file, save_file
+
+    from core.bundle import head_state
+    from core.model import EmotionClassifier, ShapeOnlyBackbone
+    from export.default_model import _load_head
+
+    torch.manual_seed(0)
+    head = EmotionClassifier(ShapeOnlyBackbone(64, 2), len(EMOTIONS), layer_pooling="concat").eval()
+    with torch.no_grad():
+        head.input_norm.running_var.uniform_(0.5, 2.0)
+    save_file(head_state(head), str(tmp_path / "h.safetensors"))
+    stored = load_file(str(tmp_path / "h.safetensors"))
+    assert stored["features.0.weight"].dtype == torch.float16 and stored["head.weight"].dtype == torch.float16
+    assert (
+        stored["input_norm.running_var"].dtype == torch.float32 and stored["head.bias"].dtype == torch.float32
+    )
+    loaded = _load_head(
+        EmotionClassifier(ShapeOnlyBackbone(64, 2), len(EMOTIONS), layer_pooling="concat"),
+        tmp_path / "h.safetensors",
+    )
+    assert all(p.dtype == torch.float32 for p in loaded.state_dict().values() if p.is_floating_point())
+    x = torch.randn(16, 3, 64)
+    with torch.no_grad():
+        a, b = torch.softmax(head.classify_pooled(x), -1), torch.softmax(loaded.classify_pooled(x), -1)
+    assert 0 < (a - b).abs().max() < 1e-3
+    shipped = load_file(str(BUNDLED / "head.safetensors"))
+    assert shipped["features.0.weight"].dtype == torch.float16

@@ -60,3 +60,33 @@ def ravdess_or_synthetic():
     info = ModelInfo(labels=LABELS)
     audio = validate.load_validation_audio(info, 6, log=lambda _: None)
     return lambda batch, seconds: validate.make_batch(audio, info, seconds, batch)
+
+
+def test_truncated_encoder_export_gives_the_full_exports_first_pooled_states(
+    exported, ravdess_or_synthetic, tmp_path
+):
+    """A head trained on the full encoder's ``pooled[:, :k+1]`` runs on an export whose encoder stops after
+    layer k: the cut ONNX model's ``pooled`` equals the full ONNX model's first k+1 states, and its metadata
+    says how many layers it runs."""
+    from core.backbones import build_backbone
+    from core.model import EmotionClassifier
+    from export.onnx_export import export_onnx
+    from realtime.metadata import POOLED_NAME
+
+    full_model, full_path = exported
+    cut_backbone = build_backbone("whisper", None, config=TINY_WHISPER, num_layers=1)
+    cut_backbone.load_state_dict(full_model.backbone.state_dict(), strict=False)
+    cut = EmotionClassifier(cut_backbone, len(LABELS), (16, 8)).eval()
+    path = export_onnx(
+        cut, tiny_info(backbone="whisper:tiny-random", encoder_layers=1), tmp_path / "cut.onnx"
+    )
+    sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (full_path, path)]
+    audio = ravdess_or_synthetic(3, 3.0)
+    full, short = (s.run([POOLED_NAME], {INPUT_NAME: audio})[0] for s in sessions)
+    assert full.shape[1] == 3 and short.shape[1] == 2
+    assert np.abs(short - full[:, :2]).max() <= 1e-5
+    assert (
+        np.abs(full[:, 2] - short[:, 1]).max() > 1e-2
+    )  # the full stack's last state differs: it is normalised
+    info = ModelInfo.from_metadata(sessions[1].get_modelmeta().custom_metadata_map)
+    assert info.encoder_layers == 1
