@@ -42,6 +42,11 @@ examples:
                                                        also write model.int8.onnx (smaller; its speed
                                                        against fp32 on this machine is printed)
   emotion-export runs/best.ckpt -o model.onnx --fp16   also write model.fp16.onnx (for CUDA)
+  emotion-export --heads heads-4layers -o model-4layers.onnx
+                                                       heads trained on the first 4 encoder layers
+                                                       (emotion-train experiment=head task=bundle
+                                                       model.backbone.num_layers=4 bundle_dir=heads-4layers):
+                                                       the encoder runs those 4 layers only
 
 exit codes: 0 ok, 1 export/validation failed, 2 bad arguments or unusable checkpoint
 """
@@ -95,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="DIR",
         help="without a checkpoint: heads written by 'emotion-train experiment=head task=bundle bundle_dir=DIR' "
-        "(default: the bundled ones), on the installed Whisper-base encoder",
+        "(default: the bundled ones), on the installed Whisper-base encoder cut to the heads' encoder_layers "
+        "(model.json; e.g. 4 of 6 after 'task=bundle model.backbone.num_layers=4'), stated in the metadata",
     )
     parser.add_argument(
         "--hop",

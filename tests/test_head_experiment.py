@@ -55,9 +55,27 @@ def _train(tmp_path, model, manifest, *overrides):
 
 def test_manifest_trains_and_evaluates_with_the_same_commands(tiny_model, tmp_path):
     manifest = _manifest(tmp_path)
-    run = _train(tmp_path, tiny_model, manifest, "task=evaluate", f"hydra.run.dir={tmp_path / 'eval'}")
+    # The evaluation also trains on the first layer only of the 2-layer encoder's cached features
+    # (model.backbone.num_layers=1) and scores the same fold heads on a test model's clip windows (view clips).
+    run = _train(
+        tmp_path,
+        tiny_model,
+        manifest,
+        "task=evaluate",
+        "model.backbone.num_layers=1",
+        f"dataset.test_model={tiny_model}",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert report["config"]["dataset"]["encoder_layers"] == 1
+    # With the training model itself as the test model, every fold's accuracy change is exactly zero.
+    deltas = report["test_model"]["clip"]["mine"]
+    assert deltas["n"] == 18 and deltas["delta_per_fold"] == [0.0, 0.0, 0.0]
+    assert deltas["variant_accuracy"] == deltas["accuracy"] == report["kfold"]["mine"]["clip"]["accuracy"]
+    assert "| mine | 18 |" in run.stdout.split("clip windows of")[1]
+    cache = tmp_path / "cache" / "speech-emotion-monitor" / "window-features"
+    assert list(cache.glob("*/mine-clips.npz"))
     mine = report["kfold"]["mine"]
     assert (
         mine["folds"] == 3 and mine["clip"]["n"] == 18
@@ -90,6 +108,7 @@ def test_manifest_trains_and_evaluates_with_the_same_commands(tiny_model, tmp_pa
     assert bundle.returncode == 0, bundle.stderr[-2000:]
     info = json.loads((heads / "model.json").read_text())
     assert set(info["metrics"]) == {"mine"} and info["metrics"]["mine"]["clip"]["n"] == 18
+    assert info["encoder_layers"] == 2
     assert set(info["speaker_norm"]["results"]) == {"mine"}
     for name in ("head.safetensors", "head_speaker_norm.safetensors", "head_speaker_baseline.safetensors"):
         assert (heads / name).stat().st_size > 0
@@ -100,4 +119,14 @@ def test_manifest_without_a_path_is_one_line(tmp_path):
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1] == (
         "emotion-train: error: corpus of kind manifest has no root (for corpora=manifest: manifest=FILE)"
+    )
+
+
+def test_a_head_deeper_than_the_cached_features_is_one_line(tiny_model, tmp_path):
+    run = _train(
+        tmp_path, tiny_model, _manifest(tmp_path), "model.backbone.num_layers=3", f"hydra.run.dir={tmp_path}"
+    )
+    assert run.returncode == 2, run.stderr[-2000:]
+    assert run.stderr.strip().splitlines()[-1] == (
+        "emotion-train: error: encoder_layers must be in 1..2 for these features, got 3"
     )
