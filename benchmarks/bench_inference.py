@@ -175,13 +175,13 @@ def main(argv: list[str] | None = None) -> int:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, onnxruntime {ort.__version__}, "
         f"torch {torch.__version__}, CPU flags: {cpu_flags()}",
         "batch": 1,
-        "models": {},
     }
     if args.files:
-        report["files"] = bench_files(args.files, args.windows, args.repeats, args.threads)
+        report.update(bench_files(args.files, args.windows, args.repeats, args.threads))
         json.dump(report, sys.stdout, indent=2)
         print()
         return 0
+    report["models"] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             try:
