@@ -129,11 +129,11 @@ def bench_files(paths: list[Path], windows_s: list[float], repeats: int, threads
     for window_s in windows_s:
         x = (0.1 * rng.standard_normal(int(window_s * SAMPLE_RATE))).astype(np.float32)
         for model in models.values():  # warm-up
-            model.predict_windows([x])
+            model.score_windows([x])
         times = {key: [] for key in models}
         for _ in range(repeats):
             for key, model in models.items():
-                times[key].append(time_call(lambda w, m=model: m.predict_windows([w]), x))
+                times[key].append(time_call(lambda w, m=model: m.score_windows([w]), x))
         median = {key: statistics.median(v) for key, v in times.items()}
         first = median[str(paths[0])]
         results[f"{window_s:g}s"] = {

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from realtime.analysis import score_clip
 from realtime.audio import load_audio
 from realtime.model import EmotionModel, ModelOptions
 
@@ -60,8 +61,8 @@ def compare(a: EmotionModel, b: EmotionModel, paths: list[Path]) -> dict:
     pooled = []
     for path in paths:
         audio = load_audio(path, a.sample_rate)
-        ca = a.clip_windows(audio, a.sample_rate, str(path), return_pooled=True)
-        cb = b.clip_windows(audio, b.sample_rate, str(path), return_pooled=True)
+        ca = score_clip(a, audio, a.sample_rate, str(path), pooled=True)
+        cb = score_clip(b, audio, b.sample_rate, str(path), pooled=True)
         pooled.append((ca.pooled, cb.pooled))
         pa = np.average(ca.probs, axis=0, weights=ca.window_seconds)
         pb = np.average(cb.probs, axis=0, weights=cb.window_seconds)

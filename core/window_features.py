@@ -203,9 +203,7 @@ def compute(model, corpus: Corpus, view: View, every: int = 200) -> WindowFeatur
                 rate = model.sample_rate
                 if view.channel is not None:
                     samples, rate = through_channel(samples, view.channel, rng)
-                columns = utterance_windows(
-                    model, vad, samples, rate, view.hop_s, str(u.path), view.timeline
-                )
+                columns = utterance_windows(model, vad, samples, rate, view.hop_s, str(u.path), view.timeline)
             except AudioError as exc:
                 problems.append(str(exc))
                 continue
