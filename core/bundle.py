@@ -92,6 +92,7 @@ def write_bundle(out: Path, heads: dict, report: dict, cfg, data, references: li
         "hidden_dims": list(model_cfg["hidden_dims"]),
         "dropout": float(model_cfg["dropout"]),
         "layer_pooling": model_cfg["layer_pooling"],
+        "time_pooling": model_cfg["time_pooling"],
         "layer_weights": [round(float(w), 4) for w in plain.layer_weights().detach()],
         "preprocessing": data.preprocessing.to_dict(),
         "metrics": _metrics(report["kfold"]),

@@ -50,22 +50,26 @@ its ``speech_s`` and ``trailing_s``, so gates can be compared (and chosen) witho
 class View:
     """How utterances are presented before windowing: ``channel`` None = as recorded; ``hop_s`` of the segment
     windows (None = the model's live hop); ``seed`` drives the channel simulation (one draw per utterance);
-    ``stride``: only every stride-th utterance (a training-only view need not cover every clip)."""
+    ``stride``: only every stride-th utterance (a training-only view need not cover every clip); ``clip_only``:
+    only ``emotion-score``'s windows, no live timeline."""
 
     name: str = "clean"
     hop_s: float | None = None
     channel: ChannelOptions | None = None
     seed: int = 0
     stride: int = 1
+    clip_only: bool = False
 
 
 VIEWS = {
     "clean": View("clean"),
     "channel": View("channel", hop_s=1.0, channel=ChannelOptions(), seed=1, stride=2),
+    "clip": View("clip", clip_only=True),
 }
-"""Views by name: the clean files at the live hop (training and evaluation), and one simulated channel for every
+"""Views by name: the clean files at the live hop (training and evaluation), one simulated channel for every
 second clip at a 1 s hop (training only; coarser and sparser because neighbouring windows and clips of one speaker
-add little, and encoding is the slow part)."""
+add little, and encoding is the slow part), and the clean files' ``emotion-score`` windows alone (the clean view's
+clip windows, a few per file: a cheap view for comparing feature variants at clip level)."""
 
 
 @dataclass
@@ -118,12 +122,13 @@ FEATURE_VERSION = 1
 
 def model_fingerprint(model) -> str:
     """Names what the features depend on: the encoder (``backbone`` metadata, which carries the weights' hash),
-    preprocessing, rate, window and hop. Not the heads: retraining a head keeps the cache valid."""
+    preprocessing, rate, window, hop and the statistics over time (``time_pooling``; ``mean`` keeps the key that
+    caches were written under before it existed). Not the heads: retraining a head keeps the cache valid."""
     info = model.info
-    key = json.dumps(
-        [FEATURE_VERSION, info.backbone, info.preprocessing, info.sample_rate, info.window_s, info.hop_s],
-        sort_keys=True,
-    )
+    parts = [FEATURE_VERSION, info.backbone, info.preprocessing, info.sample_rate, info.window_s, info.hop_s]
+    if info.time_pooling != "mean":
+        parts.append(info.time_pooling)
+    key = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -184,7 +189,10 @@ def compute(model, corpus: Corpus, view: View, every: int = 200) -> WindowFeatur
             rate = model.sample_rate
             if view.channel is not None:
                 samples, rate = through_channel(samples, view.channel, rng)
-            columns = utterance_windows(model, vad, samples, rate, view.hop_s, str(u.path))
+            if view.clip_only:
+                columns = clip_columns(model, samples, rate, str(u.path))
+            else:
+                columns = utterance_windows(model, vad, samples, rate, view.hop_s, str(u.path))
         except AudioError as exc:
             problems.append(str(exc))
             continue
@@ -217,6 +225,13 @@ def clip_windows_of(model, samples: np.ndarray, sample_rate: int, source: str):
     rate = model.sample_rate
     starts = np.array([s / rate for s, _ in bounds], np.float32)
     return pooled.astype(np.float16), starts, np.array([(e - s) / rate for s, e in bounds], np.float32)
+
+
+def clip_columns(model, samples: np.ndarray, sample_rate: int, source: str):
+    """``clip_windows_of`` in ``utterance_windows``'s columns: ``(pooled, kind, speech_s, trailing_s, start_s)``."""
+    pooled, start_s, length_s = clip_windows_of(model, samples, sample_rate, source)
+    n = len(start_s)
+    return pooled, np.full(n, CLIP, np.int8), length_s, np.zeros(n, np.float32), start_s
 
 
 def stale_clip_windows(model, features: WindowFeatures) -> list[int]:
@@ -254,20 +269,10 @@ def refresh_clip_windows(model, corpus: Corpus, features: WindowFeatures) -> Win
     ]
     for u in stale:
         path = corpus.utterances[u].path
-        pooled, start_s, length_s = clip_windows_of(
+        pooled, kind, length_s, trailing_s, start_s = clip_columns(
             model, load_audio(path, model.sample_rate), model.sample_rate, str(path)
         )
-        n = len(start_s)
-        parts.append(
-            (
-                pooled,
-                np.full(n, u, np.int32),
-                np.full(n, CLIP, np.int8),
-                length_s,
-                np.zeros(n, np.float32),
-                start_s,
-            )
-        )
+        parts.append((pooled, np.full(len(kind), u, np.int32), kind, length_s, trailing_s, start_s))
     cat = [np.concatenate([p[i] for p in parts]) for i in range(6)]
     return WindowFeatures(*cat, files=features.files, problems=features.problems)
 
