@@ -69,8 +69,10 @@ def score_speakers(
     gate: SpeechGate,
     classes: Sequence[int] | None = None,
     centre: np.ndarray | None = None,
+    view: str = "clean",
 ) -> FoldScores:
-    """Score every test utterance of ``speakers`` at clip and live-window level, per corpus."""
+    """Score every test utterance of ``speakers`` at clip and live-window level, per corpus, on the windows of
+    ``view`` (a clip-only view has no live windows: their level counts none)."""
     scores = FoldScores()
     k = len(EMOTIONS)
     for corpus in fs.corpora:
@@ -78,7 +80,7 @@ def score_speakers(
         if not corpus_speakers:
             continue
         allowed = sorted(set(corpus.classes) & set(classes if classes is not None else range(k)))
-        clip_rows = fs.rows(corpus_speakers, ["clean"], [CLIP], classes=allowed)
+        clip_rows = fs.rows(corpus_speakers, [view], [CLIP], classes=allowed)
         p = predict_rows(model, fs, clip_rows, centre)
         utts, inverse = np.unique(fs.utt[clip_rows], return_inverse=True)
         # emotion-score's clip label: the mean of its windows' probabilities, weighted by their seconds.
@@ -86,7 +88,7 @@ def score_speakers(
         np.add.at(mean, inverse, p * fs.speech_s[clip_rows, None])
         y = fs.utt_label[utts]
         scores.confusion.setdefault(corpus.name, {})["clip"] = confusion_matrix(y, _top(mean, allowed), k)
-        win_rows = fs.rows(corpus_speakers, ["clean"], [SEGMENT], gate=gate, classes=allowed)
+        win_rows = fs.rows(corpus_speakers, [view], [SEGMENT], gate=gate, classes=allowed)
         pw = predict_rows(model, fs, win_rows, centre)
         yw = fs.utt_label[fs.utt[win_rows]]
         scores.confusion[corpus.name]["window"] = confusion_matrix(yw, _top(pw, allowed), k)
@@ -120,7 +122,7 @@ def summarise(folds: list[FoldScores]) -> dict:
 
 
 def format_table(title: str, summary: dict) -> str:
-    """A Markdown table of a ``summarise`` result: one row per corpus and level."""
+    """A Markdown table of a ``summarise`` result: one row per corpus and level that holds any windows."""
     lines = [
         f"**{title}**",
         "",
@@ -130,6 +132,8 @@ def format_table(title: str, summary: dict) -> str:
     for corpus, entry in summary.items():
         for level in LEVELS:
             r = entry[level]
+            if not r["n"]:
+                continue
             cells = " | ".join(f"{r[m][0]:.3f} ± {r[m][1]:.3f}" for m in METRIC_NAMES)
             n = f"{r['n']}" + (f" ({entry['coverage']:.0%} of clips)" if level == "window" else "")
             lines.append(f"| {corpus} | {level} | {n} | {cells} |")
@@ -144,6 +148,7 @@ def running_norm_scores(
     gate: SpeechGate,
     min_speech_s: float = 10.0,
     seed: int = 0,
+    view: str = "clean",
 ) -> FoldScores:
     """Scores with the live monitor's running speaker normalisation (``--speaker-norm``, blend).
 
@@ -164,8 +169,8 @@ def running_norm_scores(
         for speaker in corpus_speakers:
             utts = rng.permutation(np.flatnonzero(fs.utt_speaker == speaker))
             total_feat, count, heard_s = np.zeros(fs.pooled.shape[1:], np.float64), 0, 0.0
-            speaker_clips = fs.rows([speaker], ["clean"], [CLIP])
-            speaker_windows = fs.rows([speaker], ["clean"], [SEGMENT], gate=gate)
+            speaker_clips = fs.rows([speaker], [view], [CLIP])
+            speaker_windows = fs.rows([speaker], [view], [SEGMENT], gate=gate)
             for u in utts:
                 clip_rows = speaker_clips[fs.utt[speaker_clips] == u]
                 if not len(clip_rows):

@@ -191,9 +191,7 @@ def load_checkpoint_model(path: Path, hop_s: float):
         raise CliError(f"cannot use checkpoint {path}: {reason}", EXIT_BAD_INPUT) from None
 
 
-def load_default_model(
-    hop_s: float | None, heads_dir: Path | None = None, time_pooling: str | None = None
-):
+def load_default_model(hop_s: float | None, heads_dir: Path | None = None, time_pooling: str | None = None):
     """``(model, ModelInfo, speaker heads by kind)`` of the bundled default model (``export.default_model``), or of
     the heads in ``heads_dir`` on the same encoder; imported lazily. ``time_pooling`` other than the heads': a
     features-only model (untrained head, no speaker heads)."""

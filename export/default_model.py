@@ -68,7 +68,11 @@ def features_only_info(info: dict, time_pooling: str):
     import dataclasses
 
     return dataclasses.replace(
-        model_info(info), metrics={}, protocol=FEATURES_ONLY_PROTOCOL, speaker_norm={}, time_pooling=time_pooling
+        model_info(info),
+        metrics={},
+        protocol=FEATURES_ONLY_PROTOCOL,
+        speaker_norm={},
+        time_pooling=time_pooling,
     )
 
 
