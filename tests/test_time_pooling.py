@@ -176,14 +176,3 @@ def test_mean_std_head_trains_and_is_evaluated_on_clip_windows(tiny_models, tmp_
         assert report["kfold"]["mine"]["clip"]["n"] == 18
     cache = tmp_path / "cache" / "speech-emotion-monitor" / "window-features"
     assert [p.name for p in cache.glob("*/*.npz")] == ["mine-clip.npz"]  # one encoding serves both heads
-
-    refused = _emotion_train(
-        tmp_path,
-        *common[2:],
-        f"manifest={manifest}",
-        f"dataset.model={tiny_models['mean']}",
-        "model.time_pooling=mean_std",
-        f"hydra.run.dir={tmp_path / 'refused'}",
-    )
-    assert refused.returncode == 2
-    assert "time_pooling=mean statistics, the head reads mean_std" in refused.stderr.strip().splitlines()[-1]
