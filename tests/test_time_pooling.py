@@ -58,7 +58,11 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
             labels=LABELS, window_s=TINY_WINDOW_S, hop_s=TINY_HOP_S, backbone="tiny", time_pooling=pooling
         )
         path = tmp_path_factory.mktemp(pooling) / f"tiny-{pooling}.onnx"
-        out[pooling] = export_onnx(tiny_classifier(pooling), info, path)
+        torch.manual_seed(1)
+        speaker_head = EmotionClassifier(ShapeOnlyBackbone(32, 2), 8, time_pooling=pooling).eval()
+        out[pooling] = export_onnx(
+            tiny_classifier(pooling), info, path, speaker_heads={"running": speaker_head}
+        )
     return out
 
 
@@ -135,6 +139,11 @@ def test_clip_view_caches_means_and_stds_of_emotion_score_windows(tiny_models, t
     corpus = Corpus("c", [Utterance(p, 2, "s", "c") for p in paths], tuple(range(8)))
     mean_model, both_model = (load_model(tiny_models[k], intra_op_threads=1) for k in ("mean", "mean_std"))
     assert both_model.info.time_pooling == "mean_std"
+    # The runtime serves it as any model: its speaker head reads the same [mean | std] features.
+    probs, pooled = both_model.predict_windows([synthetic_speechlike(1.5, seed=5)] * 2, return_pooled=True)
+    assert pooled.shape == (2, 3, 64)
+    centred = both_model.speaker_norm_head().probs(pooled, pooled.mean(axis=0))
+    assert centred.shape == probs.shape and np.allclose(centred.sum(axis=1), 1.0, atol=1e-5)
     assert model_fingerprint(mean_model) != model_fingerprint(both_model)
     clean = compute(mean_model, corpus, VIEWS["clean"])
     clip = compute(both_model, corpus, VIEWS["clip"])
