@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from export.validate import ravdess_dir
+from core.paths import ravdess_dir
 from realtime.audio import SAMPLE_RATE, load_audio
 
 RAVDESS_DIR = ravdess_dir()

@@ -25,7 +25,7 @@ import soundfile as sf
 from bench_score import files_for, machine, write_continuous  # same folder (run as a script)
 
 from realtime import score
-from realtime.model import resolve_model_path
+from realtime.model_store import resolve_model_path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +37,12 @@ import soundfile as sf
 import torch
 
 from core.data import EMOTIONS
+from core.paths import ravdess_dir
 from export.quantize import cpu_flags
-from export.validate import ravdess_dir
+from realtime.analysis import clip_bounds
 from realtime.audio import SAMPLE_RATE, PreprocessOptions, load_audio, prepare_clip, prepare_input
-from realtime.model import load_model, resolve_model_path
+from realtime.model import load_model
+from realtime.model_store import resolve_model_path
 
 RAVDESS_DIR = ravdess_dir()
 """RAVDESS 16 kHz clips: ``$EMOTION_DATA_DIR/ravdess-16k`` (default ../shared/data), as the export checks use."""
@@ -227,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
             (folder / f.name).symlink_to(f)
         onnx_path = export_onnx(model, info, Path(tmp) / "model.onnx")
         ort_s, ort_labels = run_emotion_score(folder, onnx_path, args.threads, Path(tmp) / "out.csv")
-        torch_s, torch_labels = run_torch_loop(files, model, info, load_model(onnx_path).clip_bounds)
+        torch_s, torch_labels = run_torch_loop(
+            files, model, info, partial(clip_bounds, load_model(onnx_path))
+        )
     same = sum(ort_labels.get(name) == label for name, label in torch_labels.items())
     report = {
         "benchmark": "batch_scoring_throughput",

@@ -6,6 +6,7 @@ Whisper), so an exported model always takes raw audio and the runtime has nothin
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import torch
@@ -99,29 +100,51 @@ def _normalize_waveform(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Ten
     return (x - mean) / torch.sqrt(var + 1e-7) * m
 
 
+BUILDERS: dict[str, str] = {kind: "core.backbones.build_wav2vec2_family" for kind in WAV2VEC2_FAMILY} | {
+    "whisper": "core.whisper.build_whisper_backbone"
+}
+"""Backbone kind → builder, by import path: a family's module is imported only when that family is built, and
+this module imports none of them (``core.whisper`` subclasses ``SpeechBackbone`` from here, never the reverse)."""
+
+
 def build_backbone(
     kind: str = "wav2vec2",
     name_or_path: str | None = "facebook/wav2vec2-base",
     config: dict | None = None,
     gradient_checkpointing: bool = False,
-    normalize_waveform: bool = True,
     **kwargs: Any,
 ) -> SpeechBackbone:
-    """Build an encoder.
+    """Build an encoder through ``BUILDERS``.
 
     kind: ``wav2vec2``, ``hubert``, ``wavlm``, ``data2vec-audio`` or ``whisper``.
     name_or_path: hub id or local directory for pretrained weights (``from_pretrained``).
     config: a transformers config dict; when given, the model is built from it with random weights
         (tests, and rebuilding an architecture whose weights come from a checkpoint) and nothing is loaded.
+    Other keyword arguments go to the family's builder (e.g. ``normalize_waveform`` for wav2vec2).
     """
-    if kind == "whisper":
-        from core.whisper import build_whisper_backbone
+    if kind not in BUILDERS:
+        raise ValueError(f"unknown backbone kind {kind!r}; expected one of {tuple(BUILDERS)}")
+    module, _, name = BUILDERS[kind].rpartition(".")
+    builder = getattr(importlib.import_module(module), name)
+    return builder(
+        kind=kind,
+        name_or_path=name_or_path,
+        config=config,
+        gradient_checkpointing=gradient_checkpointing,
+        **kwargs,
+    )
 
-        return build_whisper_backbone(
-            name_or_path=name_or_path, config=config, gradient_checkpointing=gradient_checkpointing, **kwargs
-        )
-    if kind not in WAV2VEC2_FAMILY:
-        raise ValueError(f"unknown backbone kind {kind!r}; expected one of {WAV2VEC2_FAMILY + ('whisper',)}")
+
+def build_wav2vec2_family(
+    kind: str,
+    name_or_path: str | None,
+    config: dict | None = None,
+    gradient_checkpointing: bool = False,
+    normalize_waveform: bool = True,
+    **_: Any,
+) -> SpeechBackbone:
+    """A wav2vec2-family encoder (``WAV2VEC2_FAMILY``) through transformers' Auto classes. Keyword arguments
+    meant for other families are ignored (a spec may carry them)."""
     from transformers import AutoConfig, AutoModel
 
     if config is not None:

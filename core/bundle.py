@@ -20,6 +20,7 @@ import torch
 
 from core.data import EMOTIONS
 from core.window_features import CLIP
+from realtime.metadata import DEFAULT_HOP_S
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def write_bundle(out: Path, heads: dict, report: dict, cfg, data, references: li
         "labels": list(EMOTIONS),
         "sample_rate": 16_000,
         "window_s": float(cfg.dataset.window_s),
-        "hop_s": 0.5,
+        "hop_s": DEFAULT_HOP_S,
         "speech_gate": asdict(data.gate),
         "weights": WEIGHTS,
         "num_classes": len(EMOTIONS),

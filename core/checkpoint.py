@@ -1,11 +1,11 @@
-"""Reading (and, for tests and smoke runs, writing) emotion-train checkpoints.
+"""Reading and writing emotion-train checkpoints.
 
 A checkpoint is a Lightning ``.ckpt`` holding ``state_dict`` (classifier weights under ``model.``) and
 ``hyper_parameters`` made of plain Python containers: ``model_spec``, ``labels``, ``sample_rate``,
 ``window_s``, ``preprocessing``, ``metrics`` (+ ``train``, ``split``). Everything loads with
 ``torch.load(..., weights_only=True)`` and rebuilds without a download.
 
-``python -m core.checkpoint tiny OUT.ckpt`` writes a tiny random-weight checkpoint in that format.
+``python -m core.checkpoint check CKPT`` prints a checkpoint's labels, window and metrics.
 """
 
 from __future__ import annotations
@@ -18,24 +18,10 @@ from typing import Any
 import torch
 
 from core.model import EmotionClassifier, build_classifier
+from realtime.errors import one_line
 
 REQUIRED_HPARAMS = ("model_spec", "labels", "sample_rate", "window_s", "preprocessing")
 STATE_PREFIX = "model."
-
-TINY_WAV2VEC2_CONFIG: dict[str, Any] = {
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "conv_dim": [16, 16, 16],
-    "conv_stride": [5, 8, 8],
-    "conv_kernel": [10, 8, 8],
-    "num_conv_pos_embeddings": 16,
-    "num_conv_pos_embedding_groups": 2,
-    # LayerDrop would drop hidden states and break the per-layer weighting in training mode.
-    "layerdrop": 0.0,
-}
-"""A random wav2vec2 small enough for tests and offline smoke runs (``configs/model/tiny.yaml`` mirrors it)."""
 
 
 class CheckpointError(RuntimeError):
@@ -62,8 +48,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     except (
         Exception
     ) as exc:  # torch raises many types for garbage input (IndexError, RuntimeError, EOFError...)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(path, f"corrupt or not a PyTorch checkpoint ({first[:200]})") from None
+        raise CheckpointError(path, f"corrupt or not a PyTorch checkpoint ({one_line(exc)})") from None
     if not isinstance(data, dict) or "state_dict" not in data:
         raise CheckpointError(path, "not a Lightning checkpoint (no state_dict)")
     hparams = data.get("hyper_parameters")
@@ -140,43 +125,17 @@ def write_checkpoint(
     return path
 
 
-def tiny_classifier(num_classes: int = 8, seed: int = 0) -> EmotionClassifier:
-    """A randomly initialised classifier on ``TINY_WAV2VEC2_CONFIG`` (deterministic for a given seed)."""
-    from core.backbones import build_backbone
-
-    torch.manual_seed(seed)
-    backbone = build_backbone("wav2vec2", name_or_path=None, config=TINY_WAV2VEC2_CONFIG)
-    return EmotionClassifier(backbone, num_classes=num_classes, hidden_dims=(32, 16), dropout=0.1)
-
-
-def write_tiny_checkpoint(path: str | Path, window_s: float = 3.0, seed: int = 0) -> Path:
-    """A tiny random checkpoint with the eight RAVDESS labels and default preprocessing."""
-    from core.data import EMOTIONS
-    from realtime.audio import PreprocessOptions
-
-    model = tiny_classifier(len(EMOTIONS), seed)
-    return write_checkpoint(path, model, list(EMOTIONS), window_s, PreprocessOptions().to_dict())
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m core.checkpoint", description="Checkpoint utilities for tests and smoke runs."
-    )
+    parser = argparse.ArgumentParser(prog="python -m core.checkpoint", description="Checkpoint utilities.")
     sub = parser.add_subparsers(dest="command", required=True)
-    tiny = sub.add_parser("tiny", help="write a tiny random-weight checkpoint (8 RAVDESS labels)")
-    tiny.add_argument("out", type=Path, help="output .ckpt path")
-    tiny.add_argument("--window-s", type=float, default=3.0, help="crop length stored in the checkpoint (s)")
     check = sub.add_parser("check", help="load a checkpoint and print its labels, window and metrics")
     check.add_argument("checkpoint", type=Path)
     args = parser.parse_args(argv)
     try:
-        if args.command == "tiny":
-            print(write_tiny_checkpoint(args.out, args.window_s))
-        else:
-            model, hparams = load_classifier(args.checkpoint)
-            n_params = sum(p.numel() for p in model.parameters())
-            print(f"labels={hparams['labels']} window_s={hparams['window_s']} params={n_params}")
-            print(f"metrics={hparams.get('metrics')}")
+        model, hparams = load_classifier(args.checkpoint)
+        n_params = sum(p.numel() for p in model.parameters())
+        print(f"labels={hparams['labels']} window_s={hparams['window_s']} params={n_params}")
+        print(f"metrics={hparams.get('metrics')}")
     except CheckpointError as exc:
         parser.exit(2, f"error: {exc}\n")
 

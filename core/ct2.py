@@ -280,16 +280,17 @@ def whisper_state_dict(model: Ct2Model, include_decoder: bool = True) -> dict[st
 
 
 def converted_paths(name: str) -> tuple[Path, Path]:
-    """Cache files (safetensors weights, json config) for packaged weights ``name``; keyed by its sha256."""
-    stem = f"{name}-{PACKAGED[name].sha256[:16]}"
+    """Cache files (safetensors encoder weights, json config) for packaged weights ``name``; keyed by its sha256."""
+    stem = f"{name}-{PACKAGED[name].sha256[:16]}-encoder"
     return cache_dir() / f"{stem}.safetensors", cache_dir() / f"{stem}.json"
 
 
 def convert_packaged(name: str = DEFAULT_WEIGHTS, force: bool = False) -> tuple[Path, Path]:
-    """Convert the installed CTranslate2 weights once into the cache; returns ``(weights, config)`` paths.
+    """Convert the installed CTranslate2 encoder weights once into the cache; returns ``(weights, config)`` paths.
 
-    The sha256 check runs on every conversion; a cached conversion is trusted (its file name carries
-    the hash it was made from) so that later loads take well under a second.
+    Only the encoder is kept (the product never uses the decoder). The sha256 check runs on every conversion; a
+    cached conversion is trusted (its file name carries the hash it was made from) so that later loads take well
+    under a second. A conversion of an older format (encoder and decoder) is removed.
     """
     from safetensors.numpy import save_file
 
@@ -297,7 +298,7 @@ def convert_packaged(name: str = DEFAULT_WEIGHTS, force: bool = False) -> tuple[
     if weights.is_file() and config.is_file() and not force:
         return weights, config
     model = read_ct2(read_packaged_bytes(name))
-    state = {k: np.ascontiguousarray(a) for k, a in whisper_state_dict(model).items()}
+    state = {k: np.ascontiguousarray(a) for k, a in whisper_state_dict(model, include_decoder=False).items()}
     weights.parent.mkdir(parents=True, exist_ok=True)
     # Write to temporary names then rename, so a concurrent reader never sees a half-written file.
     tmp_weights, tmp_config = weights.with_suffix(".tmp.safetensors"), config.with_suffix(".tmp.json")
@@ -305,22 +306,47 @@ def convert_packaged(name: str = DEFAULT_WEIGHTS, force: bool = False) -> tuple[
     tmp_config.write_text(json.dumps(whisper_config_kwargs(model), indent=1))
     os.replace(tmp_weights, weights)
     os.replace(tmp_config, config)
+    legacy = weights.with_name(weights.name.replace("-encoder.", "."))
+    for old in (legacy, legacy.with_suffix(".json")):
+        old.unlink(missing_ok=True)
     return weights, config
 
 
-def load_whisper_model(name: str = DEFAULT_WEIGHTS, dtype=None):
-    """A transformers ``WhisperModel`` (float32 by default) with the packaged pretrained weights."""
+def load_whisper_encoder(name: str = DEFAULT_WEIGHTS, dtype=None):
+    """A transformers ``WhisperEncoder`` (float32 by default) with the packaged pretrained weights (cached)."""
     import torch
     from safetensors.torch import load_file
-    from transformers import WhisperConfig, WhisperModel
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
     weights, config = convert_packaged(name)
-    hf_config = WhisperConfig(**json.loads(config.read_text()))
-    model = WhisperModel(hf_config)
-    state = {k: t.to(dtype or torch.float32) for k, t in load_file(str(weights)).items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    encoder = WhisperEncoder(WhisperConfig(**json.loads(config.read_text())))
+    state = {
+        k.removeprefix("encoder."): t.to(dtype or torch.float32) for k, t in load_file(str(weights)).items()
+    }
+    _load_exactly(encoder, state, name)
+    return encoder.eval()
+
+
+def load_whisper_model(name: str = DEFAULT_WEIGHTS, dtype=None):
+    """The whole transformers ``WhisperModel`` (encoder and decoder), converted in memory and not cached: for
+    checks of the conversion itself (e.g. transcribing speech), not for the product."""
+    import torch
+    from transformers import WhisperConfig, WhisperModel
+
+    ct2_model = read_ct2(read_packaged_bytes(name))
+    model = WhisperModel(WhisperConfig(**whisper_config_kwargs(ct2_model)))
+    state = {
+        k: torch.from_numpy(np.array(a)).to(dtype or torch.float32)
+        for k, a in whisper_state_dict(ct2_model).items()
+    }
+    _load_exactly(model, state, name)
+    return model.eval()
+
+
+def _load_exactly(module, state: dict, name: str) -> None:
+    missing, unexpected = module.load_state_dict(state, strict=False)
     if unexpected or missing:
         raise RuntimeError(
-            f"converted {name} weights do not fit WhisperModel: missing={missing} unexpected={unexpected}"
+            f"converted {name} weights do not fit {type(module).__name__}: missing={missing} unexpected={unexpected}"
         )
-    return model.eval()

@@ -28,7 +28,9 @@ MODALITIES = {1: "audio-video", 2: "video-only", 3: "audio-only"}
 VOCAL_CHANNELS = {1: "speech", 2: "song"}
 INTENSITIES = {1: "normal", 2: "strong"}
 STATEMENTS = {1: "Kids are talking by the door", 2: "Dogs are sitting by the door"}
-AUDIO_SUFFIXES = (".wav", ".flac")
+RAVDESS_SUFFIXES = (".wav", ".flac")
+"""File endings of RAVDESS copies (the original WAVs, the 16 kHz FLAC copy); any other file is left out of the
+index. What the runtime can decode is wider: ``realtime.audio.AUDIO_SUFFIXES``."""
 NUM_ACTORS = 24
 SPLITS = ("train", "val", "test")
 
@@ -79,8 +81,8 @@ class Problem:
 def parse_name(path: str | Path) -> RavdessFile:
     """Parse ``MM-VV-EE-II-SS-RR-AA.(wav|flac)``; raises ValueError with the reason when it does not fit."""
     path = Path(path)
-    if path.suffix.lower() not in AUDIO_SUFFIXES:
-        raise ValueError(f"not a {'/'.join(AUDIO_SUFFIXES)} file")
+    if path.suffix.lower() not in RAVDESS_SUFFIXES:
+        raise ValueError(f"not a {'/'.join(RAVDESS_SUFFIXES)} file")
     parts = path.stem.split("-")
     if len(parts) != 7 or not all(len(p) == 2 and p.isdigit() for p in parts):
         raise ValueError("name is not seven two-digit fields MM-VV-EE-II-SS-RR-AA")

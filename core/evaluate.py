@@ -11,7 +11,6 @@ Writes ``metrics.json`` and ``confusion.png`` (per fold too: ``fold<K>_metrics.j
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,15 +23,10 @@ from core.checkpoint import CheckpointError, load_classifier, read_checkpoint
 from core.data import ClipDataset, DataError, decode_clips, index_ravdess, report_problems
 from core.metrics import METRIC_NAMES, plot_confusion, report_from_confusion, save_json
 from core.metrics import confusion_matrix as make_confusion
+from core.paths import DATA_DIR_ENV, ravdess_dir
 from realtime.audio import PreprocessOptions, prepare_clip, prepare_input
+from realtime.errors import print_error
 from realtime.windowing import tile_bounds
-
-DATA_DIR_ENV = "EMOTION_DATA_DIR"
-
-
-def default_data_dir() -> Path:
-    """``$EMOTION_DATA_DIR/ravdess-16k``, else ``../shared/data/ravdess-16k`` (as in configs/config.yaml)."""
-    return Path(os.environ.get(DATA_DIR_ENV, "../shared/data")) / "ravdess-16k"
 
 
 @torch.no_grad()
@@ -104,7 +98,7 @@ def evaluate_checkpoint(
         used_actors = datamodule.split[split]
     else:
         used_actors = list(actors) if actors is not None else split_actors_of(hparams, split, checkpoint)
-        dataset = eval_dataset(Path(data_dir or default_data_dir()), used_actors, hparams)
+        dataset = eval_dataset(Path(data_dir or ravdess_dir()), used_actors, hparams)
     y_true, y_pred = predict(model, dataset, batch_size)
     report = report_from_confusion(make_confusion(y_true, y_pred, len(hparams["labels"])), hparams["labels"])
     fold = (hparams.get("split") or {}).get("fold")
@@ -230,8 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                 + " ".join(f"{k}={summary[k + '_mean']:.4f}±{summary[k + '_std']:.4f}" for k in METRIC_NAMES)
             )
     except (CheckpointError, DataError) as exc:
-        print(f"emotion-eval: error: {exc}", file=sys.stderr)
-        return 2
+        return print_error("emotion-eval", exc)
     print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'confusion.png'}")
     return 0
 

@@ -27,6 +27,9 @@ import hydra
 from hydra.utils import get_method, instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
+from core.paths import register_resolver
+from realtime.errors import one_line, print_error
+
 if TYPE_CHECKING:  # torch/Lightning are imported when needed so `emotion-train --help/--cfg` stay fast
     import pytorch_lightning as pl
 
@@ -39,6 +42,9 @@ log = logging.getLogger("emotion-train")
 DEFAULT_BACKBONE_BUILDER = "core.backbones.build_backbone"
 HUB_PROBE_TIMEOUT_S = 2.0
 """How long a connection to the Hugging Face hub may take before it counts as unreachable."""
+
+
+register_resolver()  # configs/config.yaml's ${emotion_data_dir:}; any code composing the config imports this module
 
 
 class BackboneUnavailable(RuntimeError):
@@ -94,12 +100,7 @@ def _hub_offline_if_unreachable(name: Any, kind: Any) -> Iterator[None]:
     Without this, an offline machine spends ~30 s in the hub client's retries, printing a line for each,
     before the same error. A proxy (``HTTPS_PROXY``) is left to the hub client: a direct probe says nothing.
     """
-    skip = (
-        os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-        or any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"))
-        or not _is_hub_id(name, kind)
-        or hub_reachable()
-    )
+    skip = _offline_or_proxied() or not _is_hub_id(name, kind) or hub_reachable()
     if skip:
         yield
         return
@@ -144,17 +145,46 @@ def build_backbone_from_config(backbone_cfg: dict) -> Any:
         name = cfg.get("name_or_path")
         if cfg.get("config") is not None or name is None:
             raise
-        cause = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        if Path(str(name)).exists():
-            hint = f"the local directory {name} does not hold a loadable model"
-        elif Path(str(name)).is_absolute() or str(name).startswith("."):
-            hint = f"the local directory {name} does not exist"
-        else:
-            hint = (
-                f"'{name}' is neither a local directory nor reachable on the Hugging Face hub (offline?); "
-                "download it where there is network and pass model.backbone.name_or_path=/local/dir"
-            )
-        raise BackboneUnavailable(f"cannot load backbone: {hint} [{type(exc).__name__}: {cause}]") from None
+        raise BackboneUnavailable(f"{_unavailable_message(name)} [{one_line(exc, with_type=True)}]") from None
+
+
+def _unavailable_message(name: Any) -> str:
+    """``cannot load backbone: <why and what to do>`` for ``model.backbone.name_or_path=name``."""
+    if Path(str(name)).exists():
+        hint = f"the local directory {name} does not hold a loadable model"
+    elif Path(str(name)).is_absolute() or str(name).startswith("."):
+        hint = f"the local directory {name} does not exist"
+    else:
+        hint = (
+            f"'{name}' is neither a local directory nor reachable on the Hugging Face hub (offline?); "
+            "download it where there is network and pass model.backbone.name_or_path=/local/dir"
+        )
+    return f"cannot load backbone: {hint}"
+
+
+def _in_hub_cache(name: str) -> bool:
+    """Whether the local Hugging Face cache holds ``name``'s config (what an offline load would need first)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(name, "config.json"), str)
+
+
+def check_backbone_available(model_cfg: DictConfig | dict) -> None:
+    """Fail at once, before torch and transformers are imported, when the backbone is a hub name, the hub is
+    unreachable and the local cache does not hold it. Anything else is left to the load itself."""
+    backbone = dict(to_plain(model_cfg)).get("backbone") or {}
+    name, kind = backbone.get("name_or_path"), backbone.get("kind", "wav2vec2")
+    if backbone.get("config") is not None or not _is_hub_id(name, kind) or _offline_or_proxied():
+        return
+    if not _in_hub_cache(name) and not hub_reachable():
+        raise BackboneUnavailable(f"{_unavailable_message(name)} [not in the local cache]")
+
+
+def _offline_or_proxied() -> bool:
+    """``HF_HUB_OFFLINE`` set, or a proxy that a direct probe cannot judge: the hub client decides."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on") or any(
+        os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+    )
 
 
 def build_model(model_cfg: DictConfig | dict, num_classes: int) -> tuple[EmotionClassifier, int]:
@@ -355,6 +385,12 @@ def finish(
 
 @hydra.main(version_base="1.3", config_path="pkg://configs", config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
+    try:
+        if cfg.task == "fit":
+            check_backbone_available(cfg.model)
+    except BackboneUnavailable as exc:
+        print(f"emotion-train: error: {exc}", file=sys.stderr)
+        sys.exit(2)
     from core.checkpoint import CheckpointError
     from core.data import DataError
 
@@ -369,8 +405,7 @@ def _hydra_main(cfg: DictConfig) -> None:
             raise DataError(f"task must be fit, evaluate or bundle, got {cfg.task!r}")
     except (BackboneUnavailable, DataError, CheckpointError) as exc:
         # Expected user-facing failures: one line, no traceback, non-zero exit.
-        print(f"emotion-train: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(print_error("emotion-train", exc))
 
 
 def main() -> None:

@@ -3,8 +3,8 @@
 Two departures from ``transformers.WhisperEncoder.forward``, both for streaming windows of a few seconds:
 
 * The stock encoder insists on 30 s of mel input (3000 frames) and adds the whole 1500-row position
-  table. Here a window of T encoder frames gets only the first T rows, so a 3 s window costs ~1/8 of a
-  30 s pass (measured on whisper-base, one thread on a busy CPU: 0.75 s vs 6.3 s). On 30 s input the two
+  table. Here a window of T encoder frames gets only the first T rows, so a 3 s window costs a small
+  fraction of a 30 s pass. On 30 s input the two
   are identical; on a short window the stock pass also attends to ~27 s of padding frames, so frame
   values drift with depth while the time-pooled states the classifier uses stay close (cosine ≥ 0.97 per
   layer on a RAVDESS clip; tests/test_whisper_real.py).
@@ -175,10 +175,9 @@ def build_whisper_backbone(
         encoder = WhisperEncoder(hf_config)
     else:
         if name_or_path is None or name_or_path in ct2.PACKAGED:
-            model = ct2.load_whisper_model(name_or_path or ct2.DEFAULT_WEIGHTS)
+            encoder = ct2.load_whisper_encoder(name_or_path or ct2.DEFAULT_WEIGHTS)
         else:
-            model = WhisperModel.from_pretrained(name_or_path)
-        encoder = model.encoder  # the decoder is dropped with `model`
+            encoder = WhisperModel.from_pretrained(name_or_path).encoder  # the decoder is dropped
     # sdpa exports to ONNX and honours the additive mask; a config default could pick other kernels.
     encoder.config._attn_implementation = "sdpa"
     return WhisperBackbone(encoder.eval(), name_or_path, gradient_checkpointing)

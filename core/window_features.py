@@ -34,7 +34,9 @@ import numpy as np
 
 from core.augment import ChannelOptions, through_channel
 from core.corpora import Corpus
+from realtime.analysis import clip_bounds, ensure_audible, model_rate_audio
 from realtime.audio import AudioError, load_audio, prepare_clip
+from realtime.progress import progress_bar
 from realtime.windowing import SpeechGate
 
 log = logging.getLogger(__name__)
@@ -148,9 +150,9 @@ def _unique_inputs(model, windows: list[np.ndarray]) -> tuple[list[np.ndarray], 
 def _score_windows(model, samples: np.ndarray, sample_rate: int, source: str):
     """``(audio at the model rate, trimmed clip, emotion-score's window bounds in the clip)``; AudioError when
     silent."""
-    audio = model.ensure_audible(model.to_model_rate(samples, sample_rate, source), source)
+    audio = ensure_audible(model_rate_audio(model, samples, sample_rate, source), source)
     clip = prepare_clip(audio, model.preprocess, model.sample_rate)
-    return audio, clip, model.clip_bounds(len(clip))
+    return audio, clip, clip_bounds(model, len(clip))
 
 
 def utterance_windows(model, vad, samples: np.ndarray, sample_rate: int, hop_s: float | None, source: str):
@@ -165,7 +167,7 @@ def utterance_windows(model, vad, samples: np.ndarray, sample_rate: int, hop_s: 
     timeline = [w for w in windower.feed(audio) + windower.flush() if w.speech]
     windows = clip_windows + [w.samples for w in timeline]
     unique, index = _unique_inputs(model, windows)
-    _, pooled = model.predict_windows(unique, return_pooled=True)
+    pooled = model.score_windows(unique, pooled=True).pooled
     kind = np.array([CLIP] * len(clip_windows) + [SEGMENT] * len(timeline), dtype=np.int8)
     speech_s = [(e - s) / model.sample_rate for s, e in bounds] + [w.speech_s for w in timeline]
     trailing_s = [0.0] * len(clip_windows) + [w.trailing_silence_s for w in timeline]
@@ -175,37 +177,42 @@ def utterance_windows(model, vad, samples: np.ndarray, sample_rate: int, hop_s: 
 
 
 def compute(model, corpus: Corpus, view: View, every: int = 200) -> WindowFeatures:
-    """Every utterance of ``corpus`` through ``view`` (see the module doc)."""
+    """Every utterance of ``corpus`` through ``view`` (see the module doc). Progress: a bar on stderr when it
+    is a terminal, else a log line every ``every`` files."""
     from realtime.vad import load_vad
 
     rng = np.random.default_rng([view.seed, len(corpus.utterances)])
     vad = load_vad()[0]  # one session, reset by the windower for every utterance
     parts, problems, start = [], [], time.time()
-    for i, u in enumerate(corpus.utterances):
-        if i % view.stride:
-            continue
-        try:
-            samples = load_audio(u.path, model.sample_rate)
-            rate = model.sample_rate
-            if view.channel is not None:
-                samples, rate = through_channel(samples, view.channel, rng)
-            if view.clip_only:
-                columns = clip_columns(model, samples, rate, str(u.path))
-            else:
-                columns = utterance_windows(model, vad, samples, rate, view.hop_s, str(u.path))
-        except AudioError as exc:
-            problems.append(str(exc))
-            continue
-        parts.append((i, *columns))
-        if len(parts) % every == 0:
-            log.info(
-                "%s/%s: %d/%d files, %.0f s",
-                corpus.name,
-                view.name,
-                len(parts),
-                -(-len(corpus.utterances) // view.stride),
-                time.time() - start,
-            )
+    total = -(-len(corpus.utterances) // view.stride)
+    with progress_bar(total, f"{corpus.name}/{view.name} features") as bar:
+        for i, u in enumerate(corpus.utterances):
+            if i % view.stride:
+                continue
+            try:
+                samples = load_audio(u.path, model.sample_rate)
+                rate = model.sample_rate
+                if view.channel is not None:
+                    samples, rate = through_channel(samples, view.channel, rng)
+                if view.clip_only:
+                    columns = clip_columns(model, samples, rate, str(u.path))
+                else:
+                    columns = utterance_windows(model, vad, samples, rate, view.hop_s, str(u.path))
+            except AudioError as exc:
+                problems.append(str(exc))
+                continue
+            finally:
+                bar.update(1)
+            parts.append((i, *columns))
+            if bar.disable and len(parts) % every == 0:
+                log.info(
+                    "%s/%s: %d/%d files, %.0f s",
+                    corpus.name,
+                    view.name,
+                    len(parts),
+                    total,
+                    time.time() - start,
+                )
     return WindowFeatures(
         pooled=np.concatenate([p[1] for p in parts]),
         utt=np.concatenate([np.full(len(p[2]), p[0], dtype=np.int32) for p in parts]),
@@ -221,7 +228,7 @@ def compute(model, corpus: Corpus, view: View, every: int = 200) -> WindowFeatur
 def clip_windows_of(model, samples: np.ndarray, sample_rate: int, source: str):
     """A recording's ``emotion-score`` windows only: ``(pooled [W, L+1, H] float16, start_s [W], length_s [W])``."""
     _, clip, bounds = _score_windows(model, samples, sample_rate, source)
-    _, pooled = model.predict_windows([clip[s:e] for s, e in bounds], return_pooled=True)
+    pooled = model.score_windows([clip[s:e] for s, e in bounds], pooled=True).pooled
     rate = model.sample_rate
     starts = np.array([s / rate for s, _ in bounds], np.float32)
     return pooled.astype(np.float16), starts, np.array([(e - s) / rate for s, e in bounds], np.float32)
@@ -244,7 +251,7 @@ def stale_clip_windows(model, features: WindowFeatures) -> list[int]:
         rows = np.flatnonzero(clip & (features.utt == u))
         ends = features.start_s[rows] + features.speech_s[rows]
         length = int(round(float(ends.max()) * rate))
-        expected = [round(s / rate, 2) for s, _ in model.clip_bounds(length)]
+        expected = [round(s / rate, 2) for s, _ in clip_bounds(model, length)]
         if expected != [round(float(s), 2) for s in features.start_s[rows]]:
             stale.append(int(u))
     return stale

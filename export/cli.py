@@ -9,13 +9,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from realtime.metadata import ModelInfo
+from realtime.errors import one_line, print_error
+from realtime.metadata import DEFAULT_HOP_S, ModelInfo
 
-DEFAULT_HOP_S = 0.5
 INT8_VARIANTS = {"int8": "dynamic", "int8-per-channel": "dynamic-per-channel", "int8-blockwise": "blockwise"}
 """``--quantize`` choice → ``export.quantize.quantize_int8`` method."""
 EXIT_FAILED = 1
@@ -40,7 +39,7 @@ examples:
   emotion-export runs/best.ckpt -o model.onnx          export a checkpoint from emotion-train
   emotion-export -o model.onnx                         export the bundled default model
   emotion-export runs/best.ckpt -o model.onnx --quantize int8
-                                                       also write model.int8.onnx (3x smaller; its speed
+                                                       also write model.int8.onnx (smaller; its speed
                                                        against fp32 on this machine is printed)
   emotion-export runs/best.ckpt -o model.onnx --fp16   also write model.fp16.onnx (for CUDA)
 
@@ -79,11 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quantize",
         choices=list(INT8_VARIANTS),
-        help="also write an int8 copy (<output>.int8.onnx) of the transformer matmuls, about 3x smaller; "
+        help="also write an int8 copy (<output>.int8.onnx) of the transformer matmuls, smaller than fp32; "
         "its agreement with fp32 and its speed against fp32 on this machine are printed, with a notice when "
-        "it is not faster here. int8: onnxruntime dynamic quantisation of the layers' matmuls except the "
-        "feed-forward outputs, one weight scale per tensor (0.7x fp32's time on a 2-core AVX2 CPU without "
-        "VNNI); int8-per-channel: one weight scale per channel; int8-blockwise: one weight scale per 32 weights, about 2x slower than fp32 on AVX2-only CPUs",
+        "it is not faster here (whether int8 pays depends on the CPU; sizes and speeds measured so far are "
+        "in the README's Export section). int8: onnxruntime dynamic quantisation of the layers' matmuls "
+        "except the feed-forward outputs, one weight scale per tensor; int8-per-channel: one weight scale "
+        "per channel; int8-blockwise: one weight scale per 32 weights",
     )
     parser.add_argument(
         "--fp16",
@@ -187,7 +187,7 @@ def load_checkpoint_model(path: Path, hop_s: float):
     except CheckpointError as exc:
         raise CliError(f"cannot use checkpoint {exc}", EXIT_BAD_INPUT) from None
     except Exception as exc:  # e.g. load_state_dict's multi-line RuntimeError for a weight shape mismatch
-        reason = f"does not fit this code ({one_line(exc)})"
+        reason = f"does not fit this code ({one_line(exc, with_type=True)})"
         raise CliError(f"cannot use checkpoint {path}: {reason}", EXIT_BAD_INPUT) from None
 
 
@@ -220,7 +220,7 @@ def load_default_model(hop_s: float | None, heads_dir: Path | None = None, time_
                 bundle_dir, hidden_size=backbone.hidden_size, num_layers=backbone.num_layers
             )
     except Exception as exc:  # missing weights package, changed layout...: report, do not dump a traceback
-        raise CliError(f"cannot build the bundled default model: {one_line(exc)}") from None
+        raise CliError(f"cannot build the bundled default model: {one_line(exc, with_type=True)}") from None
     return model, (info if hop_s is None else dataclasses.replace(info, hop_s=hop_s)), heads
 
 
@@ -234,12 +234,6 @@ def check_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         parser.error(f"--clips {args.clips}: must be at least 1")
     if args.output.suffix != ".onnx":
         parser.error(f"--output {args.output}: the file name must end in .onnx")
-
-
-def one_line(exc: BaseException) -> str:
-    """``Type: first line of the message`` (library errors often span many lines)."""
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
 
 
 def variant_path(output: Path, variant: str) -> Path:
@@ -260,6 +254,7 @@ def run(args: argparse.Namespace) -> None:
     heads = {}
     if args.checkpoint and (args.heads or args.time_pooling):
         raise CliError("--heads and --time-pooling go without a checkpoint", EXIT_BAD_INPUT)
+    print(f"loading {source} ...", flush=True)
     if args.checkpoint:
         model, info = load_checkpoint_model(args.checkpoint, args.hop or DEFAULT_HOP_S)
     else:
@@ -277,7 +272,7 @@ def run(args: argparse.Namespace) -> None:
         worst = validate.check_parity(model, path, info, audio)
     except Exception as exc:  # ValidationError, or ONNX Runtime refusing the file: either way it is bad
         path.unlink(missing_ok=True)
-        message = str(exc) if isinstance(exc, validate.ValidationError) else one_line(exc)
+        message = str(exc) if isinstance(exc, validate.ValidationError) else one_line(exc, with_type=True)
         raise CliError(f"{message}; removed {path}") from None
     print(f"ONNX Runtime vs PyTorch: max |Δprobs| = {worst:.2e} (limit {validate.PARITY_TOLERANCE:g}): ok")
     for kind, head in heads.items():
@@ -309,7 +304,7 @@ def write_variant(path: Path, variant: str, info: ModelInfo, audio) -> Path:
         speed = None if variant == "fp16" else quantize.speed_check(path, target)
     except Exception as exc:
         target.unlink(missing_ok=True)
-        raise CliError(f"{variant} variant failed: {one_line(exc)}") from None
+        raise CliError(f"{variant} variant failed: {one_line(exc, with_type=True)}") from None
     print(result.describe(variant))
     if speed is not None:  # int8 pays only on some CPUs: say what it does on this one
         print(speed.describe(variant))
@@ -330,6 +325,5 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(args)
     except CliError as exc:
-        print(f"emotion-export: error: {exc}", file=sys.stderr)
-        return exc.code
+        return print_error("emotion-export", exc, exc.code)
     return 0

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from core.model import TIME_POOLING
+from realtime.errors import one_line
 from realtime.metadata import (
     INPUT_NAME,
     LOGITS_NAME,
@@ -196,8 +197,7 @@ def export_onnx(
         raise
     except Exception as exc:  # the exporter and checker raise many types; report one line
         path.unlink(missing_ok=True)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"ONNX export failed: {type(exc).__name__}: {first}") from exc
+        raise ExportError(f"ONNX export failed: {one_line(exc, with_type=True)}") from exc
     return path
 
 

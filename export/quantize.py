@@ -45,9 +45,8 @@ def copy_metadata(source: onnx.ModelProto, target: onnx.ModelProto, variant: str
 FFN_OUTPUT_MARKS = ("/fc2/", "/output_dense/")
 """Node-name parts of each layer's feed-forward output projection (Whisper ``fc2``, wav2vec2 ``output_dense``),
 kept in float. Its input, the GELU output, has outlier channels that one activation scale per tensor cannot
-follow. Measured on the bundled model (48 check clips, a 3 s window of joined speech per clip; 3 s window,
-2 threads, AVX2 without VNNI): all 48 layer matmuls in int8 agree with fp32 on 100 % of whole clips but only
-83 % of the continuous-speech windows, at 0.50x fp32's time; without the 6 ``fc2`` on 100 % and 100 %, at 0.70x."""
+follow: with every layer matmul in int8 the top label changes on many continuous-speech windows while whole
+clips still agree (the README's Export section has the measurements)."""
 
 
 def quantizable_nodes(model: onnx.ModelProto) -> list[str]:
@@ -86,17 +85,13 @@ def quantize_int8(source: str | Path, target: str | Path, method: str = "dynamic
 
     method:
       ``dynamic`` (default): ``quantize_dynamic`` (``MatMulInteger``, standard ONNX ops): int8 weights with one
-        scale per tensor, uint8 activations with one scale per tensor computed per run. 3x smaller.
+        scale per tensor, uint8 activations with one scale per tensor computed per run.
       ``dynamic-per-channel``: the same with one weight scale per output channel.
       ``blockwise``: ``MatMulNBits`` with 8-bit symmetric weights, one scale per ``BLOCK_SIZE`` weights,
         ``accuracy_level=4`` (int8 activations per block). Same size. A contrib op: ONNX Runtime only.
-    None needs calibration data. Measured on the bundled Whisper-base model, 3 s window, 2 threads, AVX2/FMA CPU
-    without VNNI, onnxruntime 1.32 (ratios, the machine was shared), with every layer matmul in int8: dynamic
-    and dynamic-per-channel took 0.55x fp32's time, static QDQ (uint8 activations, per-channel weights,
-    calibrated on 16 RAVDESS windows) 0.61x, blockwise about 2.3x (older measurement); top label = fp32 on
-    98.8 % of 240 whole RAVDESS clips (actors 1-4) but only 72-75 % of timeline windows, which is why the
-    feed-forward outputs now stay float (``FFN_OUTPUT_MARKS``: 0.70x fp32's time, 100 % of windows). Whether
-    int8 pays depends on the CPU: ``speed_check`` measures it on this one.
+    None needs calibration data. The feed-forward outputs stay float (``FFN_OUTPUT_MARKS``). Sizes, speeds and
+    agreement with fp32 of each method (and of static QDQ, which was tried) are in the README's Export and
+    Benchmarks sections. Whether int8 pays depends on the CPU: ``speed_check`` measures it on this one.
     """
     if method not in INT8_METHODS:
         raise ValueError(f"unknown int8 method {method!r}; expected one of {INT8_METHODS}")
@@ -202,7 +197,8 @@ def speed_check(
 ) -> SpeedCheck:
     """Time ``variant`` against ``fp32`` on this machine as the runtime runs them (``realtime.model`` sessions),
     one window at a time, alternating the two models each round so a burst of load hits both alike."""
-    from realtime.model import EmotionModel, ModelOptions, default_intra_op_threads
+    from realtime.model import EmotionModel, ModelOptions
+    from realtime.providers import default_intra_op_threads
 
     threads = threads or default_intra_op_threads()
     models = [EmotionModel(path, ModelOptions("cpu", threads)) for path in (fp32, variant)]
@@ -210,11 +206,11 @@ def speed_check(
     x = (0.1 * rng.standard_normal(round(window_s * models[0].sample_rate))).astype(np.float32)
     times: list[list[float]] = [[], []]
     for model in models:  # warm-up: the first run allocates and picks kernels
-        model.predict_windows([x])
+        model.score_windows([x])
     for _ in range(rounds):
         for model, spent in zip(models, times, strict=True):
             start = time.perf_counter()
-            model.predict_windows([x])
+            model.score_windows([x])
             spent.append((time.perf_counter() - start) * 1000.0)
     fp32_ms, variant_ms = (statistics.median(t) for t in times)
     return SpeedCheck(window_s, threads, fp32_ms, variant_ms, cpu_flags())

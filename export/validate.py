@@ -1,6 +1,6 @@
 """Checks run on every export: ONNX Runtime against PyTorch on real speech, and variants against fp32.
 
-Validation audio is RAVDESS speech (``EMOTION_DATA_DIR``, default ``../shared/data`` next to the project,
+Validation audio is RAVDESS speech (``core.paths.ravdess_dir()``: ``$EMOTION_DATA_DIR``, default ``../shared/data``,
 holding ``ravdess-16k/Actor_*/*.flac``), put through the same preprocessing as the runtime
 (``realtime.audio``). Without the data, a synthetic voiced signal stands in and a notice says so.
 
@@ -10,9 +10,7 @@ and the 10 s case exercises a much longer input than the traced example.
 
 from __future__ import annotations
 
-import os
 import random
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,24 +18,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from core.paths import DATA_DIR_ENV, ravdess_dir
 from realtime.audio import AudioError, PreprocessOptions, load_audio, prepare_clip, prepare_input
 from realtime.metadata import INPUT_NAME, POOLED_NAME, PROBS_NAME, SPEAKER_HEAD_KEYS, ModelInfo
 from realtime.speaker_norm import SpeakerNormHead
-
-DATA_DIR_ENV = "EMOTION_DATA_DIR"
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-RAVDESS_FOLDER = "ravdess-16k"
-RAVDESS_EMOTIONS = {
-    "01": "neutral",
-    "02": "calm",
-    "03": "happy",
-    "04": "sad",
-    "05": "angry",
-    "06": "fearful",
-    "07": "disgust",
-    "08": "surprised",
-}
-"""Third field of a RAVDESS file name → emotion label."""
 
 PARITY_TOLERANCE = 1e-4
 """Largest allowed |ONNX Runtime − PyTorch| on any probability."""
@@ -68,21 +52,20 @@ class ValidationAudio:
         return any(label is not None for label in self.labels)
 
 
-def ravdess_dir() -> Path:
-    """``$EMOTION_DATA_DIR/ravdess-16k`` (the variable may also point at the ``ravdess-16k`` folder itself)."""
-    root = Path(os.environ.get(DATA_DIR_ENV, DEFAULT_DATA_DIR)).expanduser()
-    return root if (root / "Actor_01").is_dir() else root / RAVDESS_FOLDER
-
-
 def ravdess_label(path: Path) -> str | None:
-    """Emotion from a RAVDESS name ``MM-VV-EE-II-SS-RR-AA``; None when the name does not follow it."""
-    match = re.fullmatch(r"\d\d-\d\d-(\d\d)-\d\d-\d\d-\d\d-\d\d", path.stem)
-    return RAVDESS_EMOTIONS.get(match.group(1)) if match else None
+    """Emotion of a RAVDESS speech file (``core.data.parse_name``, the one parser); None when the name does not
+    parse."""
+    from core.data import parse_name
+
+    try:
+        return parse_name(path).emotion_name
+    except ValueError:
+        return None
 
 
 def find_clips(root: Path, count: int, seed: int = 0) -> list[Path]:
     """``count`` labelled files drawn with a fixed seed (same files on every run), across actors and emotions."""
-    files = sorted(p for p in root.glob("Actor_*/*") if p.suffix in (".flac", ".wav") and ravdess_label(p))
+    files = sorted(p for p in root.glob("Actor_*/*") if ravdess_label(p))
     return sorted(random.Random(seed).sample(files, min(count, len(files))))
 
 

@@ -4,14 +4,23 @@
 that only needs ``realtime.audio`` (training) does not load ONNX Runtime.
 """
 
-_API = ("load_model", "EmotionModel", "ModelOptions", "Prediction", "Segment", "ModelError")
+import importlib
+
+_API = {
+    "load_model": "realtime.model",
+    "EmotionModel": "realtime.model",
+    "ModelOptions": "realtime.model",
+    "WindowScores": "realtime.model",
+    "Prediction": "realtime.analysis",
+    "Segment": "realtime.analysis",
+    "ModelError": "realtime.errors",
+}
+"""Public name → the module that defines it."""
 
 __all__ = list(_API)
 
 
 def __getattr__(name: str):
     if name in _API:
-        from realtime import model
-
-        return getattr(model, name)
+        return getattr(importlib.import_module(_API[name]), name)
     raise AttributeError(f"module 'realtime' has no attribute {name!r}")

@@ -48,6 +48,9 @@ READ_BLOCK_BYTES = 8 << 20
 channels, float32), and downmixed block by block; a decoder failing part-way keeps the blocks before it."""
 DECODER_LOG_ENV = "EMOTION_DECODER_LOG"
 """Set to 1 to let decoder libraries (libsndfile, libmpg123, ...) print their own messages on stderr."""
+AUDIO_SUFFIXES = frozenset("." + fmt.lower() for fmt in sf.available_formats()) | {".oga", ".opus", ".aif"}
+"""File endings of what this decoder (libsndfile) can read: ``emotion-score`` picks these up inside folders
+(files named explicitly are always tried)."""
 
 
 class AudioError(ValueError):
@@ -249,6 +252,8 @@ def decode_audio(path: str | Path, target_rate: int = SAMPLE_RATE) -> DecodedAud
     as it decodes, with a notice saying so.
     """
     path = check_audio_path(path)
+    if path.stat().st_size == 0:  # libsndfile would call it an unrecognised format
+        raise AudioError(path, "empty file (0 bytes)")
     notices: list[str] = []
     with quiet_native_stderr():
         try:
@@ -261,7 +266,7 @@ def decode_audio(path: str | Path, target_rate: int = SAMPLE_RATE) -> DecodedAud
             truncated = _truncation(_extra_info(f))
             out, stopped = _read_blocks(path, f, rate, channels, frames, target_rate)
     if out.size == 0:
-        raise AudioError(path, "file holds no audio samples")
+        raise AudioError(path, "empty file (no audio samples)")
     got_s = len(out) / target_rate
     if stopped is not None:
         notices.append(

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from realtime.model import SILENCE_LABEL
+from realtime.analysis import SILENCE_LABEL
 
 BAR_WIDTH = 30
 ANSI_UP_AND_CLEAR = "\x1b[{n}F\x1b[J"  # cursor to the start of the line n lines up, clear to end of screen
+
+
+def command_parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """The argument parser of a command, with ``HelpFormatter``."""
+    return argparse.ArgumentParser(
+        prog=prog, description=description, epilog=epilog, formatter_class=HelpFormatter
+    )
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -26,22 +30,6 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         if "default" in text or action.default in (None, False, argparse.SUPPRESS):
             return text
         return text + " (default: %(default)s)"
-
-
-EXIT_ERROR = 2
-"""Exit status of both commands for a user-facing error (bad input, device, model)."""
-
-
-def run_command(prog: str, action: Callable[[], int], errors: tuple[type[BaseException], ...]) -> int:
-    """Run a command's body: expected ``errors`` become one ``prog: error: ...`` line and exit status 2."""
-    try:
-        return action()
-    except errors as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except BrokenPipeError:  # e.g. piped into ``head``: stop quietly, as command-line tools do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_ERROR
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from realtime.audio import AudioError
-from realtime.model import ModelError, ModelOptions, load_model, resolve_model_path
-from realtime.score import Progress, ResultWriter, analyse_file, finish
+from realtime.errors import ModelError
+from realtime.model import ModelOptions, load_model
+from realtime.model_store import resolve_model_path
+from realtime.progress import Progress
+from realtime.score import FoundFiles, ResultWriter, analyse_file, finish
 from realtime.vad import load_vad
 
 RAY_EXTRA = (
@@ -127,7 +130,7 @@ def make_job(args) -> ScoreJob:
     )
 
 
-def run_on_ray(args, files: list[Path], missing: list[str]) -> int:
+def run_on_ray(args, found: FoundFiles) -> int:
     """``emotion-score --engine ray``: every file scored by ``analyse_file`` on Ray actors, the rows written here by
     ``emotion-score``'s own ``ResultWriter``, in the same order; returns the exit status (``score.finish``)."""
     if args.speaker_norm or args.speaker_baseline:
@@ -137,10 +140,10 @@ def run_on_ray(args, files: list[Path], missing: list[str]) -> int:
     import_ray()
     job = make_job(args)
     labels = load_model(job.model_path, ModelOptions("cpu", 1)).labels
-    writer = ResultWriter(args.out, labels, args.segments, args.resume)
-    todo = [str(f) for f in files if str(f) not in writer.done]
-    failures, progress, scored = list(missing), Progress(len(todo), sys.stderr), 0
-    for line in missing:
+    writer = ResultWriter(args.out, labels, args.segments, args.resume, found.files)
+    todo = [str(f) for f in found.files if not writer.is_done(f)]
+    failures, progress, scored = found.failures(), Progress(len(todo), sys.stderr), 0
+    for line in found.lines():
         progress.message(f"emotion-score: {line}")
     try:
         for i, (path, rows, error) in enumerate(score_on_ray(job, todo, args.workers, args.ray_address)):
@@ -149,10 +152,10 @@ def run_on_ray(args, files: list[Path], missing: list[str]) -> int:
                 failures.append(error)
                 progress.message(f"emotion-score: {error}")
             else:
-                writer.write_file(path, rows)
+                writer.write_file(writer.row_path(Path(path)), rows)
                 scored += 1
         progress.update(len(todo), "")
     finally:
         progress.close()
         writer.close()
-    return finish(scored, failures, len(files) - len(todo))
+    return finish(scored, found, len(found.files) - len(todo), failures)

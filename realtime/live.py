@@ -16,18 +16,14 @@ import time
 import numpy as np
 import soxr
 
+from realtime.analysis import SILENCE_LABEL, probs_dict
 from realtime.audio import AudioError
-from realtime.display import HelpFormatter, HopRecord, Summary, make_view, run_command
-from realtime.model import (
-    PROVIDER_CHOICES,
-    SILENCE_LABEL,
-    EmotionModel,
-    ModelError,
-    ModelOptions,
-    NonFiniteOutputError,
-    load_model,
-)
+from realtime.display import HopRecord, Summary, command_parser, make_view
+from realtime.errors import ModelError, NonFiniteOutputError, run_command
+from realtime.metadata import DEFAULT_HOP_S
+from realtime.model import EmotionModel, ModelOptions, load_model
 from realtime.outputs import LockedOutput
+from realtime.providers import PROVIDER_CHOICES
 from realtime.smoothing import DEFAULT_ALPHA, DEFAULT_MARGIN, DEFAULT_PATIENCE_HOPS, Smoother, SmootherOptions
 from realtime.sources import (
     AudioSource,
@@ -44,7 +40,7 @@ from realtime.speaker_norm import (
     SpeakerNormOptions,
 )
 from realtime.vad import load_vad
-from realtime.windowing import DEFAULT_HOP_S, AudioWindow, StreamWindower
+from realtime.windowing import AudioWindow, StreamWindower
 
 READ_TIMEOUT_S = 0.25
 """Longest wait for audio before the loop checks that the source is still alive (never hang)."""
@@ -88,11 +84,10 @@ def running_speaker_norm(args: argparse.Namespace, model) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="emotion-live",
-        description="Live speech emotion monitor: shows which emotion is heard, with a confidence per emotion.",
-        epilog=EPILOG,
-        formatter_class=HelpFormatter,
+    p = command_parser(
+        "emotion-live",
+        "Live speech emotion monitor: shows which emotion is heard, with a confidence per emotion.",
+        EPILOG,
     )
     src = p.add_argument_group("input (default: the default microphone)")
     one = src.add_mutually_exclusive_group()
@@ -208,14 +203,16 @@ class Monitor:
 
     def _score(self, window: AudioWindow) -> tuple[np.ndarray, float]:
         """Probabilities of a speech window (speaker-normalised when enabled) and inference milliseconds."""
+        started = time.perf_counter()
+        scores = self.model.score_windows([window.samples], pooled=self.normalizer is not None)
+        ms = (time.perf_counter() - started) * 1000.0
         if self.normalizer is None:
-            return self.model.timed_predict(window.samples)
-        raw, pooled, ms = self.model.timed_analyse(window.samples)
+            return scores.probs[0], ms
         # Each speech window brings one hop of new speech (windows overlap by window - hop).
         self.normalizer.update(
-            pooled[None], speech_s=min(self.windower.spec.hop_s, window.end_s - window.start_s)
+            scores.pooled, speech_s=min(self.windower.spec.hop_s, window.end_s - window.start_s)
         )
-        probs = self.normalizer.apply(raw[None], pooled[None])[0]
+        probs = self.normalizer.apply(scores.probs, scores.pooled)[0]
         if not np.isfinite(probs).all():
             raise NonFiniteOutputError("speaker-normalised probabilities are NaN or infinite")
         return probs, ms
@@ -243,7 +240,7 @@ class Monitor:
                     self.view.note(f"{window.start_s:.1f}-{window.end_s:.1f} s: {exc} (counted from now on)")
                 return
             state = self.smoother.update(raw, weight=window.speech_s)
-            probs, smoothed = self.model.probs_dict(raw), self.model.probs_dict(state.probs)
+            probs, smoothed = probs_dict(self.model.labels, raw), probs_dict(self.model.labels, state.probs)
             label, confidence = self.model.labels[state.index], state.confidence
             self._silent_hops = 0
         else:

@@ -30,6 +30,10 @@ SPEAKER_HEAD_KEYS = {"running": SPEAKER_NORM_HEAD_KEY, "baseline": SPEAKER_BASEL
 """Speaker-head kind → metadata key: ``running`` for a running mean of all speech, ``baseline`` for a calm
 recording of the speaker made once."""
 
+DEFAULT_HOP_S = 0.5
+"""Seconds between live estimates: ``emotion-live``'s ``--hop-s`` and the hop a model suggests unless its export
+says otherwise (twice a second feels immediate)."""
+
 METADATA_PREFIX = "emotion."
 FORMAT_VERSION = 1
 
@@ -57,7 +61,7 @@ class ModelInfo:
     labels: tuple[str, ...]
     sample_rate: int = 16_000
     window_s: float = 3.0
-    hop_s: float = 0.5
+    hop_s: float = DEFAULT_HOP_S
     backbone: str = ""
     preprocessing: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)

@@ -2,7 +2,7 @@
 
 Per file: decode (any soundfile format, rate, channel count) → 16 kHz mono → trim silence like a training clip →
 one model input when it fits the model's window, else full windows end to end and the length-weighted mean of
-their probabilities (``EmotionModel.clip_windows``, ``EmotionModel.prediction``). With ``--segments``: the live
+their probabilities (``analysis.score_clip``, ``analysis.clip_prediction``). With ``--segments``: the live
 monitor's windows and speech gate instead, a window ending every ``--hop-s``.
 Results are written and flushed file by file, so an interrupted run keeps its work (``--resume`` continues it).
 """
@@ -14,27 +14,30 @@ import csv
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
-from realtime.audio import AudioError, check_audio_path, load_audio
-from realtime.display import HelpFormatter, run_command
-from realtime.model import (
-    PROVIDER_CHOICES,
-    EmotionModel,
-    ModelError,
-    ModelMismatchError,
-    ModelOptions,
+from realtime.analysis import (
+    SILENCE_LABEL,
     Prediction,
     Segment,
-    load_model,
+    clip_prediction,
+    ensure_audible,
+    score_clip,
+    score_timeline,
+    timeline_segments,
 )
+from realtime.audio import AUDIO_SUFFIXES, AudioError, check_audio_path, load_audio
+from realtime.display import command_parser
+from realtime.errors import EXIT_ERROR, ModelError, ModelMismatchError, one_line, run_command
+from realtime.metadata import DEFAULT_HOP_S
+from realtime.model import EmotionModel, ModelOptions, load_model
 from realtime.outputs import LockedOutput, csv_header, output_key, read_done_paths
-from realtime.sources import one_line
+from realtime.progress import Progress
+from realtime.providers import PROVIDER_CHOICES
 from realtime.speaker_norm import (
     DEFAULT_MIN_SPEECH_S,
     SPEAKER_NORM_MODES,
@@ -42,28 +45,28 @@ from realtime.speaker_norm import (
     SpeakerNormOptions,
 )
 from realtime.vad import load_vad
-from realtime.windowing import DEFAULT_HOP_S
 
 EXIT_SOME_FAILED = 1
+"""Exit status when some files could not be scored (the others were); 0: every file scored. ``EXIT_ERROR`` (2)
+is a usage error (a PATH that does not exist: the other paths are still scored, as ``emotion-live`` exits 2 for
+a missing ``--input``) or a model or output error that stops the run."""
 NOTICE = "notice: "
 """Marks a line of ``find_audio_files`` that informs (a folder link not followed) rather than fails."""
-"""Exit status when some files could not be scored (the others were); 2 (``EXIT_ERROR``) is a usage, model,
-output or device error that stops the run; 0: every file scored."""
-AUDIO_SUFFIXES = frozenset("." + fmt.lower() for fmt in sf.available_formats()) | {".oga", ".opus", ".aif"}
-"""File endings picked up inside folders (what libsndfile can decode); files named explicitly are always tried."""
-BAR_WIDTH = 30
+TABLE_NUMBER_CHARS = 8
+"""Width of the table's number columns (``3600.000`` s, ``0.123456``)."""
 SEGMENTS_HOP_S = 1.5
-"""``--segments`` hop for files. Each window is the model's 3 s, so a hop of 1.5 s encodes every second twice instead
-of six times at the live hop (0.5 s): about 3x faster, for an accuracy change measured in the README
-(``benchmarks/bench_score.py --continuous``). ``--hop-s 0.5`` gives exactly the live monitor's timeline."""
+"""``--segments`` hop for files: a third of the windows of the live hop (``DEFAULT_HOP_S``), so with the bundled
+model's 3 s window every second is encoded twice instead of six times. The speed and accuracy this trades are
+measured in the README (``benchmarks/bench_score.py --continuous``); ``--hop-s`` at the live hop gives exactly
+the live monitor's timeline."""
 
-EPILOG = """\
+EPILOG = f"""\
 examples:
   emotion-score clip.wav                           # table on stdout
   emotion-score recordings/ --recursive --out results.csv
   emotion-score recordings/ -r --out results.jsonl --resume     # continue an interrupted run
-  emotion-score talk.flac --segments --out timeline.csv         # a label every 1.5 s
-  emotion-score talk.flac --segments --hop-s 0.5                # every 0.5 s, exactly like emotion-live
+  emotion-score talk.flac --segments --out timeline.csv         # a label every {SEGMENTS_HOP_S:g} s
+  emotion-score talk.flac --segments --hop-s {DEFAULT_HOP_S:g}                # every {DEFAULT_HOP_S:g} s, exactly like emotion-live
   emotion-score actors/ -r --speaker-norm folder --out results.csv  # each folder holds one speaker
   emotion-score calls/ --speaker-norm map --speakers speakers.csv    # CSV columns: path,speaker
   emotion-score alice/ --speaker-baseline alice-calm.wav            # one speaker, against her calm voice
@@ -74,12 +77,13 @@ as fit end to end (the first at its start, the last at its end, the small overla
 encoded about once), and its probabilities are the mean of its windows' probabilities, weighted by each
 window's seconds of audio after trimming its edge silence (the model was trained on window-length crops).
 --segments lists every window (start_s, end_s, speech, label, probabilities) with the live monitor's window
-and speech gate, one window ending every --hop-s (1.5 s; --hop-s 0.5 for the live monitor's exact timeline);
-windows without speech are labelled "silence".
+and speech gate, one window ending every --hop-s ({SEGMENTS_HOP_S:g} s; --hop-s {DEFAULT_HOP_S:g} for the live monitor's exact
+timeline). Windows without enough speech for the speech gate are labelled "silence" and carry no
+probabilities (empty in CSV, null in JSONL, blank in the table).
 --speaker-norm judges every window against its speaker's own average voice: the mean of that speaker's
 speech windows over all their files (per folder, per file, or per speaker from --speakers), once there are
 --speaker-min-s seconds of it. It helps when a speaker's recordings are varied, and hides a mood they all share
-(blend: about -10 points; centred: near chance; k-fold by actor on RAVDESS, see the README). Needs a model
+(the README's model card has the measurements). Needs a model
 with speaker heads (the bundled model has them). --speaker-baseline FILE instead judges every file against one recording of the
 speaker talking calmly (10 s or more), which does not drift towards a mood shared by all the files.
 Output format follows --out's extension (.csv or .jsonl); its path column holds each file's resolved absolute
@@ -87,19 +91,17 @@ path, and --resume skips files whose resolved path is already there (any spellin
 --out is locked for the whole run: a second run writing the same file stops at once, naming the first.
 Unusable files (corrupt, empty, silent, unreadable, over the limits: 1 h, 100 Hz to 768 kHz, 256 channels;
 links and special files found in folders) are reported on stderr, one line each; the others are still scored.
-A truncated file is scored on the audio present, with a notice.
+A truncated file is scored on the audio present, with a notice. The stdout table starts with the first scored
+file: when nothing is scored, stdout stays empty and the last line on stderr says so.
 
-exit status: 0 every file scored; 1 some files could not be scored (the others were); 2 usage, model or
-output error (nothing more scored).
+exit status: 0 every file scored; 1 some files could not be scored (the others were); 2 a PATH does not exist
+(the others are still scored), or a usage, model or output error (nothing more scored).
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="emotion-score",
-        description="Score the emotion in audio files (batch, offline) with an exported model.",
-        epilog=EPILOG,
-        formatter_class=HelpFormatter,
+    p = command_parser(
+        "emotion-score", "Score the emotion in audio files (batch, offline) with an exported model.", EPILOG
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="audio files and/or folders")
     p.add_argument("-r", "--recursive", action="store_true", help="descend into sub-folders")
@@ -119,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--hop-s",
         type=float,
         default=SEGMENTS_HOP_S,
-        help=f"--segments hop in seconds ({DEFAULT_HOP_S:g} = the live monitor's hop, about 3x slower)",
+        help=f"--segments hop in seconds ({DEFAULT_HOP_S:g} = the live monitor's hop: "
+        f"{SEGMENTS_HOP_S / DEFAULT_HOP_S:g}x the windows)",
     )
     p.add_argument("--batch-size", type=int, default=8, help="windows per model call")
     speaker = p.add_mutually_exclusive_group()
@@ -167,11 +170,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # -- finding files -------------------------------------------------------------------------------------------
-def find_audio_files(paths: list[str], recursive: bool) -> tuple[list[Path], list[str]]:
-    """Files to score (folders expanded, sorted; each file once however often it is named) and one error line
-    per path that does not exist or, inside a folder, per audio-named entry that cannot be scored: a broken or
-    looping link, a FIFO, a device, an unreadable sub-folder. Named files are always tried."""
-    files, missing = [], []
+@dataclass
+class FoundFiles:
+    """What ``find_audio_files`` found: ``files`` to score; ``problems``, one line per entry inside a folder
+    that cannot be scored (a broken or looping link, a FIFO, a device, an unreadable sub-folder) or is skipped
+    with a notice; ``missing``, one line per PATH on the command line that does not exist (a usage error)."""
+
+    files: list[Path]
+    problems: list[str]
+    missing: list[str]
+
+    def failures(self) -> list[str]:
+        """The lines that are failures (not notices), missing paths first."""
+        return self.missing + [line for line in self.problems if f": {NOTICE}" not in line]
+
+    def lines(self) -> list[str]:
+        return self.missing + self.problems
+
+
+def find_audio_files(paths: list[str], recursive: bool) -> FoundFiles:
+    """Files to score (folders expanded, sorted; each file once however often it is named), with a line per
+    path that does not exist and per folder entry that cannot be scored. Named files are always tried."""
+    files, problems, missing = [], [], []
     seen: set[str] = set()
 
     def add(path: Path) -> None:
@@ -183,15 +203,15 @@ def find_audio_files(paths: list[str], recursive: bool) -> tuple[list[Path], lis
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found, problems = _scan_folder(path, recursive)
+            found, found_problems = _scan_folder(path, recursive)
             for f in found:
                 add(f)
-            missing += problems
+            problems += found_problems
         elif path.exists() or path.is_symlink():
             add(path)
         else:
             missing.append(f"{path}: no such file or folder")
-    return files, missing
+    return FoundFiles(files, problems, missing)
 
 
 def _scan_folder(folder: Path, recursive: bool) -> tuple[list[Path], list[str]]:
@@ -220,13 +240,28 @@ def _scan_folder(folder: Path, recursive: bool) -> tuple[list[Path], list[str]]:
 
 # -- output --------------------------------------------------------------------------------------------------
 class ResultWriter:
-    """Rows to CSV, JSONL or a stdout table; flushed after every file."""
+    """Rows to CSV, JSONL or a stdout table; flushed after every file.
 
-    def __init__(self, out: str | None, labels: tuple[str, ...], segments: bool, resume: bool):
+    The table's header is printed with the first row (nothing on stdout when nothing is scored), and its
+    columns are padded to a fixed width: the path column to the longest of ``paths`` (the files to be scored),
+    so rows line up as they stream. A silence window (``--segments``) has empty probability fields in CSV, null
+    ``probs`` in JSONL and blanks in the table.
+    """
+
+    def __init__(
+        self,
+        out: str | None,
+        labels: tuple[str, ...],
+        segments: bool,
+        resume: bool,
+        paths: Sequence[Path] = (),
+    ):
         self.labels = labels
         self.segments = segments
         self.format = output_format(out)
         self.done: set[str] = set()
+        self._header_due = self.format == "table"
+        self._widths = self._table_widths(paths) if self.format == "table" else []
         if out is None:
             self.stream = sys.stdout
             if hasattr(self.stream, "reconfigure"):  # file names that are not UTF-8 print as their raw bytes
@@ -239,8 +274,6 @@ class ResultWriter:
                 self.done = read_done_paths(self.stream, self.format)
             if self.stream.size == 0 and self.format == "csv":
                 self.stream.write(_csv_line(self.columns()))
-        if self.format == "table":
-            print("  ".join(self.columns()), file=self.stream)
 
     def _check_columns(self, out: str) -> None:
         """ValueError (one line) when a CSV being resumed holds other columns than this run would append."""
@@ -277,21 +310,49 @@ class ResultWriter:
         return key + list(self.labels)
 
     def write_file(self, path: str, rows: list[dict]) -> None:
-        self.stream.write("".join(self._format(path, row) for row in rows))  # one append: whole lines
+        text = "".join(self._format(path, row) for row in rows)
+        if self._header_due:
+            text = self._table_line(self.columns()) + text
+            self._header_due = False
+        self.stream.write(text)  # one append: whole lines
         self.stream.flush()
 
     def _format(self, path: str, row: dict) -> str:
         if self.format == "jsonl":
             return json.dumps({"path": path, **row}, allow_nan=False) + "\n"
         values = [path] + [row[c] for c in self.columns()[1 : -len(self.labels)]]
-        values += [f"{row['probs'][label]:.6f}" for label in self.labels]
+        probs = row["probs"]  # None: a silence window, which carries no emotion
+        values += [f"{probs[label]:.6f}" if probs is not None else "" for label in self.labels]
         if self.format == "table":
-            return "  ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in values) + "\n"
+            return self._table_line([f"{v:.3f}" if isinstance(v, float) else str(v) for v in values])
         return _csv_line(values)
+
+    def _table_widths(self, paths) -> list[int]:
+        """Column widths of the table: the header's, the path's and the label's longest, numbers' fixed."""
+        widths = [len(c) for c in self.columns()]
+        widths[0] = max([widths[0]] + [len(self.row_path(Path(p))) for p in paths])
+        label = self.columns().index("label")
+        widths[label] = max([widths[label], len(SILENCE_LABEL)] + [len(x) for x in self.labels])
+        return [
+            max(w, TABLE_NUMBER_CHARS) if _is_number_column(c, self.labels) else w
+            for c, w in zip(self.columns(), widths, strict=True)
+        ]
+
+    def _table_line(self, values: list[str]) -> str:
+        """Text left-aligned (path, label, speech), numbers right-aligned, two spaces between columns."""
+        cells = [
+            v.rjust(w) if _is_number_column(c, self.labels) else v.ljust(w)
+            for c, v, w in zip(self.columns(), values, self._widths, strict=True)
+        ]
+        return "  ".join(cells).rstrip() + "\n"
 
     def close(self) -> None:
         if self.stream is not sys.stdout:
             self.stream.close()
+
+
+def _is_number_column(name: str, labels: tuple[str, ...]) -> bool:
+    return name in ("start_s", "end_s", "confidence") or name in labels
 
 
 class _CsvLine:
@@ -338,32 +399,6 @@ def segment_row(s: Segment) -> dict:
     }
 
 
-# -- progress ------------------------------------------------------------------------------------------------
-class Progress:
-    """``[#####.....] 12/40 name`` redrawn on stderr when it is a terminal; silent otherwise (logs stay clean)."""
-
-    def __init__(self, total: int, stream=sys.stderr):
-        self.total = total
-        self.stream = stream
-        self.enabled = hasattr(stream, "isatty") and stream.isatty()
-
-    def update(self, done: int, name: str) -> None:
-        if self.enabled:
-            filled = round(BAR_WIDTH * done / max(1, self.total))
-            bar = "#" * filled + "." * (BAR_WIDTH - filled)
-            self.stream.write(f"\r\x1b[K[{bar}] {done}/{self.total} {name[-40:]}")
-            self.stream.flush()
-
-    def message(self, line: str) -> None:
-        """A line that must stay visible above the bar."""
-        prefix = "\r\x1b[K" if self.enabled else ""
-        print(prefix + line, file=self.stream, flush=True)
-
-    def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
-
-
 # -- scoring -------------------------------------------------------------------------------------------------
 @dataclass
 class Analysed:
@@ -387,19 +422,20 @@ def analyse_file(
     """Score one file's windows; raises AudioError for unusable audio (notices, e.g. truncation: ``on_notice``)."""
     if not args.segments:
         audio = load_audio(path, model.sample_rate, on_notice)
-        clip = model.clip_windows(audio, model.sample_rate, str(path), pooled)
+        clip = score_clip(model, audio, model.sample_rate, str(path), pooled)
         return Analysed(
             clip.probs,
             clip.pooled,
             np.ones(len(clip.probs), bool),
             clip.duration_s,
-            lambda probs: [prediction_row(model.prediction(probs, clip.duration_s, clip.window_seconds))],
+            lambda probs: [
+                prediction_row(clip_prediction(model.labels, probs, clip.duration_s, clip.window_seconds))
+            ],
         )
     audio = load_audio(path, model.sample_rate, on_notice)
-    model.ensure_audible(audio, str(path))
-    windows, probs, pooled_out = model.segment_windows(
-        audio, model.sample_rate, args.window_s, args.hop_s, vad, return_pooled=pooled
-    )
+    ensure_audible(audio, str(path))
+    timeline = score_timeline(model, audio, model.sample_rate, args.window_s, args.hop_s, vad, pooled)
+    windows, probs, pooled_out = timeline.windows, timeline.probs, timeline.pooled
     spec = model.window_spec(args.window_s, args.hop_s)
     if not windows:
         raise AudioError(
@@ -411,7 +447,7 @@ def analyse_file(
         pooled_out,
         speech,
         float(speech.sum()) * spec.hop_s,
-        lambda p: [segment_row(s) for s in model.segments(windows, p)],
+        lambda p: [segment_row(s) for s in timeline_segments(model.labels, windows, p)],
     )
 
 
@@ -515,9 +551,7 @@ def score_group(
         except (
             Exception
         ) as exc:  # a bug must not cost the batch: this file fails, in one line, the rest go on
-            file_failed(
-                failures, progress, f"{path}: unexpected error ({type(exc).__name__}: {one_line(exc)})"
-            )
+            file_failed(failures, progress, f"{path}: unexpected error ({one_line(exc, with_type=True)})")
     probs = [a.probs for _, a in analysed]
     if speaker is not None and analysed:
         probs = normalise_group(normalizer, [a for _, a in analysed])
@@ -533,11 +567,6 @@ def score_group(
         else:  # the speaker head's output: never a row
             file_failed(failures, progress, f"{path}: speaker-normalised probabilities are NaN or infinite")
     return scored
-
-
-def failed_lines(lines: list[str]) -> list[str]:
-    """The lines of ``find_audio_files`` that are failures (not notices)."""
-    return [line for line in lines if f": {NOTICE}" not in line]
 
 
 def file_failed(failures: list[str], progress: Progress, line: str) -> None:
@@ -559,19 +588,19 @@ def run(args) -> int:
     output_format(args.out)  # a bad --out fails before anything else happens
     if (args.speaker_norm == "map") != bool(args.speakers):
         raise ValueError("--speakers CSV goes with --speaker-norm map (and map needs --speakers)")
-    files, missing = find_audio_files(args.paths, args.recursive)
-    if not files and not missing:
-        raise ValueError(f"no audio files found in {' '.join(args.paths)}")
-    if not files:  # only missing paths: say so without loading (or first building) a model
-        for line in missing:
+    found = find_audio_files(args.paths, args.recursive)
+    files = found.files
+    if not files:  # only missing paths and bad entries: say so without loading (or first building) a model
+        for line in found.lines():
             print(f"emotion-score: {line}", file=sys.stderr)
-        print(f"emotion-score: 0 scored, {len(failed_lines(missing))} failed", file=sys.stderr)
-        return EXIT_SOME_FAILED
+        if not found.failures():
+            raise ValueError(f"no audio files found in {' '.join(args.paths)}")
+        return finish(0, found, 0)
     groups = speaker_groups(files, args)  # a bad --speakers file fails before a model is loaded
     if args.engine == "ray":
         from realtime.distributed import run_on_ray  # Ray is an optional extra: imported only when asked for
 
-        return run_on_ray(args, files, missing)
+        return run_on_ray(args, found)
     model = load_model(args.model, ModelOptions(args.provider, args.threads, args.batch_size))
     if model.provider_notice:
         print(model.provider_notice, file=sys.stderr)
@@ -581,10 +610,10 @@ def run(args) -> int:
         if notice:
             print(notice, file=sys.stderr)
     normalizer = make_normalizer(model, args)
-    writer = ResultWriter(args.out, model.labels, args.segments, args.resume)
-    failures = failed_lines(missing)
+    writer = ResultWriter(args.out, model.labels, args.segments, args.resume, files)
+    failures = found.failures()
     progress = Progress(len(files))
-    for line in missing:
+    for line in found.lines():
         progress.message(f"emotion-score: {line}")
     scored = skipped = done = 0
     try:
@@ -606,13 +635,17 @@ def run(args) -> int:
     finally:
         progress.close()
         writer.close()
-    return finish(scored, failures, skipped)
+    return finish(scored, found, skipped, failures)
 
 
-def finish(scored: int, failures: list[str], skipped: int) -> int:
-    """The closing summary line on stderr; the exit status (1 when any file failed)."""
+def finish(scored: int, found: FoundFiles, skipped: int, failures: list[str] | None = None) -> int:
+    """The closing summary line on stderr; the exit status: 2 when a PATH does not exist, else 1 when any
+    file failed (``failures``: all of them, by default ``found``'s), else 0."""
+    failures = found.failures() if failures is None else failures
     resumed = f", {skipped} already done" if skipped else ""
     print(f"emotion-score: {scored} scored, {len(failures)} failed{resumed}", file=sys.stderr)
+    if found.missing:
+        return EXIT_ERROR
     return EXIT_SOME_FAILED if failures else 0
 
 

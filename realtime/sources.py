@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from realtime.audio import load_audio
+from realtime.errors import one_line
 from realtime.ringbuffer import RingBuffer
 
 BLOCK_S = 0.032
@@ -260,8 +261,3 @@ def list_input_devices() -> str:
     if not lines:
         return "no audio input devices found"
     return "\n".join(["  idx  name  (* = default input)", *lines])
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

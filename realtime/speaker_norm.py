@@ -8,7 +8,8 @@ current speaker's mean is more accurate -- when that mean comes from a varied hi
 good history and loses far less from a one-sided one. ``centred`` uses the centred head alone.
 
     norm = SpeakerNormalizer(model.speaker_norm_head())
-    probs, pooled = model.predict_windows(windows, return_pooled=True)
+    scores = model.score_windows(windows, pooled=True)
+    probs, pooled = scores.probs, scores.pooled
     norm.update(pooled, speech_s=hop_s * len(windows))
     probs = norm.apply(probs, pooled)    # plain probabilities until min_speech_s of speech was heard
     norm.reset()                         # a new speaker

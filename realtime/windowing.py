@@ -21,8 +21,6 @@ import numpy as np
 
 from realtime.vad import FRAME_SAMPLES, SPEECH_THRESHOLD, FrameVAD
 
-DEFAULT_HOP_S = 0.5
-"""Seconds between live estimates (and ``--segments`` windows): twice a second feels immediate."""
 MIN_WINDOW_S = 1.0
 """Shortest input the model is asked about: under ~1 s an utterance carries too little prosody."""
 MIN_TAIL_S = 0.1
@@ -82,20 +80,6 @@ class WindowSpec:
     @property
     def min_tail(self) -> int:
         return round(MIN_TAIL_S * self.sample_rate)
-
-
-def window_bounds(n_samples: int, spec: WindowSpec, final: bool = True) -> list[tuple[int, int]]:
-    """``(start, end)`` sample indices of every window over ``n_samples`` (see the module doc for placement)."""
-    bounds = []
-    end = spec.hop
-    while end <= n_samples:
-        if end >= spec.min_window:
-            bounds.append((max(0, end - spec.window), end))
-        end += spec.hop
-    last_end = end - spec.hop
-    if final and n_samples >= spec.min_window and n_samples - last_end >= spec.min_tail:
-        bounds.append((max(0, n_samples - spec.window), n_samples))
-    return bounds
 
 
 def tile_bounds(n_samples: int, window: int) -> list[tuple[int, int]]:

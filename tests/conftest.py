@@ -11,19 +11,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
+from support import build_tiny_model, data_dir
 
 from benchmarks.fuzz_inputs import write_constant_model
-from export.validate import synthetic_speechlike as export_synthetic_speechlike
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR_ENV = "EMOTION_DATA_DIR"
-"""The one setting that locates the RAVDESS copies described in ../shared/data/README.md."""
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get(DATA_DIR_ENV, REPO_ROOT.parent / "shared" / "data")).resolve()
+from core.paths import DATA_DIR_ENV
 
 
 @pytest.fixture(scope="session")
@@ -42,11 +34,6 @@ def ravdess_48k() -> Path:
     if not path.is_dir():
         pytest.skip(f"RAVDESS 48 kHz sample not found at {path} (set {DATA_DIR_ENV})")
     return path
-
-
-def synthetic_speechlike(seconds: float, sample_rate: int = 16_000, seed: int = 0) -> np.ndarray:
-    """Voiced-like test signal in [-0.5, 0.5]: the exporter's own stand-in for speech, so there is one."""
-    return export_synthetic_speechlike(seconds, sample_rate, seed)
 
 
 @dataclass(frozen=True)
@@ -114,6 +101,12 @@ def pulse_sink(tmp_path_factory) -> PulseSink:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny random exported model (``support.build_tiny_model``, with speaker heads), built once per session."""
+    return build_tiny_model(tmp_path_factory.getbasetemp() / "tiny-emotion.onnx")
 
 
 @pytest.fixture(scope="session")

@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support import tiny_classifier, tiny_encoder_config, write_tiny_checkpoint
 
-from core.checkpoint import (
-    REQUIRED_HPARAMS,
-    TINY_WAV2VEC2_CONFIG,
-    CheckpointError,
-    load_classifier,
-    main,
-    tiny_classifier,
-    write_checkpoint,
-    write_tiny_checkpoint,
-)
+from core.checkpoint import REQUIRED_HPARAMS, CheckpointError, load_classifier, main, write_checkpoint
 from core.data import EMOTIONS
 from realtime.audio import PreprocessOptions
 
@@ -31,7 +23,7 @@ def test_tiny_checkpoint_reloads_and_predicts_the_same(tmp_path):
     assert not reloaded.training
     assert hparams["labels"] == list(EMOTIONS)
     assert hparams["window_s"] == 2.5
-    assert hparams["model_spec"]["backbone"]["config"]["hidden_size"] == TINY_WAV2VEC2_CONFIG["hidden_size"]
+    assert hparams["model_spec"]["backbone"]["config"]["hidden_size"] == tiny_encoder_config()["hidden_size"]
     x = torch.randn(3, 16_000)
     with torch.no_grad():
         assert torch.allclose(reloaded(x), model(x), atol=1e-6)
@@ -82,8 +74,8 @@ def test_missing_hparams_and_mismatched_weights(tmp_path):
     assert "\n" not in str(err.value)
 
 
-def test_cli_writes_and_checks(tmp_path, capsys):
-    main(["tiny", str(tmp_path / "cli.ckpt"), "--window-s", "2.0"])
+def test_cli_checks(tmp_path, capsys):
+    write_tiny_checkpoint(tmp_path / "cli.ckpt", window_s=2.0)
     main(["check", str(tmp_path / "cli.ckpt")])
     out = capsys.readouterr().out
     assert "window_s=2.0" in out and "neutral" in out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import data_dir, synthetic_speechlike
+from support import data_dir, synthetic_speechlike
 
 from core.corpora import read_corpus
 from core.data import EMOTIONS, DataError

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import synthetic_speechlike
+from support import synthetic_speechlike
 
 from core.augment import Augmenter, AugmentOptions, add_noise, time_shift
 from core.data import (

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-from test_realtime_support import ANGRY_CLIP, tiny_model  # noqa: F401
+from support import ANGRY_CLIP
 
 from realtime import score
 from realtime.audio import load_audio

@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from test_export_onnx import LABELS, tiny_wav2vec2_classifier
+from support import LABELS, tiny_classifier
 
 from export import cli, validate
 from realtime.audio import PreprocessOptions
@@ -41,7 +41,7 @@ def write_lightning_checkpoint(path, model, **overrides):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     return write_lightning_checkpoint(
-        tmp_path_factory.mktemp("ckpt") / "best.ckpt", tiny_wav2vec2_classifier(3)
+        tmp_path_factory.mktemp("ckpt") / "best.ckpt", tiny_classifier(seed=3, perturb=True)
     )
 
 
@@ -150,8 +150,8 @@ def test_wrong_content_is_one_line_exit_2(tmp_path, capsys, content):
 
 
 def test_weights_that_do_not_fit_the_spec_exit_2(tmp_path, capsys):
-    model = tiny_wav2vec2_classifier()
-    other = tiny_wav2vec2_classifier()
+    model = tiny_classifier(perturb=True)
+    other = tiny_classifier(perturb=True)
     other.head = torch.nn.Linear(8, 3)  # 3 outputs: the stored weights no longer fit the 8-class spec
     bad = write_lightning_checkpoint(tmp_path / "mismatch.ckpt", model)
     data = torch.load(bad, weights_only=True)

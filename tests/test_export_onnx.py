@@ -6,9 +6,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+from support import LABELS, tiny_classifier, tiny_info
 
-from core.backbones import build_backbone
-from core.model import EmotionClassifier
 from export.onnx_export import ExportError, export_onnx
 from realtime.metadata import (
     INPUT_NAME,
@@ -19,43 +18,10 @@ from realtime.metadata import (
     ModelInfo,
 )
 
-LABELS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
-TINY_WAV2VEC2 = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=64,
-    # Three conv layers with wav2vec2's total stride of 320 samples (20 ms frames): the two-layer stride-20
-    # variant gives 8000 frames for 10 s and an attention matrix that takes seconds, not milliseconds.
-    conv_dim=(16, 16, 16),
-    conv_stride=(10, 8, 4),
-    conv_kernel=(10, 8, 4),
-    num_conv_pos_embeddings=16,
-    num_conv_pos_embedding_groups=2,
-)
-
-
-def tiny_wav2vec2_classifier(seed: int = 0) -> EmotionClassifier:
-    """Random tiny wav2vec2 + head; BatchNorm statistics perturbed so eval mode is not an identity."""
-    torch.manual_seed(seed)
-    model = EmotionClassifier(build_backbone("wav2vec2", None, config=TINY_WAV2VEC2), len(LABELS), (16, 8))
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm1d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-    # A larger head so the probabilities are far from uniform and parity is a real test.
-    torch.nn.init.normal_(model.head.weight, std=2.0)
-    return model.eval()
-
-
-def tiny_info(**overrides) -> ModelInfo:
-    fields = dict(labels=LABELS, window_s=3.0, hop_s=0.5, backbone="wav2vec2:tiny-random", protocol="test")
-    return ModelInfo(**(fields | overrides))
-
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    model = tiny_wav2vec2_classifier()
+    model = tiny_classifier(perturb=True)
     path = export_onnx(
         model, tiny_info(metrics={"accuracy": 0.5}), tmp_path_factory.mktemp("onnx") / "m.onnx"
     )
@@ -101,7 +67,7 @@ def test_export_leaves_model_in_eval_mode(exported):
 def test_label_count_mismatch_is_refused(tmp_path):
     path = tmp_path / "bad.onnx"
     with pytest.raises(ExportError, match="labels"):
-        export_onnx(tiny_wav2vec2_classifier(), tiny_info(labels=("a", "b")), path)
+        export_onnx(tiny_classifier(perturb=True), tiny_info(labels=("a", "b")), path)
     assert not path.exists()
 
 
@@ -120,8 +86,8 @@ def test_speaker_norm_head_travels_in_the_metadata_and_matches_pytorch(tmp_path)
     """The head graph in the metadata = PyTorch on the runtime's path; a different head is caught."""
     from export import validate
 
-    model = tiny_wav2vec2_classifier()
-    head = tiny_wav2vec2_classifier(seed=3)  # only its head part (classify_pooled) is used
+    model = tiny_classifier(perturb=True)
+    head = tiny_classifier(perturb=True, seed=3)  # only its head part (classify_pooled) is used
     info = tiny_info()
     path = export_onnx(model, info, tmp_path / "norm.onnx", speaker_heads={"running": head})
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -129,6 +95,6 @@ def test_speaker_norm_head_travels_in_the_metadata_and_matches_pytorch(tmp_path)
     audio = validate.load_validation_audio(info, 6, log=lambda _: None)
     assert validate.check_speaker_norm_parity(model, head, path, info, audio) < 1e-4
     with pytest.raises(validate.ValidationError, match="running speaker head: ONNX Runtime disagrees"):
-        validate.check_speaker_norm_parity(model, tiny_wav2vec2_classifier(seed=4), path, info, audio)
+        validate.check_speaker_norm_parity(model, tiny_classifier(perturb=True, seed=4), path, info, audio)
     with pytest.raises(validate.ValidationError, match="no baseline speaker head"):
         validate.check_speaker_norm_parity(model, head, path, info, audio, "baseline")

@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from test_export_onnx import LABELS, tiny_info
+from support import LABELS, tiny_info
 
 from realtime.metadata import INPUT_NAME, LOGITS_NAME, PROBS_NAME, ModelInfo
 

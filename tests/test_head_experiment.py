@@ -9,8 +9,7 @@ import subprocess
 import sys
 
 import soundfile as sf
-from conftest import REPO_ROOT, synthetic_speechlike
-from test_realtime_support import tiny_model  # noqa: F401
+from support import REPO_ROOT, synthetic_speechlike
 
 from core.data import EMOTIONS
 

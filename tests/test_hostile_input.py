@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
-from test_realtime_support import REPO_ROOT, run_cli
+from support import REPO_ROOT, run_cli
 
 from benchmarks.fuzz_inputs import (
     GENERATORS,
@@ -30,7 +30,8 @@ from benchmarks.fuzz_inputs import (
     write_constant_model,
 )
 from realtime.audio import AudioError, decode_audio, load_audio
-from realtime.model import EmotionModel, ModelMismatchError
+from realtime.errors import ModelMismatchError
+from realtime.model import EmotionModel
 from realtime.outputs import LockedOutput, read_done_paths
 
 MEMORY_LIMIT = 1 << 30

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import soundfile as sf
-from test_realtime_support import ANGRY_CLIP, REPO_ROOT, run_cli, tiny_model  # noqa: F401
+from support import ANGRY_CLIP, REPO_ROOT, live_from_pulse, run_cli
 
 from realtime.audio import SAMPLE_RATE, load_audio
 from realtime.sources import MicrophoneSource, SourceError
@@ -172,26 +172,12 @@ def test_live_records_a_clip_played_into_pulseaudio(pulse_sink, tiny_model, ravd
     clip = load_audio(ravdess_16k / ANGRY_CLIP)
     wav = tmp_path / "clip.wav"
     sf.write(wav, clip, SAMPLE_RATE)
-    out = tmp_path / "pulse.jsonl"
-    env = dict(pulse_sink.env, PULSE_SOURCE=pulse_sink.monitor)
     max_s = len(clip) / SAMPLE_RATE + 2.0
-    cmd = [sys.executable, "-m", "realtime.live", "--model", str(tiny_model), "--device", "pulse"]
-    cmd += ["--max-seconds", f"{max_s:.1f}", "--jsonl", str(out)]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT
+    run = live_from_pulse(
+        pulse_sink, wav, tmp_path / "pulse.jsonl", "--model", str(tiny_model), "--max-seconds", f"{max_s:.1f}"
     )
-    try:
-        assert "emotion-live:" in proc.stdout.readline()
-        time.sleep(0.5)  # let the stream start before the clip does
-        subprocess.run(
-            ["paplay", "-d", pulse_sink.sink, str(wav)], env=pulse_sink.env, timeout=30, check=True
-        )
-        rest, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
-    hops = read_jsonl(out)
+    assert run.returncode == 0, run.stderr
+    hops, rest = run.hops, run.stdout
     speech = [h for h in hops if h["speech"]]
     assert len(speech) >= 2, [(h["end_s"], h["speech"]) for h in hops]
     assert all(h["probs"] and abs(sum(h["probs"].values()) - 1) < 1e-4 for h in speech)
@@ -295,8 +281,10 @@ def test_falling_behind_a_live_source_skips_stale_windows_and_loses_no_audio(
     from realtime.windowing import StreamWindower
 
     model = EmotionModel(tiny_model)
-    fast_predict = model.timed_predict
-    monkeypatch.setattr(model, "timed_predict", lambda w: (time.sleep(0.25), fast_predict(w))[1])
+    fast_score = model.score_windows
+    monkeypatch.setattr(
+        model, "score_windows", lambda w, pooled=False: (time.sleep(0.25), fast_score(w, pooled))[1]
+    )
     source = FileReplaySource(ravdess_16k / ANGRY_CLIP, model.sample_rate, realtime=True)
     windower = StreamWindower(model.window_spec(hop_s=0.1), load_vad("energy")[0])
     view = PlainView(io.StringIO(), model.labels, "test")

@@ -5,16 +5,14 @@ monitor by ``emotion-live --device pulse``, and the dominant label of each utter
 from __future__ import annotations
 
 import csv
-import json
 import subprocess
 import sys
-import time
 from collections import Counter
 
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import REPO_ROOT
+from support import REPO_ROOT, live_from_pulse
 
 from realtime.audio import SAMPLE_RATE, load_audio
 
@@ -32,7 +30,7 @@ GAP_S = 2.5
 @pytest.fixture(scope="module")
 def default_model():
     """The bundled default model, built once into the cache (about a minute the first time on a machine)."""
-    from realtime.model import resolve_model_path
+    from realtime.model_store import resolve_model_path
 
     return resolve_model_path(None)
 
@@ -84,32 +82,19 @@ def test_live_monitor_shows_what_emotion_score_says(pulse_sink, default_model, r
         score_labels = [row["label"] for row in csv.DictReader(f)]
     assert len(score_labels) == len(CLIPS)
 
-    out = tmp_path / "live.jsonl"
-    env = dict(pulse_sink.env, PULSE_SOURCE=pulse_sink.monitor)
     seconds = sum(len(p) for p in parts) / SAMPLE_RATE + 2.0
     # Speaker normalisation off: the monitor must show what emotion-score (plain, file by file) says.
-    cmd = [sys.executable, "-m", "realtime.live", "--device", "pulse", "--no-speaker-norm"]
-    cmd += ["--max-seconds", f"{seconds:.1f}"]
-    proc = subprocess.Popen(
-        [*cmd, "--jsonl", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=REPO_ROOT,
+    run = live_from_pulse(
+        pulse_sink,
+        wav,
+        tmp_path / "live.jsonl",
+        "--no-speaker-norm",
+        "--max-seconds",
+        f"{seconds:.1f}",
+        play_timeout_s=120,
     )
-    try:
-        assert "emotion-live:" in proc.stdout.readline()
-        time.sleep(0.5)
-        subprocess.run(
-            ["paplay", "-d", pulse_sink.sink, str(wav)], env=pulse_sink.env, timeout=120, check=True
-        )
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, err
-    hops = [json.loads(line) for line in out.read_text().splitlines()]
+    assert run.returncode == 0, run.stderr
+    hops = run.hops
     groups = utterances(hops)
     assert len(groups) == len(CLIPS), [(h["end_s"], h["speech"]) for h in hops]
     live_labels = [Counter(h["label"] for h in group).most_common(1)[0][0] for group in groups]

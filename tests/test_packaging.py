@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-import realtime.model as rt_model
+import realtime.model_store as rt_model_store
+from realtime.errors import ModelError
 from realtime.vad import SHIPPED_MODEL, SileroVAD, load_vad, silero_model_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +33,7 @@ def test_base_dependencies_are_the_runtime_only():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     base = _requirement_names(project["dependencies"])
     assert base.isdisjoint(TRAINING_OR_EXPORT_ONLY), base & set(TRAINING_OR_EXPORT_ONLY)
-    assert {"onnxruntime", "numpy", "soundfile", "sounddevice", "soxr"} <= base
+    assert {"onnxruntime", "numpy", "soundfile", "sounddevice", "soxr", "tqdm"} <= base
     extras = project["optional-dependencies"]
     assert {"torch", "transformers", "pytorch-lightning", "hydra-core"} <= _requirement_names(extras["train"])
     assert {"torch", "onnx"} <= _requirement_names(extras["export"])
@@ -48,10 +49,12 @@ def test_shipped_silero_model_comes_first():
 
 
 def test_default_model_build_without_export_extra_is_one_clear_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(rt_model, "EXPORT_MODULES", ("torch", "no_such_module_for_this_test"))
-    monkeypatch.setattr(rt_model.subprocess, "run", lambda *a, **k: pytest.fail("the exporter was started"))
-    with pytest.raises(rt_model.ModelError) as err:
-        rt_model.build_default_model(tmp_path / "default.onnx")
+    monkeypatch.setattr(rt_model_store, "EXPORT_MODULES", ("torch", "no_such_module_for_this_test"))
+    monkeypatch.setattr(
+        rt_model_store.subprocess, "Popen", lambda *a, **k: pytest.fail("the exporter was started")
+    )
+    with pytest.raises(ModelError) as err:
+        rt_model_store.build_default_model(tmp_path / "default.onnx")
     message = str(err.value)
     assert len(message.splitlines()) == 1
     assert "no_such_module_for_this_test" in message and "[export]" in message and "--model" in message

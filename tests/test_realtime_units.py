@@ -13,7 +13,7 @@ from realtime.display import HopRecord, Summary, make_view
 from realtime.ringbuffer import RingBuffer
 from realtime.smoothing import Smoother, SmootherOptions
 from realtime.vad import FRAME_SAMPLES, FrameVAD
-from realtime.windowing import StreamWindower, WindowSpec, tile_bounds, window_bounds
+from realtime.windowing import StreamWindower, WindowSpec, tile_bounds
 
 
 # -- ring buffer ---------------------------------------------------------------------------------------------
@@ -91,6 +91,21 @@ def test_ring_buffer_backpressure_loses_nothing_across_threads():
 
 # -- windows -------------------------------------------------------------------------------------------------
 SPEC = WindowSpec(window_s=3.0, hop_s=0.5, sample_rate=16_000, min_window_s=1.0)
+
+
+def window_bounds(n_samples: int, spec: WindowSpec, final: bool = True) -> list[tuple[int, int]]:
+    """The window placement of ``realtime.windowing``'s module doc in closed form: ``(start, end)`` of every window
+    over ``n_samples`` (the oracle the streaming windower is checked against)."""
+    bounds = []
+    end = spec.hop
+    while end <= n_samples:
+        if end >= spec.min_window:
+            bounds.append((max(0, end - spec.window), end))
+        end += spec.hop
+    last_end = end - spec.hop
+    if final and n_samples >= spec.min_window and n_samples - last_end >= spec.min_tail:
+        bounds.append((max(0, n_samples - spec.window), n_samples))
+    return bounds
 
 
 def test_window_count_and_placement():
@@ -258,3 +273,13 @@ def test_smoother_lets_stronger_later_evidence_outweigh_an_early_window():
     assert plain.update(later, weight=1.0).index == 1  # equal evidence: the plain EMA keeps the early label
     assert weighted.update(later, weight=1.5).index == 0  # five times the speech: the later window wins
     assert weighted.state.probs.sum() == pytest.approx(1.0)
+
+
+def test_one_line_is_the_first_line_or_the_type_name():
+    from realtime.errors import MAX_LINE_CHARS, one_line
+
+    multi = RuntimeError("shape mismatch\n  at layer 3\n  at layer 4")
+    assert one_line(multi) == "shape mismatch"
+    assert one_line(multi, with_type=True) == "RuntimeError: shape mismatch"
+    assert one_line(ValueError("   ")) == "ValueError" == one_line(ValueError(), with_type=True)
+    assert len(one_line(OSError("x" * 5000))) == MAX_LINE_CHARS

@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 
 import numpy as np
 import pytest
 import soundfile as sf
-from test_realtime_support import ANGRY_CLIP, LABELS, run_cli, tiny_model  # noqa: F401
+from support import ANGRY_CLIP, LABELS, run_cli
 
 
 def read_csv(path) -> list[dict]:
@@ -79,23 +80,31 @@ def test_silent_file_is_reported_not_scored(tiny_model, tmp_path):
     result = run_cli("score", "--model", str(tiny_model), str(silent))
     assert result.returncode == 1
     assert f"{silent}: silent" in result.stderr
-    assert "silent.wav" not in result.stdout  # stdout table: header only
+    assert result.stdout == ""  # nothing scored: no table, not even its header
+    assert result.stderr.splitlines()[-1] == "emotion-score: 0 scored, 1 failed"
+
+
+def score_timeline(model, clip, out, *extra: str) -> None:
+    """``emotion-score --segments`` of one clip into ``out``, which must succeed."""
+    result = run_cli("score", "--model", str(model), str(clip), "--segments", "--out", str(out), *extra)
+    assert result.returncode == 0, result.stderr
 
 
 def test_segments_timeline_and_stdout_table(tiny_model, ravdess_16k, tmp_path):
     clip = ravdess_16k / ANGRY_CLIP
     out = tmp_path / "timeline.csv"
-    result = run_cli("score", "--model", str(tiny_model), str(clip), "--segments", "--out", str(out))
-    assert result.returncode == 0, result.stderr
+    score_timeline(tiny_model, clip, out)
     rows = read_csv(out)
     ends = [float(r["end_s"]) for r in rows]
     assert ends[:2] == [1.5, 3.0] and np.all(np.diff(ends) <= 1.5 + 1e-9)  # files: a window every 1.5 s
     assert abs(ends[-1] - sf.info(str(clip)).duration) < 0.01
-    assert {r["label"] for r in rows if r["speech"] == "False"} <= {"silence"}
-    live = run_cli(
-        "score", "--model", str(tiny_model), str(clip), "--segments", "--hop-s", "0.5", "--out", str(out)
-    )
-    assert live.returncode == 0, live.stderr
+    silence = [r for r in rows if r["speech"] == "False"]
+    assert silence and {r["label"] for r in silence} == {"silence"}
+    assert all(r[label] == "" for r in silence for label in LABELS)  # a silence row carries no emotion
+    for r in rows:
+        if r["speech"] == "True":
+            assert abs(sum(float(r[label]) for label in LABELS) - 1) < 1e-4
+    score_timeline(tiny_model, clip, out, "--hop-s", "0.5")
     ends = [float(r["end_s"]) for r in read_csv(out)]
     assert ends[:3] == [1.0, 1.5, 2.0] and np.all(np.diff(ends) <= 0.5 + 1e-9)  # the live monitor's hop
     table = run_cli("score", "--model", str(tiny_model), str(clip), "--batch-size", "3")
@@ -108,7 +117,7 @@ def test_bad_output_name_and_missing_path(tiny_model, tmp_path):
     bad = run_cli("score", "--model", str(tiny_model), str(tmp_path), "--out", str(tmp_path / "x.txt"))
     assert bad.returncode == 2 and "use a .csv or .jsonl" in bad.stderr
     missing = run_cli("score", "--model", str(tiny_model), str(tmp_path / "nope.wav"))
-    assert missing.returncode == 1 and "nope.wav: no such file or folder" in missing.stderr
+    assert missing.returncode == 2 and "nope.wav: no such file or folder" in missing.stderr
 
 
 def test_too_short_file_is_reported_in_both_modes(tiny_model, tmp_path):
@@ -125,6 +134,69 @@ def test_only_missing_paths_fail_fast_without_a_model(tmp_path):
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     env.pop("EMOTION_MODEL", None)
     result = run_cli("score", str(tmp_path / "nope.wav"), env=env)
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error, as emotion-live --input nope.wav
     assert "nope.wav: no such file" in result.stderr
     assert "building the default model" not in result.stderr
+
+
+def test_silence_rows_carry_no_emotion_in_jsonl_and_table(tiny_model, ravdess_16k, tmp_path):
+    clip = ravdess_16k / ANGRY_CLIP
+    out = tmp_path / "timeline.jsonl"
+    score_timeline(tiny_model, clip, out)
+    records = read_jsonl(out)
+    silence = [r for r in records if not r["speech"]]
+    assert silence and all(r["label"] == "silence" and r["probs"] is None for r in silence)
+    assert all(set(r["probs"]) == set(LABELS) for r in records if r["speech"])
+    table = run_cli("score", "--model", str(tiny_model), str(clip), "--segments")
+    assert table.returncode == 0, table.stderr
+    header, *lines = table.stdout.splitlines()
+    silent_lines = [line for line in lines if " False " in line]
+    assert len(silent_lines) == len(silence)
+    for line in silent_lines:  # path, start_s, end_s, speech, label; no probability
+        assert line.split()[3:] == ["False", "silence"]
+
+
+def test_missing_path_exits_2_like_emotion_live_and_the_others_are_scored(tiny_model, ravdess_16k, tmp_path):
+    clip, nope = ravdess_16k / ANGRY_CLIP, tmp_path / "nope.wav"
+    score = run_cli("score", "--model", str(tiny_model), str(clip), str(nope))
+    live = run_cli("live", "--model", str(tiny_model), "--input", str(nope), "--fast")
+    assert score.returncode == live.returncode == 2
+    assert str(clip) in score.stdout  # the other results are not lost
+    assert f"emotion-score: {nope}: no such file or folder" in score.stderr.splitlines()
+    assert "emotion-score: 1 scored, 1 failed" in score.stderr.splitlines()
+
+
+def test_empty_files_are_reported_as_empty(tiny_model, tmp_path):
+    no_bytes, no_samples = tmp_path / "no_bytes.wav", tmp_path / "no_samples.wav"
+    no_bytes.write_bytes(b"")
+    sf.write(no_samples, np.zeros(0, np.float32), 16_000)  # a valid header and no audio
+    result = run_cli("score", "--model", str(tiny_model), str(no_bytes), str(no_samples))
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"emotion-score: {no_bytes}: empty file (0 bytes)",
+        f"emotion-score: {no_samples}: empty file (no audio samples)",
+        "emotion-score: 0 scored, 2 failed",
+    ]
+
+
+def test_stdout_table_columns_line_up(tiny_model, ravdess_16k, tmp_path):
+    long_name = tmp_path / "a_much_longer_file_name_than_the_other_one.flac"
+    shutil.copy(ravdess_16k / ANGRY_CLIP, long_name)
+    short = ravdess_16k / "Actor_20" / "03-01-02-01-02-01-20.flac"
+    for mode in ([], ["--segments"]):
+        result = run_cli("score", "--model", str(tiny_model), str(short), str(long_name), *mode)
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert len(lines) >= 3 and lines[0].startswith("path ")
+        header = list(re.finditer(r"\S+", lines[0]))
+        for line in lines[1:]:
+            cells = list(re.finditer(r"\S+", line))
+            if " False " in line:  # a silence row stops after its label
+                header_part = header[: len(cells)]
+                assert len(cells) == len(header) - len(LABELS)
+            else:
+                header_part = header
+            assert len(cells) == len(header_part), line
+            # Each cell starts under its column's name (text) or ends under it (numbers).
+            for cell, name in zip(cells, header_part, strict=True):
+                assert cell.start() == name.start() or cell.end() == name.end(), (line, name.group())

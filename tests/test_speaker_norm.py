@@ -1,6 +1,6 @@
 """Per-speaker normalisation: the running mean, the head stored in the model, emotion-score and emotion-live.
 
-The tiny model (tests/test_realtime_support.py) carries a random speaker-normalised head: the numbers mean
+The tiny model (tests/support.py) carries a random speaker-normalised head: the numbers mean
 nothing, but every path is the real one, so results are checked against the same computation done by hand.
 """
 
@@ -17,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import build_tiny_model, run_cli
 
-from realtime.model import EmotionModel, ModelError
+from realtime.analysis import score_clip, score_timeline
+from realtime.errors import ModelError
+from realtime.model import EmotionModel
 from realtime.score import SEGMENTS_HOP_S
 from realtime.speaker_norm import SpeakerNormalizer, SpeakerNormOptions
-from tests.test_realtime_support import build_tiny_model, run_cli, tiny_model  # noqa: F401
 
 ACTOR_CLIPS = 3
 """Clips per actor folder in the scoring tests (about 10 s of speech)."""
@@ -50,7 +52,8 @@ def _windows(model: EmotionModel, seed: int, count: int = 4) -> list[np.ndarray]
 
 # -- the normaliser ------------------------------------------------------------------------------------------
 def test_running_mean_is_the_mean_of_every_window_and_reset_forgets(model):
-    probs, pooled = model.predict_windows(_windows(model, 0) + _windows(model, 1), return_pooled=True)
+    scores = model.score_windows(_windows(model, 0) + _windows(model, 1), pooled=True)
+    probs, pooled = scores.probs, scores.pooled
     assert pooled.shape[0] == 8 and pooled.ndim == 3
     norm = SpeakerNormalizer(model.speaker_norm_head(), SpeakerNormOptions("centred", min_speech_s=2.0))
     norm.update(pooled[:3], speech_s=1.5)
@@ -64,7 +67,8 @@ def test_running_mean_is_the_mean_of_every_window_and_reset_forgets(model):
 
 
 def test_blend_is_the_mean_of_plain_and_centred(model):
-    probs, pooled = model.predict_windows(_windows(model, 2) + _windows(model, 3), return_pooled=True)
+    scores = model.score_windows(_windows(model, 2) + _windows(model, 3), pooled=True)
+    probs, pooled = scores.probs, scores.pooled
     head = model.speaker_norm_head()
     centred = SpeakerNormalizer(head, SpeakerNormOptions("centred", 0.0))
     blend = SpeakerNormalizer(head, SpeakerNormOptions("blend", 0.0))
@@ -115,7 +119,7 @@ def _by_hand(model: EmotionModel, files: list[Path], mode: str) -> dict[str, np.
     """Per-file probabilities with one speaker mean over all windows of ``files`` (what --speaker-norm does)."""
     from realtime.audio import load_audio
 
-    clips = [model.clip_windows(load_audio(f), model.sample_rate, str(f), return_pooled=True) for f in files]
+    clips = [score_clip(model, load_audio(f), model.sample_rate, str(f), pooled=True) for f in files]
     mean = np.concatenate([c.pooled for c in clips]).mean(axis=0)
     head = model.speaker_norm_head()
     out = {}
@@ -266,7 +270,8 @@ def test_sigusr1_requests_a_speaker_reset():
 
 # -- calm baseline -------------------------------------------------------------------------------------------
 def test_baseline_is_fixed_ready_at_once_and_survives_reset(model):
-    probs, pooled = model.predict_windows(_windows(model, 4) + _windows(model, 5), return_pooled=True)
+    scores = model.score_windows(_windows(model, 4) + _windows(model, 5), pooled=True)
+    probs, pooled = scores.probs, scores.pooled
     head = model.speaker_norm_head("baseline")
     norm = SpeakerNormalizer.from_baseline(
         head, pooled[:4], speech_s=1.0, options=SpeakerNormOptions("centred")
@@ -306,12 +311,10 @@ def test_score_with_a_baseline_judges_every_file_against_it(
     got, _ = _score(
         tiny_model, str(folder), "--speaker-baseline", str(calm_baseline), out=tmp_path / "b.jsonl"
     )
-    base = model.clip_windows(load_audio(calm_baseline), 16_000, "calm", return_pooled=True).pooled.mean(
-        axis=0
-    )
+    base = score_clip(model, load_audio(calm_baseline), 16_000, "calm", pooled=True).pooled.mean(axis=0)
     head = model.speaker_norm_head("baseline")
     for f in sorted(folder.glob("*.flac")):
-        clip = model.clip_windows(load_audio(f), 16_000, str(f), return_pooled=True)
+        clip = score_clip(model, load_audio(f), 16_000, str(f), pooled=True)
         want = ((clip.probs + head.probs(clip.pooled, base)) / 2).mean(axis=0)
         np.testing.assert_allclose([got[f.name]["probs"][label] for label in model.labels], want, atol=1e-5)
 
@@ -338,8 +341,8 @@ def test_too_short_baseline_and_conflicting_options_are_one_line(tiny_model, tmp
 
 @pytest.mark.data
 def test_score_segments_normalise_speech_windows_only(tiny_model, model, ravdess_16k, tmp_path):
-    """--segments --speaker-norm file: the mean is over the file's speech windows; silent windows keep the plain
-    probabilities and the label "silence"."""
+    """--segments --speaker-norm file: the mean is over the file's speech windows; silent windows carry the
+    label "silence" and no probabilities, with or without normalisation."""
     import soundfile as sf
 
     from realtime.audio import load_audio
@@ -351,7 +354,8 @@ def test_score_segments_normalise_speech_windows_only(tiny_model, model, ravdess
     norm_args = ["--segments", "--speaker-norm", "file", "--speaker-min-s", "1"]
     got, _ = _score_rows(tiny_model, str(path), *norm_args, out=tmp_path / "n.jsonl")
     plain, _ = _score_rows(tiny_model, str(path), "--segments", out=tmp_path / "p.jsonl")
-    windows, probs, pooled = model.segment_windows(audio, 16_000, hop_s=SEGMENTS_HOP_S, return_pooled=True)
+    timeline = score_timeline(model, audio, 16_000, hop_s=SEGMENTS_HOP_S, pooled=True)
+    windows, probs, pooled = timeline.windows, timeline.probs, timeline.pooled
     is_speech = np.array([w.speech for w in windows])
     assert is_speech.any() and not is_speech.all()
     want = probs.copy()
@@ -360,9 +364,11 @@ def test_score_segments_normalise_speech_windows_only(tiny_model, model, ravdess
     ) / 2
     assert [r["speech"] for r in got] == is_speech.tolist()
     for row, plain_row, p, speech_window in zip(got, plain, want, is_speech, strict=True):
-        np.testing.assert_allclose([row["probs"][label] for label in model.labels], p, atol=1e-5)
-        if not speech_window:
-            assert row["label"] == "silence" and row["probs"] == plain_row["probs"]
+        if speech_window:
+            np.testing.assert_allclose([row["probs"][label] for label in model.labels], p, atol=1e-5)
+        else:
+            assert row["label"] == plain_row["label"] == "silence"
+            assert row["probs"] is None and plain_row["probs"] is None
 
 
 def test_reset_request_restarts_the_running_mean_and_tells_the_user(model):

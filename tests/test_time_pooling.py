@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import synthetic_speechlike
+from support import LABELS, TINY_WINDOW_S, synthetic_speechlike, tiny_encoder_config, tiny_info
 from test_head_experiment import _emotion_train, _manifest
 from test_protocol import FirstDims, make_set
 
@@ -22,44 +22,27 @@ from core.protocol import format_table, score_speakers, summarise
 from core.window_features import CLIP, VIEWS, compute, model_fingerprint
 from realtime.windowing import SpeechGate
 
-TINY = dict(
-    hidden_size=32,
-    num_hidden_layers=2,
-    num_attention_heads=2,
-    intermediate_size=64,
-    conv_dim=(16, 16),
-    conv_stride=(5, 4),
-    conv_kernel=(10, 4),
-    num_conv_pos_embeddings=16,
-    num_conv_pos_embedding_groups=2,
-)
-
 
 def tiny_classifier(time_pooling: str) -> EmotionClassifier:
+    """A random classifier on the tiny encoder (``tests/support.py``) reading ``time_pooling`` statistics."""
     from core.backbones import build_backbone
 
     torch.manual_seed(0)
-    return EmotionClassifier(
-        build_backbone("wav2vec2", None, config=TINY), 8, time_pooling=time_pooling
-    ).eval()
+    backbone = build_backbone("wav2vec2", None, config=tiny_encoder_config())
+    return EmotionClassifier(backbone, len(LABELS), time_pooling=time_pooling).eval()
 
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     """The same random tiny encoder exported with ``pooled`` = means, and = means and standard deviations."""
-    from test_realtime_support import LABELS, TINY_HOP_S, TINY_WINDOW_S
-
     from export.onnx_export import export_onnx
-    from realtime.metadata import ModelInfo
 
     out = {}
     for pooling in ("mean", "mean_std"):
-        info = ModelInfo(
-            labels=LABELS, window_s=TINY_WINDOW_S, hop_s=TINY_HOP_S, backbone="tiny", time_pooling=pooling
-        )
+        info = tiny_info(window_s=TINY_WINDOW_S, backbone="tiny", time_pooling=pooling)
         path = tmp_path_factory.mktemp(pooling) / f"tiny-{pooling}.onnx"
         torch.manual_seed(1)
-        speaker_head = EmotionClassifier(ShapeOnlyBackbone(32, 2), 8, time_pooling=pooling).eval()
+        speaker_head = EmotionClassifier(ShapeOnlyBackbone(32, 2), len(LABELS), time_pooling=pooling).eval()
         out[pooling] = export_onnx(
             tiny_classifier(pooling), info, path, speaker_heads={"running": speaker_head}
         )
@@ -140,7 +123,8 @@ def test_clip_view_caches_means_and_stds_of_emotion_score_windows(tiny_models, t
     mean_model, both_model = (load_model(tiny_models[k], intra_op_threads=1) for k in ("mean", "mean_std"))
     assert both_model.info.time_pooling == "mean_std"
     # The runtime serves it as any model: its speaker head reads the same [mean | std] features.
-    probs, pooled = both_model.predict_windows([synthetic_speechlike(1.5, seed=5)] * 2, return_pooled=True)
+    scores = both_model.score_windows([synthetic_speechlike(1.5, seed=5)] * 2, pooled=True)
+    probs, pooled = scores.probs, scores.pooled
     assert pooled.shape == (2, 3, 64)
     centred = both_model.speaker_norm_head().probs(pooled, pooled.mean(axis=0))
     assert centred.shape == probs.shape and np.allclose(centred.sum(axis=1), 1.0, atol=1e-5)

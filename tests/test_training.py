@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_module
+from support import tiny_classifier, tiny_encoder_config
 from torch import nn
 
 import core.lightning_module as lm
-from core.checkpoint import REQUIRED_HPARAMS, load_classifier, tiny_classifier
+from core.checkpoint import REQUIRED_HPARAMS, load_classifier
 from core.data import EMOTIONS
 from core.evaluate import main as eval_main
 from core.lightning_module import EmotionModule, TrainSettings, parameter_groups
@@ -23,6 +24,7 @@ from core.train import (
     BackboneUnavailable,
     _hub_offline_if_unreachable,
     build_backbone_from_config,
+    check_backbone_available,
     finish,
     fit,
     hub_reachable,
@@ -101,10 +103,9 @@ def test_configure_optimizers_adamw_and_warm_restarts():
 
 def test_training_prep_disables_layerdrop_and_unused_weights():
     from core.backbones import build_backbone
-    from core.checkpoint import TINY_WAV2VEC2_CONFIG
     from core.model import EmotionClassifier
 
-    backbone = build_backbone("wav2vec2", None, config={**TINY_WAV2VEC2_CONFIG, "layerdrop": 0.5})
+    backbone = build_backbone("wav2vec2", None, config=tiny_encoder_config(layerdrop=0.5))
     model = EmotionClassifier(backbone, 8, (16,), layer_pooling="last")
     EmotionModule(model.spec(), list(EMOTIONS), model=model)
     assert backbone.model.config.layerdrop == 0.0
@@ -326,6 +327,35 @@ def test_offline_hub_error_is_one_line(tmp_path, ravdess_16k, offline_hub_env):
     assert "model.backbone.name_or_path=/local/dir" in lines[0]
 
 
+def test_offline_hub_fails_before_torch_is_imported(tmp_path, offline_hub_env):
+    """The offline check runs before the heavy imports: the error comes while torch is still unimported."""
+    script = (
+        "import sys; import core.train as t\n"
+        "sys.argv = ['emotion-train', 'model=wav2vec', 'hydra.run.dir=run']\n"
+        "try:\n    t.main()\nexcept SystemExit as exc:\n"
+        "    print('exit', exc.code, 'torch' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=_cli_env(**offline_hub_env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.stdout.strip() == "exit 2 False", result.stdout + result.stderr[-2000:]
+    assert "[not in the local cache]" in result.stderr
+
+
+def test_a_cached_backbone_passes_the_offline_check(offline_hub_env, monkeypatch):
+    monkeypatch.setattr("core.train._in_hub_cache", lambda name: name == "facebook/wav2vec2-base")
+    check_backbone_available({"backbone": {"name_or_path": "facebook/wav2vec2-base", "kind": "wav2vec2"}})
+    with pytest.raises(BackboneUnavailable, match="not in the local cache"):
+        check_backbone_available(
+            {"backbone": {"name_or_path": "facebook/hubert-base-ls960", "kind": "hubert"}}
+        )
+
+
 def test_unreachable_hub_loads_offline_for_that_load_only(offline_hub_env):
     assert not hub_reachable()
     with _hub_offline_if_unreachable("facebook/wav2vec2-base", "wav2vec2"):
@@ -416,12 +446,11 @@ def test_ddp_two_cpu_processes(ravdess_16k, tmp_path):
 
 def test_gradient_checkpointing_still_trains_every_tier():
     from core.backbones import build_backbone
-    from core.checkpoint import TINY_WAV2VEC2_CONFIG
     from core.model import EmotionClassifier
 
     torch.manual_seed(0)
     backbone = build_backbone(
-        "wav2vec2", None, config={**TINY_WAV2VEC2_CONFIG, "num_hidden_layers": 3}, gradient_checkpointing=True
+        "wav2vec2", None, config=tiny_encoder_config(num_hidden_layers=3), gradient_checkpointing=True
     )
     model = EmotionClassifier(backbone, 8, (16,))
     module = EmotionModule(

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from support import synthetic_speechlike
 from transformers import WhisperConfig, WhisperFeatureExtractor
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from core.backbones import build_backbone
 from core.model import EmotionClassifier, build_classifier
 from core.whisper import LogMel, encoder_frames
-from tests.conftest import synthetic_speechlike
 
 TINY = dict(
     vocab_size=60,
@@ -158,7 +158,7 @@ def test_config_gives_random_weights_without_loading(monkeypatch):
     def forbidden(*_, **__):
         raise AssertionError("must not load packaged weights when a config is given")
 
-    monkeypatch.setattr(core.ct2, "load_whisper_model", forbidden)
+    monkeypatch.setattr(core.ct2, "load_whisper_encoder", forbidden)
     backbone = build_backbone(kind="whisper", config=TINY)
     assert backbone.hidden_size == 16 and backbone.num_layers == 2
     assert len(backbone.transformer_layers()) == 2

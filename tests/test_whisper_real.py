@@ -21,7 +21,7 @@ def backbone_and_stock():
     from core.whisper import build_whisper_backbone
 
     backbone = build_whisper_backbone()
-    return backbone, ct2.load_whisper_model("whisper-base").encoder
+    return backbone, ct2.load_whisper_encoder("whisper-base")
 
 
 @pytest.mark.data

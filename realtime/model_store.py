@@ -1,0 +1,196 @@
+"""The bundled default model: where it is cached, how it is built on first use, and which file a command runs.
+
+The model is built by the exporter (``python -m export``) in a child process, so torch never enters the runtime's
+process; a runtime-only install (no ``[export]`` extra) says so in one line and takes a model file instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+from realtime.errors import ModelError
+from realtime.progress import progress_bar
+
+DIST_NAME = "speech-emotion-monitor"
+MODEL_ENV = "EMOTION_MODEL"
+"""Environment variable naming an explicit model file used when no ``--model`` is given."""
+BUILD_TIMEOUT_S = 3600.0
+EXPORTER = ("-m", "export")
+"""How the child process that builds the default model runs the exporter (``python -m export -o PATH``)."""
+STEP_CHARS = 60
+"""The start of the build step shown after its progress bar."""
+EXPORT_MODULES = ("torch", "onnx", "transformers", "safetensors")
+"""What building the default model imports (the ``[export]`` extra); the runtime itself needs none of them."""
+DEFAULT_PREFIX = "default-"
+"""Cached default models are ``default-<version>-<head fingerprint>.onnx``."""
+
+
+BUNDLE_FILES = (
+    "model.json",
+    "head.safetensors",
+    "head_speaker_norm.safetensors",
+    "head_speaker_baseline.safetensors",
+)
+"""The shipped trained part of the default model (``export/bundled/``)."""
+
+
+def package_version() -> str:
+    try:
+        return importlib_metadata.version(DIST_NAME)
+    except importlib_metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def bundle_fingerprint() -> str:
+    """12 hex digits of the shipped head files (``export/bundled/``), or ``none`` when they are not installed.
+
+    Part of the cached default model's name, so retraining the head (same package version) builds anew
+    instead of silently running a stale model. Found without importing ``export`` (that would load torch).
+    """
+    spec = importlib.util.find_spec("export")
+    if spec is None or not spec.submodule_search_locations:
+        return "none"
+    bundled = Path(list(spec.submodule_search_locations)[0]) / "bundled"
+    digest = hashlib.sha256()
+    for name in BUNDLE_FILES:
+        file = bundled / name
+        if not file.is_file():
+            return "none"
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def default_model_path() -> Path:
+    """``$EMOTION_MODEL`` if set, else ``$XDG_CACHE_HOME/speech-emotion-monitor/default-<version>-<head>.onnx``."""
+    explicit = os.environ.get(MODEL_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / DIST_NAME / f"{DEFAULT_PREFIX}{package_version()}-{bundle_fingerprint()}.onnx"
+
+
+def build_default_model(path: Path, log=None) -> Path:
+    """Run the exporter (``python -m export -o PATH``) in a child process: torch never enters this one.
+
+    Writes to a temporary name first and renames, so an interrupted build never leaves a broken model behind.
+    A runtime-only install (no ``[export]`` extra) cannot build it: one line saying so, before anything runs.
+    """
+    missing = [name for name in EXPORT_MODULES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ModelError(
+            f"cannot build the default model here ({', '.join(missing)} not installed): install the export extra "
+            f"(pip install '{DIST_NAME}[export]') or pass a model file with --model"
+        )
+    stream = log or sys.stderr
+    print(f"building the default model once into {path} ...", file=stream, flush=True)
+    started = time.perf_counter()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.stem}.partial-{os.getpid()}{path.suffix}")
+    returncode, lines = _run_showing_steps(
+        [sys.executable, *EXPORTER, "-o", str(partial)], stream, "building the default model"
+    )
+    if returncode is None:
+        partial.unlink(missing_ok=True)
+        raise ModelError(f"building the default model timed out after {BUILD_TIMEOUT_S:.0f} s")
+    if returncode != 0 or not partial.is_file():
+        reason = lines[-1] if lines else f"exit status {returncode}"
+        partial.unlink(missing_ok=True)
+        raise ModelError(f"could not build the default model ({reason}); pass a model file with --model")
+    os.replace(partial, path)
+    removed = remove_stale_defaults(path)
+    print(
+        f"built the default model in {time.perf_counter() - started:.0f} s ({path.stat().st_size / 1e6:.0f} MB; "
+        f"delete {path.parent} to rebuild or free the space)"
+        + (f"; removed {len(removed)} older default model(s)" if removed else ""),
+        file=stream,
+        flush=True,
+    )
+    return path
+
+
+def _run_showing_steps(command: list[str], stream, desc: str) -> tuple[int | None, list[str]]:
+    """Run ``command``; each line it prints (stdout and stderr) is a step shown on a progress bar on
+    ``stream`` (a terminal only; the elapsed time is redrawn every second). Returns ``(exit status or None
+    on timeout, the lines)``."""
+    import queue
+    import threading
+
+    lines: list[str] = []
+    received: queue.Queue[str | None] = queue.Queue()
+    child = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        errors="replace",
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},  # each step as it happens
+    )
+
+    def read() -> None:
+        for line in child.stdout:
+            received.put(line.rstrip())
+        received.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + BUILD_TIMEOUT_S
+    try:
+        with progress_bar(None, desc, stream, unit="step") as bar:
+            while True:
+                try:
+                    line = received.get(timeout=1.0)
+                except queue.Empty:
+                    if time.monotonic() > deadline:
+                        return None, lines
+                    bar.refresh()  # the elapsed time moves on while a step runs
+                    continue
+                if line is None:
+                    break
+                if line.strip():
+                    lines.append(line)
+                    bar.set_postfix_str(line.strip()[:STEP_CHARS], refresh=False)
+                    bar.update(1)
+        return child.wait(), lines
+    finally:
+        if child.poll() is None:  # timed out, or this process is being interrupted: no orphan exporter
+            child.kill()
+            child.wait()
+
+
+def resolve_model_path(path: str | Path | None = None, build: bool = True, log=None) -> Path:
+    """An explicit path must exist; otherwise the default model, built on first use when ``build``."""
+    if path is not None:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise ModelError(f"{path}: model file not found")
+        return path
+    default = default_model_path()
+    if default.is_file():
+        return default
+    if os.environ.get(MODEL_ENV):
+        raise ModelError(f"{default}: model file not found (set by ${MODEL_ENV})")
+    if not build:
+        raise ModelError(f"{default}: default model not built yet")
+    return build_default_model(default, log)
+
+
+def remove_stale_defaults(current: Path) -> list[Path]:
+    """Delete the other cached ``default-*.onnx`` models beside ``current`` (built from an older package or older
+    heads: nothing runs them again); returns what was removed. Models in progress (``.partial-``) are left."""
+    if not current.name.startswith(DEFAULT_PREFIX):
+        return []
+    stale = [
+        p
+        for p in current.parent.glob(f"{DEFAULT_PREFIX}*.onnx")
+        if p != current and ".partial-" not in p.name and p.name.count("-") == current.name.count("-")
+    ]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale

@@ -1,0 +1,182 @@
+"""Helpers shared by the tests (fixtures are in ``conftest.py``): tiny random models, a CLI runner, constants.
+
+The tiny models are randomly initialised 2-layer wav2vec2 classifiers on ``configs/model/tiny.yaml``'s encoder
+(the one home of the tiny size, also used by ``emotion-train model=tiny``): their estimates mean nothing, but
+every tensor, metadata field and code path is the real one. Building them needs torch (tests may); the runtime
+code under test never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from core.data import EMOTIONS
+from core.paths import data_root
+from export.validate import synthetic_speechlike as export_synthetic_speechlike
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+LABELS = EMOTIONS
+TINY_WINDOW_S = 2.0
+TINY_HOP_S = 0.5
+CLI_TIMEOUT_S = 60
+ANGRY_CLIP = "Actor_01/03-01-05-02-01-01-01.flac"
+"""RAVDESS actor 1, "Kids are talking by the door", angry, strong (the README's demo clip)."""
+
+
+def tiny_model_config() -> dict:
+    """``configs/model/tiny.yaml`` as a dict (its ``backbone.config`` is the tiny encoder)."""
+    return yaml.safe_load((REPO_ROOT / "configs" / "model" / "tiny.yaml").read_text())
+
+
+def tiny_encoder_config(**overrides) -> dict:
+    """The tiny wav2vec2 encoder's config (``configs/model/tiny.yaml``), with ``overrides``."""
+    return {**tiny_model_config()["backbone"]["config"], **overrides}
+
+
+def tiny_classifier(num_classes: int = len(LABELS), seed: int = 0, perturb: bool = False):
+    """A random classifier on the tiny encoder with tiny.yaml's head sizes (deterministic for a seed).
+
+    ``perturb``: BatchNorm statistics away from identity and a larger head, so eval mode is not an identity and
+    the probabilities are far from uniform (parity checks are then real tests). Returned in eval mode.
+    """
+    import torch
+
+    from core.backbones import build_backbone
+    from core.model import EmotionClassifier
+
+    cfg = tiny_model_config()
+    torch.manual_seed(seed)
+    model = EmotionClassifier(
+        build_backbone("wav2vec2", None, config=tiny_encoder_config()),
+        num_classes,
+        hidden_dims=tuple(cfg["hidden_dims"]),
+        dropout=cfg["dropout"],
+    )
+    if perturb:
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, torch.nn.BatchNorm1d):
+                    module.running_mean.uniform_(-0.5, 0.5)
+                    module.running_var.uniform_(0.5, 2.0)
+            torch.nn.init.normal_(model.head.weight, std=2.0)
+    return model.eval()
+
+
+def tiny_speaker_norm_head(seed: int = 1):
+    """A random head-only classifier with the tiny encoder's sizes, in eval mode, with non-trivial BatchNorm
+    statistics (so a wrong centring shows in the output)."""
+    import torch
+
+    from core.model import EmotionClassifier, ShapeOnlyBackbone
+
+    encoder = tiny_encoder_config()
+    torch.manual_seed(seed)
+    head = EmotionClassifier(
+        ShapeOnlyBackbone(encoder["hidden_size"], encoder["num_hidden_layers"]), len(LABELS)
+    )
+    with torch.no_grad():
+        for bn in (m for m in head.modules() if isinstance(m, torch.nn.BatchNorm1d)):
+            bn.running_mean.normal_(0, 0.1)
+            bn.running_var.uniform_(0.5, 1.5)
+    return head.eval()
+
+
+def tiny_info(**overrides):
+    """``ModelInfo`` of a tiny test model (RAVDESS labels, 3 s window)."""
+    from realtime.metadata import ModelInfo
+
+    fields = dict(
+        labels=LABELS, window_s=3.0, hop_s=TINY_HOP_S, backbone="wav2vec2:tiny-random", protocol="test"
+    )
+    return ModelInfo(**(fields | overrides))
+
+
+def build_tiny_model(path: Path, speaker_norm: bool = True) -> Path:
+    """Export a random tiny classifier with RAVDESS labels and a ``TINY_WINDOW_S`` window, with random speaker
+    heads (running and baseline) in its metadata unless ``speaker_norm`` is False."""
+    from export.onnx_export import export_onnx
+
+    heads = (
+        {"running": tiny_speaker_norm_head(1), "baseline": tiny_speaker_norm_head(2)} if speaker_norm else {}
+    )
+    info = tiny_info(window_s=TINY_WINDOW_S, backbone="tiny-random-wav2vec2", protocol="")
+    return export_onnx(tiny_classifier(), info, path, speaker_heads=heads)
+
+
+def write_tiny_checkpoint(path: str | Path, window_s: float = 3.0, seed: int = 0) -> Path:
+    """A tiny random checkpoint in the emotion-train format, RAVDESS labels and default preprocessing."""
+    from core.checkpoint import write_checkpoint
+    from realtime.audio import PreprocessOptions
+
+    model = tiny_classifier(len(LABELS), seed)
+    return write_checkpoint(path, model, list(LABELS), window_s, PreprocessOptions().to_dict())
+
+
+def run_cli(module: str, *args: str, env: dict | None = None, timeout: float = CLI_TIMEOUT_S, **kwargs):
+    """Run ``python -m realtime.<module> ARGS`` like a user would; returns the CompletedProcess (text)."""
+    return subprocess.run(
+        [sys.executable, "-m", f"realtime.{module}", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO_ROOT,
+        env=env or dict(os.environ),
+        **kwargs,
+    )
+
+
+def data_dir() -> Path:
+    """The corpora folder (``core.paths``: ``$EMOTION_DATA_DIR``, else ``../shared/data`` from the repository
+    root, where the tests run)."""
+    return data_root().resolve()
+
+
+def synthetic_speechlike(seconds: float, sample_rate: int = 16_000, seed: int = 0) -> np.ndarray:
+    """Voiced-like test signal in [-0.5, 0.5]: the exporter's own stand-in for speech, so there is one."""
+    return export_synthetic_speechlike(seconds, sample_rate, seed)
+
+
+@dataclass(frozen=True)
+class LiveRun:
+    """What ``emotion-live`` did while a recording was played into PulseAudio: exit status, the rest of its
+    stdout after the first line, stderr, and its JSONL hops."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    hops: list[dict]
+
+
+def live_from_pulse(pulse_sink, wav: Path, out: Path, *live_args: str, play_timeout_s: float = 30) -> LiveRun:
+    """Start ``emotion-live --device pulse`` recording ``pulse_sink``'s monitor (writing JSONL to ``out``), play
+    ``wav`` into the sink with ``paplay`` once the stream runs, and wait for the monitor to finish (its
+    ``--max-seconds`` in ``live_args`` ends it)."""
+    env = dict(pulse_sink.env, PULSE_SOURCE=pulse_sink.monitor)
+    cmd = [sys.executable, "-m", "realtime.live", "--device", "pulse", *live_args, "--jsonl", str(out)]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT
+    )
+    try:
+        assert "emotion-live:" in proc.stdout.readline()
+        time.sleep(0.5)  # let the stream start before the recording does
+        subprocess.run(
+            ["paplay", "-d", pulse_sink.sink, str(wav)],
+            env=pulse_sink.env,
+            timeout=play_timeout_s,
+            check=True,
+        )
+        rest, err = proc.communicate(timeout=play_timeout_s)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    hops = [json.loads(line) for line in out.read_text().splitlines()] if out.is_file() else []
+    return LiveRun(proc.returncode, rest, err, hops)
