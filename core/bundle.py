@@ -105,6 +105,7 @@ def write_bundle(out: Path, heads: dict, report: dict, cfg, data, references: li
         "dropout": float(model_cfg["dropout"]),
         "layer_pooling": model_cfg["layer_pooling"],
         "encoder_layers": int(plain.backbone.num_layers),
+        "time_pooling": model_cfg["time_pooling"],
         "layer_weights": [round(float(w), 4) for w in plain.layer_weights().detach()],
         "preprocessing": data.preprocessing.to_dict(),
         "metrics": _metrics(report["kfold"]),

@@ -45,11 +45,13 @@ def _fold_scores(cfg: DictConfig, **overrides: Any) -> tuple[FoldScores, Any, An
 
     _, module, data = fit(with_overrides(cfg, **overrides), quiet=True)
     fs = data.feature_set()
-    scores = score_speakers(module.model, fs, data.split["test"], data.gate, data.classes(), data.centre)
+    scores = score_speakers(
+        module.model, fs, data.split["test"], data.gate, data.classes(), data.centre, data.eval_view
+    )
     test_fs = data.test_feature_set()
     if test_fs is not None and data.centre is None:  # the same heads on the test model's clip features
         scores.variant = score_speakers(
-            module.model, test_fs, data.split["test"], data.gate, data.classes(), view="clips"
+            module.model, test_fs, data.split["test"], data.gate, data.classes(), view="clip"
         )
     return scores, module.model, data
 
@@ -94,6 +96,8 @@ def evaluate(cfg: DictConfig, folds: list | None = None) -> dict:
                 for key in (
                     "train_views",
                     "encoder_layers",
+                    "eval_view",
+                    "time_pooling",
                     "gate",
                     "agreement_weight",
                     "speaker_centre",
@@ -141,7 +145,9 @@ def bundle(cfg: DictConfig) -> dict:
     centred = cross_validate(with_overrides(cfg, dataset__speaker_centre="all"))
     report["speaker_norm_all"] = summarise([scores for scores, _, _ in centred])
     running = [
-        running_norm_scores(p_model, c_model, data.feature_set(), data.split["test"], data.gate, seed=i)
+        running_norm_scores(
+            p_model, c_model, data.feature_set(), data.split["test"], data.gate, seed=i, view=data.eval_view
+        )
         for i, ((_, p_model, data), (_, c_model, _)) in enumerate(zip(plain, centred, strict=True))
     ]
     report["speaker_norm"] = summarise(running)

@@ -120,8 +120,26 @@ class FeatureSet:
         return np.flatnonzero(keep)
 
 
+def select_time_pooling(pooled: np.ndarray, stored: str, wanted: str, source: str = "features") -> np.ndarray:
+    """Features ``[W, L+1, K x H]`` holding ``stored`` statistics (``core.model.TIME_POOLING``) → those the head
+    reads (``wanted``): the same array, or the means alone (the first H of each layer's ``[mean | std]``)."""
+    if wanted == stored:
+        return pooled
+    if wanted == "mean" and stored == "mean_std":
+        return np.ascontiguousarray(pooled[..., : pooled.shape[-1] // 2])
+    raise DataError(
+        f"{source} hold time_pooling={stored} statistics, the head reads {wanted}: encode the features with a "
+        f"{wanted} model (emotion-export --time-pooling {wanted}) and pass it as dataset.model=FILE"
+    )
+
+
 @lru_cache(maxsize=4)
-def _load(corpora_key: tuple[tuple[str, str, str], ...], views: tuple[str, ...], model_path: str | None):
+def _load(
+    corpora_key: tuple[tuple[str, str, str], ...],
+    views: tuple[str, ...],
+    model_path: str | None,
+    time_pooling: str,
+):
     from realtime.model import load_model
 
     model = load_model(model_path, batch_size=16)
@@ -146,7 +164,12 @@ def _load(corpora_key: tuple[tuple[str, str, str], ...], views: tuple[str, ...],
         corpora=corpora,
         views=list(views),
         utterances=utterances,
-        pooled=cat([f.pooled for f, _, _ in parts]),
+        pooled=select_time_pooling(
+            cat([f.pooled for f, _, _ in parts]),
+            model.info.time_pooling,
+            time_pooling,
+            f"the features of {model_path or 'the bundled model'}",
+        ),
         utt=cat([f.utt.astype(np.int64) + off for f, off, _ in parts]),
         view=cat([np.full(len(f.utt), v, dtype=np.int64) for f, _, v in parts]),
         kind=cat([f.kind for f, _, _ in parts]),
@@ -157,11 +180,15 @@ def _load(corpora_key: tuple[tuple[str, str, str], ...], views: tuple[str, ...],
 
 
 def load_feature_set(
-    corpora: dict, views: Sequence[str] = ("clean",), model_path: str | None = None
+    corpora: dict,
+    views: Sequence[str] = ("clean",),
+    model_path: str | None = None,
+    time_pooling: str = "mean",
 ) -> FeatureSet:
-    """``corpora``: ``{name: {kind, root}}`` (the ``corpora`` config group). Loaded once per process."""
+    """``corpora``: ``{name: {kind, root}}`` (the ``corpora`` config group); ``time_pooling``: the statistics the
+    head reads (``select_time_pooling``). Loaded once per process."""
     key = tuple((name, c["kind"], str(c["root"])) for name, c in corpora.items())
-    return _load(key, tuple(views), model_path)
+    return _load(key, tuple(views), model_path, time_pooling)
 
 
 def speaker_folds(speakers_by_corpus: dict[str, list[str]], num_folds: int, seed: int) -> list[list[str]]:
@@ -221,15 +248,16 @@ def _first(batch):
 class FeatureDataModule(pl.LightningDataModule):
     """Cached features of ``corpora`` for head training.
 
-    corpora: ``{name: {kind, root}}``. train_views: views whose windows train (``clean``, ``channel``).
-    gate: ``SpeechGate`` fields for the segment windows used. fold / num_folds / split_seed: speaker k-fold
+    corpora: ``{name: {kind, root}}``. train_views: views whose windows train (``clean``, ``channel``, ``clip``).
+    eval_view: the view whose windows are scored (``clean``; ``clip`` has clip windows only). time_pooling: the
+    statistics over time the head reads (``select_time_pooling``). gate: ``SpeechGate`` fields for the segment windows used. fold / num_folds / split_seed: speaker k-fold
     (test = fold; the rest train; None = train on every speaker). test_corpus: leave this corpus out instead
     (training then uses only the classes all corpora share). agreement_weight: weight each utterance by its
     crowd agreement (``Utterance.agreement``) mixed with 1 by this share (0 = unweighted). speaker_centre:
     None, or subtract each speaker's mean features (``all`` their clips, or their calm ``baseline`` clips) in
     training and test alike (the speaker-normalised heads). encoder_layers: train on the first this many
     transformer layers' features only (a truncated encoder; None = all the cache holds). test_model: another
-    ONNX model (an int8 copy of ``model``) whose clip windows (view ``clips``) the protocol also scores with the
+    ONNX model (an int8 copy of ``model``) whose clip windows (view ``clip``) the protocol also scores with the
     same heads (``test_feature_set``).
     """
 
@@ -237,6 +265,8 @@ class FeatureDataModule(pl.LightningDataModule):
         self,
         corpora: dict,
         train_views: Sequence[str] = ("clean",),
+        eval_view: str = "clean",
+        time_pooling: str = "mean",
         gate: dict | None = None,
         batch_size: int = 256,
         fold: int | None = None,
@@ -255,6 +285,8 @@ class FeatureDataModule(pl.LightningDataModule):
         super().__init__()
         self.corpora_cfg = dict(corpora)
         self.train_views = tuple(train_views)
+        self.eval_view = eval_view
+        self.time_pooling = time_pooling
         self.gate = SpeechGate(**(gate or {}))
         self.batch_size = batch_size
         self.fold, self.num_folds, self.split_seed = fold, num_folds, split_seed
@@ -279,8 +311,8 @@ class FeatureDataModule(pl.LightningDataModule):
 
     def feature_set(self) -> FeatureSet:
         if self.fs is None:
-            views = tuple(dict.fromkeys(("clean", *self.train_views)))
-            fs = load_feature_set(self.corpora_cfg, views, self.model_path)
+            views = tuple(dict.fromkeys((self.eval_view, *self.train_views)))
+            fs = load_feature_set(self.corpora_cfg, views, self.model_path, self.time_pooling)
             self.fs = fs.first_layers(self.encoder_layers)
         return self.fs
 
@@ -289,7 +321,7 @@ class FeatureDataModule(pl.LightningDataModule):
         if self.test_model is None:
             return None
         if self.test_fs is None:
-            fs = load_feature_set(self.corpora_cfg, ("clips",), self.test_model).first_layers(
+            fs = load_feature_set(self.corpora_cfg, ("clip",), self.test_model).first_layers(
                 self.encoder_layers
             )
             if [u.path for u in fs.utterances] != [u.path for u in self.feature_set().utterances]:
@@ -352,6 +384,8 @@ class FeatureDataModule(pl.LightningDataModule):
             "test_corpus": self.test_corpus,
             "train_views": list(self.train_views),
             "encoder_layers": self.encoder_layers,
+            "eval_view": self.eval_view,
+            "time_pooling": self.time_pooling,
             "gate": asdict(self.gate),
             "num_windows": {k: len(v) for k, v in self.datasets.items()},
         }

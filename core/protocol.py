@@ -74,7 +74,7 @@ def score_speakers(
     view: str = "clean",
 ) -> FoldScores:
     """Score every test utterance of ``speakers`` at clip and live-window level, per corpus, on the windows of
-    ``view`` (``clips``: clip level only; its window-level matrices are empty)."""
+    ``view`` (a clip-only view has no live windows: their level counts none)."""
     scores = FoldScores()
     k = len(EMOTIONS)
     for corpus in fs.corpora:
@@ -168,7 +168,7 @@ def format_deltas(title: str, deltas: dict) -> str:
 
 
 def format_table(title: str, summary: dict) -> str:
-    """A Markdown table of a ``summarise`` result: one row per corpus and level."""
+    """A Markdown table of a ``summarise`` result: one row per corpus and level that holds any windows."""
     lines = [
         f"**{title}**",
         "",
@@ -178,6 +178,8 @@ def format_table(title: str, summary: dict) -> str:
     for corpus, entry in summary.items():
         for level in LEVELS:
             r = entry[level]
+            if not r["n"]:
+                continue
             cells = " | ".join(f"{r[m][0]:.3f} ± {r[m][1]:.3f}" for m in METRIC_NAMES)
             n = f"{r['n']}" + (f" ({entry['coverage']:.0%} of clips)" if level == "window" else "")
             lines.append(f"| {corpus} | {level} | {n} | {cells} |")
@@ -192,6 +194,7 @@ def running_norm_scores(
     gate: SpeechGate,
     min_speech_s: float = 10.0,
     seed: int = 0,
+    view: str = "clean",
 ) -> FoldScores:
     """Scores with the live monitor's running speaker normalisation (``--speaker-norm``, blend).
 
@@ -212,8 +215,8 @@ def running_norm_scores(
         for speaker in corpus_speakers:
             utts = rng.permutation(np.flatnonzero(fs.utt_speaker == speaker))
             total_feat, count, heard_s = np.zeros(fs.pooled.shape[1:], np.float64), 0, 0.0
-            speaker_clips = fs.rows([speaker], ["clean"], [CLIP])
-            speaker_windows = fs.rows([speaker], ["clean"], [SEGMENT], gate=gate)
+            speaker_clips = fs.rows([speaker], [view], [CLIP])
+            speaker_windows = fs.rows([speaker], [view], [SEGMENT], gate=gate)
             for u in utts:
                 clip_rows = speaker_clips[fs.utt[speaker_clips] == u]
                 if not len(clip_rows):

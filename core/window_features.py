@@ -66,12 +66,13 @@ class View:
 VIEWS = {
     "clean": View("clean"),
     "channel": View("channel", hop_s=1.0, channel=ChannelOptions(), seed=1, stride=2),
-    "clips": View("clips", timeline=False),
+    "clip": View("clip", timeline=False),
 }
-"""Views by name: the clean files at the live hop (training and evaluation), and one simulated channel for every
+"""Views by name: the clean files at the live hop (training and evaluation), one simulated channel for every
 second clip at a 1 s hop (training only; coarser and sparser because neighbouring windows and clips of one speaker
-add little, and encoding is the slow part); ``clips``: the clean files' clip windows alone (about a fifth of the
-clean view's windows), to score another encoder (an int8 variant) at clip level without encoding timelines."""
+add little, and encoding is the slow part); ``clip``: the clean files' ``emotion-score`` windows alone (about a
+fifth of the clean view's windows), to compare feature variants (int8, mean+std pooling) at clip level without
+encoding timelines."""
 
 
 @dataclass
@@ -124,10 +125,13 @@ FEATURE_VERSION = 1
 
 def model_fingerprint(model) -> str:
     """Names what the features depend on: the encoder (``backbone`` metadata, which carries the weights' hash),
-    preprocessing, rate, window and hop, and the variant (int8...) when it is one. Not the heads: retraining a head
-    keeps the cache valid."""
+    preprocessing, rate, window and hop, the statistics over time (``time_pooling``; ``mean`` keeps the key that
+    caches were written under before it existed), and the variant (int8...) when it is one. Not the heads:
+    retraining a head keeps the cache valid."""
     info = model.info
     parts = [FEATURE_VERSION, info.backbone, info.preprocessing, info.sample_rate, info.window_s, info.hop_s]
+    if info.time_pooling != "mean":
+        parts.append(info.time_pooling)
     variant = getattr(model, "variant", "")
     key = json.dumps(parts + [variant] if variant else parts, sort_keys=True)
     return hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -231,15 +235,6 @@ def compute(model, corpus: Corpus, view: View, every: int = 200) -> WindowFeatur
     )
 
 
-def clip_windows_of(model, samples: np.ndarray, sample_rate: int, source: str):
-    """A recording's ``emotion-score`` windows only: ``(pooled [W, L+1, H] float16, start_s [W], length_s [W])``."""
-    _, clip, bounds = _score_windows(model, samples, sample_rate, source)
-    pooled = model.score_windows([clip[s:e] for s, e in bounds], pooled=True).pooled
-    rate = model.sample_rate
-    starts = np.array([s / rate for s, _ in bounds], np.float32)
-    return pooled.astype(np.float16), starts, np.array([(e - s) / rate for s, e in bounds], np.float32)
-
-
 def stale_clip_windows(model, features: WindowFeatures) -> list[int]:
     """Utterances whose cached clip windows are not the ones ``emotion-score`` would take now (its tiling of a
     file changed): the trimmed clip's length is the end of its last cached clip window."""
@@ -275,20 +270,16 @@ def refresh_clip_windows(model, corpus: Corpus, features: WindowFeatures) -> Win
     ]
     for u in stale:
         path = corpus.utterances[u].path
-        pooled, start_s, length_s = clip_windows_of(
-            model, load_audio(path, model.sample_rate), model.sample_rate, str(path)
+        pooled, kind, length_s, trailing_s, start_s = utterance_windows(
+            model,
+            None,
+            load_audio(path, model.sample_rate),
+            model.sample_rate,
+            None,
+            str(path),
+            with_timeline=False,
         )
-        n = len(start_s)
-        parts.append(
-            (
-                pooled,
-                np.full(n, u, np.int32),
-                np.full(n, CLIP, np.int8),
-                length_s,
-                np.zeros(n, np.float32),
-                start_s,
-            )
-        )
+        parts.append((pooled, np.full(len(kind), u, np.int32), kind, length_s, trailing_s, start_s))
     cat = [np.concatenate([p[i] for p in parts]) for i in range(6)]
     return WindowFeatures(*cat, files=features.files, problems=features.problems)
 

@@ -104,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(model.json; e.g. 4 of 6 after 'task=bundle model.backbone.num_layers=4'), stated in the metadata",
     )
     parser.add_argument(
+        "--time-pooling",
+        choices=["mean", "mean_std"],
+        help="without a checkpoint: the statistics over time of each layer that the 'pooled' output carries "
+        "(default: the heads'). Other statistics than the heads' give a features-only file with an untrained "
+        "head, for 'python -m core.window_features --model FILE' (comparing feature variants), not for use",
+    )
+    parser.add_argument(
         "--hop",
         type=float,
         metavar="SECONDS",
@@ -190,11 +197,17 @@ def load_checkpoint_model(path: Path, hop_s: float):
         raise CliError(f"cannot use checkpoint {path}: {reason}", EXIT_BAD_INPUT) from None
 
 
-def load_default_model(hop_s: float | None, heads_dir: Path | None = None):
+def load_default_model(hop_s: float | None, heads_dir: Path | None = None, time_pooling: str | None = None):
     """``(model, ModelInfo, speaker heads by kind)`` of the bundled default model (``export.default_model``), or of
-    the heads in ``heads_dir`` on the same encoder; imported lazily."""
+    the heads in ``heads_dir`` on the same encoder; imported lazily. ``time_pooling`` other than the heads': a
+    features-only model (untrained head, no speaker heads)."""
     try:
-        from export.default_model import BUNDLE_DIR, build_default_classifier, build_speaker_heads
+        from export.default_model import (
+            BUNDLE_DIR,
+            FEATURES_ONLY_PROTOCOL,
+            build_default_classifier,
+            build_speaker_heads,
+        )
     except ModuleNotFoundError as exc:
         if exc.name not in ("export.default_model", "export"):
             raise CliError(f"the bundled default model needs the missing package {exc.name!r}") from None
@@ -205,11 +218,13 @@ def load_default_model(hop_s: float | None, heads_dir: Path | None = None):
         ) from None
     try:
         bundle_dir = heads_dir or BUNDLE_DIR
-        model, info = build_default_classifier(bundle_dir)
+        model, info = build_default_classifier(bundle_dir, time_pooling)
         backbone = model.backbone
-        heads = build_speaker_heads(
-            bundle_dir, hidden_size=backbone.hidden_size, num_layers=backbone.num_layers
-        )
+        heads = {}
+        if info.protocol != FEATURES_ONLY_PROTOCOL:
+            heads = build_speaker_heads(
+                bundle_dir, hidden_size=backbone.hidden_size, num_layers=backbone.num_layers
+            )
     except Exception as exc:  # missing weights package, changed layout...: report, do not dump a traceback
         raise CliError(f"cannot build the bundled default model: {one_line(exc, with_type=True)}") from None
     return model, (info if hop_s is None else dataclasses.replace(info, hop_s=hop_s)), heads
@@ -243,13 +258,13 @@ def run(args: argparse.Namespace) -> None:
 
     source = str(args.checkpoint or args.heads or "the bundled default model")
     heads = {}
-    if args.checkpoint and args.heads:
-        raise CliError("give a checkpoint or --heads, not both", EXIT_BAD_INPUT)
+    if args.checkpoint and (args.heads or args.time_pooling):
+        raise CliError("--heads and --time-pooling go without a checkpoint", EXIT_BAD_INPUT)
     print(f"loading {source} ...", flush=True)
     if args.checkpoint:
         model, info = load_checkpoint_model(args.checkpoint, args.hop or DEFAULT_HOP_S)
     else:
-        model, info, heads = load_default_model(args.hop, args.heads)
+        model, info, heads = load_default_model(args.hop, args.heads, args.time_pooling)
     print(f"exporting {source}: {info.backbone}, {len(info.labels)} labels ({', '.join(info.labels)})")
     try:
         path = export_onnx(model, info, args.output, opset=args.opset, speaker_heads=heads)

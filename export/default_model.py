@@ -38,6 +38,11 @@ def backbone_name(weights: str, encoder_layers: int, depth: int) -> str:
     return f"{weights}:frozen+bundled-head{cut}"
 
 
+def time_pooling_of(info: dict) -> str:
+    """The statistics over time the bundle's heads read (``core.model.TIME_POOLING``); older bundles: ``mean``."""
+    return info.get("time_pooling", "mean")
+
+
 def model_info(info: dict, encoder_layers: int, depth: int):
     """``realtime.metadata.ModelInfo`` for the bundled model (what the ONNX metadata will carry); the encoder runs
     ``encoder_layers`` of the weights' ``depth`` transformer layers."""
@@ -56,10 +61,31 @@ def model_info(info: dict, encoder_layers: int, depth: int):
         protocol=info["protocol"],
         speaker_norm=dict(info.get("speaker_norm") or {}),
         speech_gate=dict(info.get("speech_gate") or {}),
+        time_pooling=time_pooling_of(info),
     )
 
 
-def _new_classifier(backbone, info: dict):
+FEATURES_ONLY_PROTOCOL = (
+    "features only: the head is untrained (its labels mean nothing); this file encodes windows into pooled "
+    "features for core.window_features --model"
+)
+
+
+def features_only_info(info: dict, time_pooling: str, encoder_layers: int, depth: int):
+    """ModelInfo of an encoder whose ``pooled`` carries ``time_pooling`` statistics under an untrained head. The
+    ``backbone`` text is the bundled model's: window features depend on the encoder and the statistics only."""
+    import dataclasses
+
+    return dataclasses.replace(
+        model_info(info, encoder_layers, depth),
+        metrics={},
+        protocol=FEATURES_ONLY_PROTOCOL,
+        speaker_norm={},
+        time_pooling=time_pooling,
+    )
+
+
+def _new_classifier(backbone, info: dict, time_pooling: str | None = None):
     from core.model import EmotionClassifier
 
     return EmotionClassifier(
@@ -68,6 +94,7 @@ def _new_classifier(backbone, info: dict):
         hidden_dims=tuple(info["hidden_dims"]),
         dropout=float(info["dropout"]),
         layer_pooling=info["layer_pooling"],
+        time_pooling=time_pooling or time_pooling_of(info),
     )
 
 
@@ -84,20 +111,28 @@ def _load_head(model, path: Path):
     return model.eval()
 
 
-def build_default_classifier(bundle_dir: Path = BUNDLE_DIR):
+def build_default_classifier(bundle_dir: Path = BUNDLE_DIR, time_pooling: str | None = None):
     """``(EmotionClassifier in eval mode, ModelInfo)``: installed encoder weights + the shipped head, the encoder
     cut to the head's ``encoder_layers`` (``model.json``; absent = all layers).
 
+    time_pooling: the statistics over time ``pooled`` carries (None: the heads'). Other statistics than the heads'
+    give an untrained head (seeded) and ``features_only_info``: a model for encoding features, not for use.
     Raises ``core.ct2.MissingWeightsError`` (one line naming the pip packages) when the encoder weights are
     not installed.
     """
+    import torch
+
     from core.whisper import build_whisper_backbone
 
     info = bundle_info(bundle_dir)
     backbone = build_whisper_backbone(name_or_path=info["weights"], num_layers=info.get("encoder_layers"))
-    model = _load_head(_new_classifier(backbone, info), Path(bundle_dir) / HEAD_FILE)
     depth = int(backbone.encoder.config.encoder_layers)
-    return model, model_info(info, backbone.num_layers, depth)
+    if time_pooling in (None, time_pooling_of(info)):
+        model = _load_head(_new_classifier(backbone, info), Path(bundle_dir) / HEAD_FILE)
+        return model, model_info(info, backbone.num_layers, depth)
+    torch.manual_seed(0)
+    model = _new_classifier(backbone, info, time_pooling)
+    return model.eval(), features_only_info(info, time_pooling, backbone.num_layers, depth)
 
 
 def build_speaker_heads(bundle_dir: Path = BUNDLE_DIR, hidden_size: int = 512, num_layers: int = 6) -> dict:

@@ -23,6 +23,7 @@ import onnx
 import torch
 from torch import nn
 
+from core.model import TIME_POOLING
 from realtime.errors import one_line
 from realtime.metadata import (
     INPUT_NAME,
@@ -182,7 +183,8 @@ def export_onnx(
         _trace_to_onnx(model, path, info.sample_rate, opset)
         proto = onnx.load(str(path))
         _check_labels(proto, info)
-        sizes = (model.backbone.num_layers + 1, model.backbone.hidden_size)  # what `pooled` carries
+        # What `pooled` carries: per hidden state, its time mean (and standard deviation, for mean_std).
+        sizes = (model.backbone.num_layers + 1, model.backbone.hidden_size * TIME_POOLING[model.time_pooling])
         head_bytes = {
             kind: speaker_norm_head_bytes(head, *sizes, opset) for kind, head in (speaker_heads or {}).items()
         }

@@ -16,8 +16,9 @@ LOGITS_NAME = "logits"
 PROBS_NAME = "probs"
 """float32 ``[batch, classes]``, softmax of logits."""
 POOLED_NAME = "pooled"
-"""float32 ``[batch, layers + 1, hidden]``: every hidden state's time mean, what the head reads. The runtime's
-per-speaker running mean is taken over these (``realtime.speaker_norm``)."""
+"""float32 ``[batch, layers + 1, hidden]``: every hidden state's time mean, what the head reads (``[batch, layers + 1,
+2 x hidden]``, ``[mean | std]`` over time, for ``ModelInfo.time_pooling`` ``mean_std``). The runtime's per-speaker
+running mean is taken over these (``realtime.speaker_norm``)."""
 SPEAKER_MEAN_NAME = "speaker_mean"
 """float32 ``[layers + 1, hidden]``: input of the speaker-normalised head, subtracted from ``pooled``."""
 SPEAKER_NORM_HEAD_KEY = "emotion.speaker_norm_head"
@@ -59,6 +60,8 @@ class ModelInfo:
         emotion); empty = the runtime's defaults.
     encoder_layers: transformer layers the encoder runs (fewer than its weights have: a truncated encoder);
         ``pooled`` holds this many + 1 states. 0 = not stated (models exported before it was recorded).
+    time_pooling: what ``pooled`` holds per layer: ``mean`` over time, or ``mean_std`` (mean and standard
+        deviation side by side).
     """
 
     labels: tuple[str, ...]
@@ -73,6 +76,7 @@ class ModelInfo:
     speaker_norm: dict = field(default_factory=dict)
     speech_gate: dict = field(default_factory=dict)
     encoder_layers: int = 0
+    time_pooling: str = "mean"
     format_version: int = FORMAT_VERSION
 
     def to_metadata(self) -> dict[str, str]:

@@ -75,7 +75,7 @@ def test_manifest_trains_and_evaluates_with_the_same_commands(tiny_model, tmp_pa
     assert deltas["variant_accuracy"] == deltas["accuracy"] == report["kfold"]["mine"]["clip"]["accuracy"]
     assert "| mine | 18 |" in run.stdout.split("clip windows of")[1]
     cache = tmp_path / "cache" / "speech-emotion-monitor" / "window-features"
-    assert list(cache.glob("*/mine-clips.npz"))
+    assert list(cache.glob("*/mine-clip.npz"))
     mine = report["kfold"]["mine"]
     assert (
         mine["folds"] == 3 and mine["clip"]["n"] == 18

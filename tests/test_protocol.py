@@ -161,13 +161,13 @@ def test_variant_deltas_compare_the_same_heads_on_another_encoders_clip_windows(
     fs = make_set()
     speakers = ["a:1", "a:2", "b:1"]
     base = score_speakers(FirstDims(), fs, speakers, SpeechGate(1.0, 1.0))
-    # The "variant" encoder hears a2 (sad) right; only its clip windows exist, in the view "clips".
+    # The "variant" encoder hears a2 (sad) right; only its clip windows exist, in the view "clip".
     pooled = fs.pooled.copy()
     pooled[4] = window({SAD: 1.0})
     keep = fs.kind == CLIP
     rows = {name: getattr(fs, name)[keep] for name in ("utt", "view", "kind", "speech_s", "trailing_s")}
-    clips = FeatureSet(**{**_fields(fs), **rows, "views": ["clips"], "pooled": pooled[keep]})
-    base.variant = score_speakers(FirstDims(), clips, speakers, SpeechGate(1.0, 1.0), view="clips")
+    clips = FeatureSet(**{**_fields(fs), **rows, "views": ["clip"], "pooled": pooled[keep]})
+    base.variant = score_speakers(FirstDims(), clips, speakers, SpeechGate(1.0, 1.0), view="clip")
     assert base.variant.confusion["a"]["window"].sum() == 0  # clip level only
     deltas = variant_deltas([base])
     assert deltas["a"]["accuracy"] == [0.5, 0.0] and deltas["a"]["variant_accuracy"] == [1.0, 0.0]
