@@ -30,14 +30,14 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from core.backbones import build_backbone
-from core.data import EMOTIONS
-from core.model import EmotionClassifier
-from export.onnx_export import export_onnx
-from export.quantize import cpu_flags, quantize_int8
-from realtime.audio import SAMPLE_RATE
-from realtime.metadata import ModelInfo
-from realtime.model import EmotionModel, ModelOptions
+from emotion_monitor.core.backbones import build_backbone
+from emotion_monitor.core.data import EMOTIONS
+from emotion_monitor.core.model import EmotionClassifier
+from emotion_monitor.export.onnx_export import export_onnx
+from emotion_monitor.export.quantize import cpu_flags, quantize_int8
+from emotion_monitor.realtime.audio import SAMPLE_RATE
+from emotion_monitor.realtime.metadata import ModelInfo
+from emotion_monitor.realtime.model import EmotionModel, ModelOptions
 
 LABELS = EMOTIONS
 
@@ -54,7 +54,7 @@ def wav2vec2_base_sized() -> tuple[torch.nn.Module, ModelInfo]:
 
 
 def bundled() -> tuple[torch.nn.Module, ModelInfo]:
-    from export.default_model import build_default_classifier
+    from emotion_monitor.export.default_model import build_default_classifier
 
     model, info = build_default_classifier()
     return model.eval(), info
@@ -64,7 +64,7 @@ MODELS = {"bundled": bundled, "wav2vec2-base": wav2vec2_base_sized}
 
 
 def ort_session(path: Path, threads: int) -> ort.InferenceSession:
-    """The session exactly as the runtime opens it (``realtime.model``: idle threads sleep instead of spinning;
+    """The session exactly as the runtime opens it (``emotion_monitor.realtime.model``: idle threads sleep instead of spinning;
     spinning threads of one variant would steal the cores the next variant runs on, and every other process's)."""
     return EmotionModel(path, ModelOptions("cpu", threads)).session
 

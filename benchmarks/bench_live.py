@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from core.paths import ravdess_dir
-from realtime.audio import SAMPLE_RATE, load_audio
+from emotion_monitor.core.paths import ravdess_dir
+from emotion_monitor.realtime.audio import SAMPLE_RATE, load_audio
 
 RAVDESS_DIR = ravdess_dir()
 """RAVDESS 16 kHz clips: ``$EMOTION_DATA_DIR/ravdess-16k`` (default ../shared/data), as the export checks use."""
@@ -65,7 +65,15 @@ def run_monitors(
     procs = []
     for k in range(count):
         out = workdir / f"live{k}.jsonl"
-        cmd = [sys.executable, "-m", "realtime.live", "--input", str(recording), "--jsonl", str(out)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "emotion_monitor.realtime.live",
+            "--input",
+            str(recording),
+            "--jsonl",
+            str(out),
+        ]
         if model:
             cmd += ["--model", model]
         if window_s:

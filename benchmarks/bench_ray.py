@@ -2,7 +2,7 @@
 engine on the same continuous-speech files (``bench_score.write_continuous``: joined trimmed RAVDESS clips in files
 of at least ``--file-s`` seconds).
 
-Every run is ``realtime.score.main`` in this process (Ray started once, ``ray.init(num_cpus=2)``), actor start-up
+Every run is ``emotion_monitor.realtime.score.main`` in this process (Ray started once, ``ray.init(num_cpus=2)``), actor start-up
 and model loading included; rounds are interleaved and the median is reported.
 
 Usage:
@@ -24,8 +24,8 @@ from pathlib import Path
 import soundfile as sf
 from bench_score import files_for, machine, write_continuous  # same folder (run as a script)
 
-from realtime import score
-from realtime.model_store import resolve_model_path
+from emotion_monitor.realtime import score
+from emotion_monitor.realtime.model_store import resolve_model_path
 
 
 def main(argv: list[str] | None = None) -> int:

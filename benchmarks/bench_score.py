@@ -36,13 +36,19 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from core.data import EMOTIONS
-from core.paths import ravdess_dir
-from export.quantize import cpu_flags
-from realtime.analysis import clip_bounds
-from realtime.audio import SAMPLE_RATE, PreprocessOptions, load_audio, prepare_clip, prepare_input
-from realtime.model import load_model
-from realtime.model_store import resolve_model_path
+from emotion_monitor.core.data import EMOTIONS
+from emotion_monitor.core.paths import ravdess_dir
+from emotion_monitor.export.quantize import cpu_flags
+from emotion_monitor.realtime.analysis import clip_bounds
+from emotion_monitor.realtime.audio import (
+    SAMPLE_RATE,
+    PreprocessOptions,
+    load_audio,
+    prepare_clip,
+    prepare_input,
+)
+from emotion_monitor.realtime.model import load_model
+from emotion_monitor.realtime.model_store import resolve_model_path
 
 RAVDESS_DIR = ravdess_dir()
 """RAVDESS 16 kHz clips: ``$EMOTION_DATA_DIR/ravdess-16k`` (default ../shared/data), as the export checks use."""
@@ -59,7 +65,16 @@ def run_emotion_score(
     folder: Path, model: Path, threads: int, out: Path, extra: tuple[str, ...] = (), src: Path | None = None
 ) -> tuple[float, dict[str, str]]:
     """Time one ``emotion-score`` run as a user starts it; ``src``: run that source tree's copy instead."""
-    cmd = [sys.executable, "-m", "realtime.score", str(folder), "--model", str(model), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "emotion_monitor.realtime.score",
+        str(folder),
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+    ]
     cmd += ["--threads", str(threads), *extra]
     env = dict(os.environ, PYTHONPATH=str(src)) if src else None
     start = time.perf_counter()
@@ -216,8 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         print()
         return 0
 
-    from export.default_model import build_default_classifier
-    from export.onnx_export import export_onnx
+    from emotion_monitor.export.default_model import build_default_classifier
+    from emotion_monitor.export.onnx_export import export_onnx
 
     model, info = build_default_classifier()
     model.eval()

@@ -1,10 +1,10 @@
 """The cached-feature training path: encoding corpora once, then head training from the cache.
 
 Prints JSON with
-- ``encode``: the window-feature cache's fill rate (``core.window_features.compute``, clean view: each file's
+- ``encode``: the window-feature cache's fill rate (``emotion_monitor.core.window_features.compute``, clean view: each file's
   emotion-score windows and live-timeline speech windows through the exported model), on ``--files`` files of
   each corpus;
-- ``fit``: one head trained by the project's trainer (``core.train.fit``, experiment=head, fold 0) on the cached
+- ``fit``: one head trained by the project's trainer (``emotion_monitor.core.train.fit``, experiment=head, fold 0) on the cached
   features of the corpora, seconds per epoch and windows per second.
 
 Usage (after the cache is filled, e.g. by ``emotion-train experiment=head task=evaluate``):
@@ -40,13 +40,13 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from core.corpora import read_corpus
-    from core.train import fit
-    from core.window_features import VIEWS, compute
-    from realtime.model import load_model
+    from emotion_monitor.core.corpora import read_corpus
+    from emotion_monitor.core.train import fit
+    from emotion_monitor.core.window_features import VIEWS, compute
+    from emotion_monitor.realtime.model import load_model
 
     torch.set_num_threads(args.threads)
-    with initialize_config_module("configs", version_base="1.3"):
+    with initialize_config_module("emotion_monitor.configs", version_base="1.3"):
         cfg = compose(
             "config",
             overrides=[

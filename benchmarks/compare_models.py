@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from realtime.analysis import score_clip
-from realtime.audio import load_audio
-from realtime.model import EmotionModel, ModelOptions
+from emotion_monitor.realtime.analysis import score_clip
+from emotion_monitor.realtime.audio import load_audio
+from emotion_monitor.realtime.model import EmotionModel, ModelOptions
 
 
 def clip_paths(data_dir: Path, count: int) -> list[Path]:

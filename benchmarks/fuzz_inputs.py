@@ -47,7 +47,7 @@ def write_constant_model(
     import onnx
     from onnx import TensorProto, helper
 
-    from realtime.metadata import ModelInfo
+    from emotion_monitor.realtime.metadata import ModelInfo
 
     classes = len(labels) if classes is None else classes
     values = np.linspace(-1.0, 1.0, classes) if logits is None else np.asarray(logits, np.float64)
@@ -335,7 +335,15 @@ def main(argv: list[str] | None = None) -> int:
         out = tmp / "results.csv"
         t0 = time.perf_counter()
         run = subprocess.run(
-            [sys.executable, "-m", "realtime.score", str(tmp / "in"), "--out", str(out), *model],
+            [
+                sys.executable,
+                "-m",
+                "emotion_monitor.realtime.score",
+                str(tmp / "in"),
+                "--out",
+                str(out),
+                *model,
+            ],
             capture_output=True,
             text=True,
             errors="surrogateescape",

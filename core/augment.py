@@ -1,6 +1,6 @@
 """Waveform augmentation for training crops (numpy, per sample, driven by the caller's RNG).
 
-Order in ``core.data.ClipDataset``: crop → ``before_normalisation`` (time shift, additive noise) →
+Order in ``emotion_monitor.core.data.ClipDataset``: crop → ``before_normalisation`` (time shift, additive noise) →
 ``prepare_input`` (level normalisation, as the runtime does) → ``after_normalisation`` (gain).
 Gain is applied after the normaliser on purpose: before it, any gain would simply be undone. Live windows of
 quiet speech hit ``max_gain_db`` and reach the model below the target level; the gain jitter teaches that.
@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from realtime.audio import SAMPLE_RATE
+from emotion_monitor.realtime.audio import SAMPLE_RATE
 
 
 @dataclass(frozen=True)

@@ -100,11 +100,11 @@ def _normalize_waveform(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Ten
     return (x - mean) / torch.sqrt(var + 1e-7) * m
 
 
-BUILDERS: dict[str, str] = {kind: "core.backbones.build_wav2vec2_family" for kind in WAV2VEC2_FAMILY} | {
-    "whisper": "core.whisper.build_whisper_backbone"
-}
+BUILDERS: dict[str, str] = {
+    kind: "emotion_monitor.core.backbones.build_wav2vec2_family" for kind in WAV2VEC2_FAMILY
+} | {"whisper": "emotion_monitor.core.whisper.build_whisper_backbone"}
 """Backbone kind → builder, by import path: a family's module is imported only when that family is built, and
-this module imports none of them (``core.whisper`` subclasses ``SpeechBackbone`` from here, never the reverse)."""
+this module imports none of them (``emotion_monitor.core.whisper`` subclasses ``SpeechBackbone`` from here, never the reverse)."""
 
 
 def build_backbone(

@@ -1,6 +1,6 @@
 """Writing the bundled default model's heads (``export/bundled/``): a library, not a trainer.
 
-The heads are trained and evaluated by ``emotion-train experiment=head task=bundle`` (``core.experiment.bundle``:
+The heads are trained and evaluated by ``emotion-train experiment=head task=bundle`` (``emotion_monitor.core.experiment.bundle``:
 the one trainer and the one evaluation protocol). This module only turns the trained heads and the protocol's
 report into files: ``head.safetensors`` (plain), ``head_speaker_norm.safetensors`` (features centred on the
 speaker's mean), ``head_speaker_baseline.safetensors`` (centred on their calm baseline), ``model.json`` (what the
@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.data import EMOTIONS
-from core.window_features import CLIP
-from realtime.metadata import DEFAULT_HOP_S
+from emotion_monitor.core.data import EMOTIONS
+from emotion_monitor.core.window_features import CLIP
+from emotion_monitor.realtime.metadata import DEFAULT_HOP_S
 
 log = logging.getLogger(__name__)
 
 WEIGHTS = "whisper-base"
-REBUILD = "emotion-train experiment=head task=bundle   (features: python -m core.window_features, first run)"
+REBUILD = "emotion-train experiment=head task=bundle   (features: python -m emotion_monitor.core.window_features, first run)"
 REFERENCE_FILES = (
     "Actor_01/03-01-05-02-01-01-01.flac",
     "Actor_10/03-01-04-01-02-02-10.flac",
@@ -57,7 +57,7 @@ def stored_dtype(tensor: torch.Tensor) -> torch.dtype:
 @torch.no_grad()
 def reference_predictions(model, fs) -> list[dict]:
     """Clip-level probabilities of ``REFERENCE_FILES`` (mean over their clean clip windows) from cached features."""
-    from core.protocol import predict_rows
+    from emotion_monitor.core.protocol import predict_rows
 
     refs = []
     by_path = {Path(u.path).as_posix(): i for i, u in enumerate(fs.utterances)}
@@ -80,11 +80,11 @@ def _metrics(summary: dict) -> dict:
 
 
 def write_bundle(out: Path, heads: dict, report: dict, cfg, data, references: list[dict]) -> Path:
-    """Heads by file name + the protocol's ``report`` (``core.experiment.evaluate``) → ``out``."""
+    """Heads by file name + the protocol's ``report`` (``emotion_monitor.core.experiment.evaluate``) → ``out``."""
     from omegaconf import OmegaConf
     from safetensors.torch import save_file
 
-    from core.metrics import plot_confusion
+    from emotion_monitor.core.metrics import plot_confusion
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ A checkpoint is a Lightning ``.ckpt`` holding ``state_dict`` (classifier weights
 ``window_s``, ``preprocessing``, ``metrics`` (+ ``train``, ``split``). Everything loads with
 ``torch.load(..., weights_only=True)`` and rebuilds without a download.
 
-``python -m core.checkpoint check CKPT`` prints a checkpoint's labels, window and metrics.
+``python -m emotion_monitor.core.checkpoint check CKPT`` prints a checkpoint's labels, window and metrics.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from core.model import EmotionClassifier, build_classifier
-from realtime.errors import one_line
+from emotion_monitor.core.model import EmotionClassifier, build_classifier
+from emotion_monitor.realtime.errors import one_line
 
 REQUIRED_HPARAMS = ("model_spec", "labels", "sample_rate", "window_s", "preprocessing")
 STATE_PREFIX = "model."
@@ -126,7 +126,9 @@ def write_checkpoint(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m core.checkpoint", description="Checkpoint utilities.")
+    parser = argparse.ArgumentParser(
+        prog="python -m emotion_monitor.core.checkpoint", description="Checkpoint utilities."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="load a checkpoint and print its labels, window and metrics")
     check.add_argument("checkpoint", type=Path)

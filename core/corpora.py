@@ -6,7 +6,7 @@
 
 Every reader maps its labels onto the product's eight ``EMOTIONS`` and says which of them the corpus can hold
 (``Corpus.classes``): CREMA-D has no calm and no surprised, so a CREMA-D clip is never a "not calm" example;
-training leaves a corpus's absent classes out of that clip's softmax (``core.window_features`` / ``core.heads``).
+training leaves a corpus's absent classes out of that clip's softmax (``emotion_monitor.core.window_features`` / ``emotion_monitor.core.heads``).
 Files that do not parse are returned as ``Problem``s (file + reason), never silently dropped.
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.data import EMOTIONS, DataError, Problem, index_ravdess
+from emotion_monitor.core.data import EMOTIONS, DataError, Problem, index_ravdess
 
 CREMA_CODES = {
     "ANG": "angry",

@@ -17,8 +17,15 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from core.augment import Augmenter, AugmentOptions
-from realtime.audio import SAMPLE_RATE, AudioError, PreprocessOptions, load_audio, prepare_clip, prepare_input
+from emotion_monitor.core.augment import Augmenter, AugmentOptions
+from emotion_monitor.realtime.audio import (
+    SAMPLE_RATE,
+    AudioError,
+    PreprocessOptions,
+    load_audio,
+    prepare_clip,
+    prepare_input,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +37,7 @@ INTENSITIES = {1: "normal", 2: "strong"}
 STATEMENTS = {1: "Kids are talking by the door", 2: "Dogs are sitting by the door"}
 RAVDESS_SUFFIXES = (".wav", ".flac")
 """File endings of RAVDESS copies (the original WAVs, the 16 kHz FLAC copy); any other file is left out of the
-index. What the runtime can decode is wider: ``realtime.audio.AUDIO_SUFFIXES``."""
+index. What the runtime can decode is wider: ``emotion_monitor.realtime.audio.AUDIO_SUFFIXES``."""
 NUM_ACTORS = 24
 SPLITS = ("train", "val", "test")
 

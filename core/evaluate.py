@@ -19,14 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.checkpoint import CheckpointError, load_classifier, read_checkpoint
-from core.data import ClipDataset, DataError, decode_clips, index_ravdess, report_problems
-from core.metrics import METRIC_NAMES, plot_confusion, report_from_confusion, save_json
-from core.metrics import confusion_matrix as make_confusion
-from core.paths import DATA_DIR_ENV, ravdess_dir
-from realtime.audio import PreprocessOptions, prepare_clip, prepare_input
-from realtime.errors import print_error
-from realtime.windowing import tile_bounds
+from emotion_monitor.core.checkpoint import CheckpointError, load_classifier, read_checkpoint
+from emotion_monitor.core.data import ClipDataset, DataError, decode_clips, index_ravdess, report_problems
+from emotion_monitor.core.metrics import METRIC_NAMES, plot_confusion, report_from_confusion, save_json
+from emotion_monitor.core.metrics import confusion_matrix as make_confusion
+from emotion_monitor.core.paths import DATA_DIR_ENV, ravdess_dir
+from emotion_monitor.realtime.audio import PreprocessOptions, prepare_clip, prepare_input
+from emotion_monitor.realtime.errors import print_error
+from emotion_monitor.realtime.windowing import tile_bounds
 
 
 @torch.no_grad()
@@ -36,7 +36,7 @@ def predict(
     """(true labels ``[N]``, predicted labels ``[N]``), each clip scored exactly as ``emotion-score`` scores a file:
     its windows (``tile_bounds``: the clip itself up to the window length, else full windows end to end), each
     trimmed and level-normalised like a runtime window, and the mean of their probabilities weighted by their
-    seconds (the evaluation protocol's clip level, ``core.protocol``). ``batch_size`` batches equal-length windows.
+    seconds (the evaluation protocol's clip level, ``emotion_monitor.core.protocol``). ``batch_size`` batches equal-length windows.
     """
     model.eval()
     y_pred = []

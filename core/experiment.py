@@ -1,5 +1,5 @@
 """``emotion-train task=evaluate`` and ``task=bundle``: the evaluation protocol and the bundled model, run through
-the one trainer (``core.train.fit``: the same data module, LightningModule, loss and optimiser for every fold).
+the one trainer (``emotion_monitor.core.train.fit``: the same data module, LightningModule, loss and optimiser for every fold).
 
     emotion-train experiment=head task=evaluate     # k-fold per corpus + leave-one-corpus-out, printed and saved
     emotion-train experiment=head task=bundle       # the same, then train on every speaker, write export/bundled/
@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from core.protocol import (
+from emotion_monitor.core.protocol import (
     FoldScores,
     format_deltas,
     format_table,
@@ -41,7 +41,7 @@ def with_overrides(cfg: DictConfig, **overrides: Any) -> DictConfig:
 def _fold_scores(cfg: DictConfig, **overrides: Any) -> tuple[FoldScores, Any, Any]:
     """Train one head with ``overrides`` (a fold, a held-out corpus) and score its test speakers:
     ``(scores, trained classifier, data module)``."""
-    from core.train import fit
+    from emotion_monitor.core.train import fit
 
     _, module, data = fit(with_overrides(cfg, **overrides), quiet=True)
     fs = data.feature_set()
@@ -135,8 +135,8 @@ def bundle(cfg: DictConfig) -> dict:
     with ``model.json`` (metrics, protocol, how to rebuild) into ``cfg.bundle_dir`` (default: export/bundled/)."""
     from hydra.utils import to_absolute_path
 
-    from core.bundle import reference_predictions, write_bundle
-    from core.train import fit
+    from emotion_monitor.core.bundle import reference_predictions, write_bundle
+    from emotion_monitor.core.train import fit
 
     out = Path(to_absolute_path(cfg.bundle_dir)) if cfg.get("bundle_dir") else BUNDLE_DIR
     plain_cfg = with_overrides(cfg, dataset__speaker_centre=None)

@@ -20,11 +20,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from core.corpora import Corpus, read_corpus
-from core.data import EMOTIONS, DataError
-from core.window_features import CLIP, SEGMENT, VIEWS, load_or_compute
-from realtime.audio import PreprocessOptions
-from realtime.windowing import SpeechGate
+from emotion_monitor.core.corpora import Corpus, read_corpus
+from emotion_monitor.core.data import EMOTIONS, DataError
+from emotion_monitor.core.window_features import CLIP, SEGMENT, VIEWS, load_or_compute
+from emotion_monitor.realtime.audio import PreprocessOptions
+from emotion_monitor.realtime.windowing import SpeechGate
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class FeatureSet:
     def first_layers(self, encoder_layers: int | None) -> FeatureSet:
         """The same windows as an encoder cut after its first ``encoder_layers`` transformer layers would see
         them: ``pooled[:, :encoder_layers + 1]`` (a view, no copy); None = every layer. Exact because the cache
-        holds each layer's raw output and a truncated encoder returns those same states (``core.whisper``)."""
+        holds each layer's raw output and a truncated encoder returns those same states (``emotion_monitor.core.whisper``)."""
         states = self.pooled.shape[1]
         if encoder_layers is None or encoder_layers + 1 == states:
             return self
@@ -121,7 +121,7 @@ class FeatureSet:
 
 
 def select_time_pooling(pooled: np.ndarray, stored: str, wanted: str, source: str = "features") -> np.ndarray:
-    """Features ``[W, L+1, K x H]`` holding ``stored`` statistics (``core.model.TIME_POOLING``) → those the head
+    """Features ``[W, L+1, K x H]`` holding ``stored`` statistics (``emotion_monitor.core.model.TIME_POOLING``) → those the head
     reads (``wanted``): the same array, or the means alone (the first H of each layer's ``[mean | std]``)."""
     if wanted == stored:
         return pooled
@@ -140,7 +140,7 @@ def _load(
     model_path: str | None,
     time_pooling: str,
 ):
-    from realtime.model import load_model
+    from emotion_monitor.realtime.model import load_model
 
     model = load_model(model_path, batch_size=16)
     corpora, parts = [], []

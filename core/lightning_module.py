@@ -1,6 +1,6 @@
 """A thin LightningModule around the plain ``EmotionClassifier``: loss, mixup, LR tiers, metrics.
 
-Checkpoint contract (``core.checkpoint`` and ``emotion-export`` rely on it): the classifier is ``self.model``
+Checkpoint contract (``emotion_monitor.core.checkpoint`` and ``emotion-export`` rely on it): the classifier is ``self.model``
 (state-dict keys start with ``model.``) and the hyper-parameters are plain Python containers only
 (``model_spec``, ``labels``, ``sample_rate``, ``window_s``, ``preprocessing``, ``train``, ``metrics``,
 ``split``) so checkpoints load with ``torch.load(..., weights_only=True)``.
@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.losses import FocalLoss
-from core.metrics import METRIC_NAMES, metrics_from_confusion
-from core.model import EmotionClassifier, build_classifier
+from emotion_monitor.core.losses import FocalLoss
+from emotion_monitor.core.metrics import METRIC_NAMES, metrics_from_confusion
+from emotion_monitor.core.model import EmotionClassifier, build_classifier
 
 LR_TIERS = ("lower", "upper", "head")
 """lower: backbone below layer ``freeze_layers`` (+ its input projection); upper: the remaining backbone

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from core.backbones import SpeechBackbone, build_backbone
+from emotion_monitor.core.backbones import SpeechBackbone, build_backbone
 
 LAYER_POOLING = ("weighted", "last", "concat")
 """How the per-layer pooled states become one vector: a learnt softmax-weighted sum, the last layer, or all layers

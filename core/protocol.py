@@ -11,7 +11,7 @@
   the estimate of what a voice, microphone and room never seen in training will get.
 
 A prediction is the top class among those the test corpus can hold (CREMA-D: six). Metrics come from confusion
-matrices per fold (``core.metrics``) and are reported as mean ± std over folds.
+matrices per fold (``emotion_monitor.core.metrics``) and are reported as mean ± std over folds.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from core.data import EMOTIONS
-from core.feature_data import FeatureSet
-from core.metrics import METRIC_NAMES, confusion_matrix, metrics_from_confusion
-from core.window_features import CLIP, SEGMENT
-from realtime.windowing import SpeechGate
+from emotion_monitor.core.data import EMOTIONS
+from emotion_monitor.core.feature_data import FeatureSet
+from emotion_monitor.core.metrics import METRIC_NAMES, confusion_matrix, metrics_from_confusion
+from emotion_monitor.core.window_features import CLIP, SEGMENT
+from emotion_monitor.realtime.windowing import SpeechGate
 
 LEVELS = ("clip", "window")
 

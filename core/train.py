@@ -27,19 +27,19 @@ import hydra
 from hydra.utils import get_method, instantiate, to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from core.paths import register_resolver
-from realtime.errors import one_line, print_error
+from emotion_monitor.core.paths import register_resolver
+from emotion_monitor.realtime.errors import one_line, print_error
 
 if TYPE_CHECKING:  # torch/Lightning are imported when needed so `emotion-train --help/--cfg` stay fast
     import pytorch_lightning as pl
 
-    from core.data import RavdessDataModule
-    from core.lightning_module import EmotionModule, TrainSettings
-    from core.model import EmotionClassifier
+    from emotion_monitor.core.data import RavdessDataModule
+    from emotion_monitor.core.lightning_module import EmotionModule, TrainSettings
+    from emotion_monitor.core.model import EmotionClassifier
 
 log = logging.getLogger("emotion-train")
 
-DEFAULT_BACKBONE_BUILDER = "core.backbones.build_backbone"
+DEFAULT_BACKBONE_BUILDER = "emotion_monitor.core.backbones.build_backbone"
 HUB_PROBE_TIMEOUT_S = 2.0
 """How long a connection to the Hugging Face hub may take before it counts as unreachable."""
 
@@ -87,7 +87,7 @@ def _is_hub_id(name: Any, kind: Any) -> bool:
     if Path(name).exists() or Path(name).is_absolute() or name.startswith((".", "~")):
         return False
     if kind == "whisper":
-        from core.ct2 import PACKAGED
+        from emotion_monitor.core.ct2 import PACKAGED
 
         return name not in PACKAGED
     return True
@@ -129,7 +129,7 @@ def _hub_offline_if_unreachable(name: Any, kind: Any) -> Iterator[None]:
 
 
 def build_backbone_from_config(backbone_cfg: dict) -> Any:
-    """Call the backbone builder (``_target_``, default ``core.backbones.build_backbone``) with the rest.
+    """Call the backbone builder (``_target_``, default ``emotion_monitor.core.backbones.build_backbone``) with the rest.
 
     A hub/download failure becomes ``BackboneUnavailable`` telling the user to point
     ``model.backbone.name_or_path`` at a local copy. When the hub is unreachable that happens at once
@@ -192,7 +192,7 @@ def build_model(model_cfg: DictConfig | dict, num_classes: int) -> tuple[Emotion
     cfg = dict(to_plain(model_cfg))
     freeze_layers = int(cfg.pop("freeze_layers", 0) or 0)
     backbone = build_backbone_from_config(cfg.pop("backbone"))
-    cfg.setdefault("_target_", "core.model.EmotionClassifier")
+    cfg.setdefault("_target_", "emotion_monitor.core.model.EmotionClassifier")
     model = instantiate(cfg, backbone=backbone, num_classes=num_classes, _convert_="all")
     return model, freeze_layers
 
@@ -201,8 +201,8 @@ def train_settings(
     train_cfg: DictConfig | dict, freeze_layers: int, train_labels: list[int], num_classes: int
 ) -> TrainSettings:
     """``train`` config group → TrainSettings; ``loss.class_weights: auto`` is computed from the training split."""
-    from core.lightning_module import TrainSettings
-    from core.losses import class_weights_from_labels
+    from emotion_monitor.core.lightning_module import TrainSettings
+    from emotion_monitor.core.losses import class_weights_from_labels
 
     cfg = to_plain(train_cfg)
     weights = cfg["loss"].get("class_weights", "auto")
@@ -276,7 +276,7 @@ def build_callbacks(cfg: DictConfig, output_dir: Path) -> list[pl.Callback]:
 
 def build_datamodule(cfg: DictConfig) -> RavdessDataModule:
     """``dataset`` group → datamodule with ``root`` made absolute against the launch directory."""
-    from core.data import DataError
+    from emotion_monitor.core.data import DataError
 
     data_cfg = to_plain(cfg.dataset)
     if "root" in data_cfg:
@@ -298,8 +298,8 @@ def fit(cfg: DictConfig, quiet: bool = False) -> tuple[pl.Trainer, EmotionModule
     import pytorch_lightning as pl
     import torch
 
-    from core.lightning_module import EmotionModule
-    from realtime.audio import SAMPLE_RATE
+    from emotion_monitor.core.lightning_module import EmotionModule
+    from emotion_monitor.realtime.audio import SAMPLE_RATE
 
     if cfg.num_threads:
         torch.set_num_threads(int(cfg.num_threads))
@@ -352,7 +352,7 @@ def finish(
     """Rank 0: evaluate the best checkpoint on the test actors and write ``summary.json``."""
     import torch
 
-    from core.metrics import save_json
+    from emotion_monitor.core.metrics import save_json
 
     checkpoint = trainer.checkpoint_callback
     best = Path(checkpoint.best_model_path) if checkpoint is not None and checkpoint.best_model_path else None
@@ -367,7 +367,7 @@ def finish(
     if not trainer.is_global_zero:
         return summary
     if best is not None:
-        from core.evaluate import evaluate_checkpoint, record_test_metrics
+        from emotion_monitor.core.evaluate import evaluate_checkpoint, record_test_metrics
 
         summary["best_val"] = torch.load(best, weights_only=True)["hyper_parameters"].get("metrics")
         if cfg.evaluate_test and datamodule.datasets["test"].labels:
@@ -383,7 +383,7 @@ def finish(
     return summary
 
 
-@hydra.main(version_base="1.3", config_path="pkg://configs", config_name="config")
+@hydra.main(version_base="1.3", config_path="pkg://emotion_monitor.configs", config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     try:
         if cfg.task == "fit":
@@ -391,14 +391,14 @@ def _hydra_main(cfg: DictConfig) -> None:
     except BackboneUnavailable as exc:
         print(f"emotion-train: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    from core.checkpoint import CheckpointError
-    from core.data import DataError
+    from emotion_monitor.core.checkpoint import CheckpointError
+    from emotion_monitor.core.data import DataError
 
     try:
         if cfg.task == "fit":
             run(cfg)
         elif cfg.task in ("evaluate", "bundle"):
-            from core.experiment import bundle, evaluate
+            from emotion_monitor.core.experiment import bundle, evaluate
 
             (evaluate if cfg.task == "evaluate" else bundle)(cfg)
         else:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from core.backbones import SpeechBackbone
+from emotion_monitor.core.backbones import SpeechBackbone
 
 SAMPLE_RATE = 16_000
 N_FFT = 400
@@ -97,7 +97,7 @@ def encoder_frames(num_samples: torch.Tensor) -> torch.Tensor:
 class WhisperBackbone(SpeechBackbone):
     """``SpeechBackbone`` over a transformers ``WhisperEncoder`` (from ``WhisperModel.encoder``).
 
-    name_or_path: None or a key of ``core.ct2.PACKAGED`` (installed pip weights), kept for ``spec()``.
+    name_or_path: None or a key of ``emotion_monitor.core.ct2.PACKAGED`` (installed pip weights), kept for ``spec()``.
     num_layers: run only the first this many transformer layers (None = all; see the module doc); the others
     are dropped from ``encoder.layers``.
     """
@@ -180,13 +180,13 @@ def build_whisper_backbone(
 
     config: a ``WhisperConfig`` dict → random weights (tests, or rebuilding before loading a checkpoint).
     name_or_path: None / ``whisper-base`` / ``whisper-tiny.en`` → the weights installed as pip packages
-        (``core.ct2``); any other value → ``transformers.WhisperModel.from_pretrained`` (local directory).
+        (``emotion_monitor.core.ct2``); any other value → ``transformers.WhisperModel.from_pretrained`` (local directory).
     Extra keyword arguments (e.g. ``normalize_waveform`` meant for wav2vec2) do not apply and are ignored.
     """
     from transformers import WhisperConfig, WhisperModel
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-    from core import ct2
+    from emotion_monitor.core import ct2
 
     if config is not None:
         hf_config = WhisperConfig(**{k: v for k, v in config.items() if k != "model_type"})

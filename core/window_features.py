@@ -1,7 +1,7 @@
 """Pooled features of exactly the windows the product scores, computed once per corpus and view, cached on disk.
 
 The encoder is frozen, so a head only needs each model input's pooled hidden states ``[L+1, H]``. They come
-from the exported ONNX model's ``pooled`` output through the runtime's own code (``realtime.model``): the same
+from the exported ONNX model's ``pooled`` output through the runtime's own code (``emotion_monitor.realtime.model``): the same
 trimming, level normalisation, windows and VAD gate as ``emotion-score`` and ``emotion-live``, so training,
 evaluation and serving cannot drift apart. Per utterance, two kinds of window:
 
@@ -11,12 +11,12 @@ evaluation and serving cannot drift apart. Per utterance, two kinds of window:
   ``window_s``, the VAD's speech flag), each with its seconds of speech.
 
 A *view* says how the utterance is presented first: ``clean`` (the file as recorded, live hop) or a channel
-simulation (``core.augment.through_channel``: padding, noise, room, band, level, 44.1/48 kHz device), for
+simulation (``emotion_monitor.core.augment.through_channel``: padding, noise, room, band, level, 44.1/48 kHz device), for
 training only. Identical model inputs within an utterance are encoded once.
 
 Layout: ``<cache>/window-features/<model fingerprint>/<corpus>-<view>.npz`` holding ``pooled`` float16
 ``[W, L+1, H]`` and per window ``utt`` (row in ``files``), ``kind`` (0 clip, 1 segment), ``speech_s``,
-``start_s``; ``files``; ``problems``. ``python -m core.window_features --help`` fills it.
+``start_s``; ``files``; ``problems``. ``python -m emotion_monitor.core.window_features --help`` fills it.
 """
 
 from __future__ import annotations
@@ -32,12 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
-from core.augment import ChannelOptions, through_channel
-from core.corpora import Corpus
-from realtime.analysis import clip_bounds, ensure_audible, model_rate_audio
-from realtime.audio import AudioError, load_audio, prepare_clip
-from realtime.progress import progress_bar
-from realtime.windowing import SpeechGate
+from emotion_monitor.core.augment import ChannelOptions, through_channel
+from emotion_monitor.core.corpora import Corpus
+from emotion_monitor.realtime.analysis import clip_bounds, ensure_audible, model_rate_audio
+from emotion_monitor.realtime.audio import AudioError, load_audio, prepare_clip
+from emotion_monitor.realtime.progress import progress_bar
+from emotion_monitor.realtime.windowing import SpeechGate
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def utterance_windows(
     """One recording → ``(pooled [W, L+1, H], kind [W], speech_s [W], trailing_s [W], start_s [W])``: its
     ``emotion-score`` windows (speech_s = their length) and, ``with_timeline``, the speech windows of its live
     timeline under ``CACHE_GATE``. Raises AudioError for unusable audio."""
-    from realtime.windowing import StreamWindower
+    from emotion_monitor.realtime.windowing import StreamWindower
 
     audio, clip, bounds = _score_windows(model, samples, sample_rate, source)
     clip_windows = [clip[s:e] for s, e in bounds]
@@ -192,7 +192,7 @@ def utterance_windows(
 def compute(model, corpus: Corpus, view: View, every: int = 200) -> WindowFeatures:
     """Every utterance of ``corpus`` through ``view`` (see the module doc). Progress: a bar on stderr when it
     is a terminal, else a log line every ``every`` files."""
-    from realtime.vad import load_vad
+    from emotion_monitor.realtime.vad import load_vad
 
     rng = np.random.default_rng([view.seed, len(corpus.utterances)])
     vad = load_vad()[0]  # one session, reset by the windower for every utterance
@@ -285,7 +285,7 @@ def refresh_clip_windows(model, corpus: Corpus, features: WindowFeatures) -> Win
 
 
 def cache_path(model, corpus: Corpus, view: View, root: str | Path | None = None) -> Path:
-    from core.ct2 import cache_dir
+    from emotion_monitor.core.ct2 import cache_dir
 
     base = Path(root) if root else cache_dir() / "window-features"
     return base / model_fingerprint(model) / f"{corpus.name}-{view.name}.npz"
@@ -313,8 +313,8 @@ def load_or_compute(model, corpus: Corpus, view: View, root: str | Path | None =
 
 
 def main(argv: list[str] | None = None) -> None:
-    from core.corpora import read_corpus
-    from realtime.model import load_model
+    from emotion_monitor.core.corpora import read_corpus
+    from emotion_monitor.realtime.model import load_model
 
     parser = argparse.ArgumentParser(description="Fill the window-feature cache of corpora (frozen encoder).")
     parser.add_argument("corpora", nargs="+", help="KIND=PATH, e.g. ravdess=../shared/data/ravdess-16k")

@@ -1,5 +1,5 @@
 """``python -m export`` = ``emotion-export``."""
 
-from export.cli import main
+from emotion_monitor.export.cli import main
 
 raise SystemExit(main())

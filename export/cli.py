@@ -12,11 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from realtime.errors import one_line, print_error
-from realtime.metadata import DEFAULT_HOP_S, ModelInfo
+from emotion_monitor.realtime.errors import one_line, print_error
+from emotion_monitor.realtime.metadata import DEFAULT_HOP_S, ModelInfo
 
 INT8_VARIANTS = {"int8": "dynamic", "int8-per-channel": "dynamic-per-channel", "int8-blockwise": "blockwise"}
-"""``--quantize`` choice → ``export.quantize.quantize_int8`` method."""
+"""``--quantize`` choice → ``emotion_monitor.export.quantize.quantize_int8`` method."""
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["mean", "mean_std"],
         help="without a checkpoint: the statistics over time of each layer that the 'pooled' output carries "
         "(default: the heads'). Other statistics than the heads' give a features-only file with an untrained "
-        "head, for 'python -m core.window_features --model FILE' (comparing feature variants), not for use",
+        "head, for 'python -m emotion_monitor.core.window_features --model FILE' (comparing feature variants), not for use",
     )
     parser.add_argument(
         "--hop",
@@ -185,7 +185,7 @@ def info_from_hparams(hparams: dict[str, Any], hop_s: float) -> ModelInfo:
 
 def load_checkpoint_model(path: Path, hop_s: float):
     """``(model, ModelInfo)`` from an emotion-train checkpoint; CliError(code 2) when it cannot be used."""
-    from core.checkpoint import CheckpointError, load_classifier
+    from emotion_monitor.core.checkpoint import CheckpointError, load_classifier
 
     try:
         model, hparams = load_classifier(path)
@@ -198,18 +198,18 @@ def load_checkpoint_model(path: Path, hop_s: float):
 
 
 def load_default_model(hop_s: float | None, heads_dir: Path | None = None, time_pooling: str | None = None):
-    """``(model, ModelInfo, speaker heads by kind)`` of the bundled default model (``export.default_model``), or of
+    """``(model, ModelInfo, speaker heads by kind)`` of the bundled default model (``emotion_monitor.export.default_model``), or of
     the heads in ``heads_dir`` on the same encoder; imported lazily. ``time_pooling`` other than the heads': a
     features-only model (untrained head, no speaker heads)."""
     try:
-        from export.default_model import (
+        from emotion_monitor.export.default_model import (
             BUNDLE_DIR,
             FEATURES_ONLY_PROTOCOL,
             build_default_classifier,
             build_speaker_heads,
         )
     except ModuleNotFoundError as exc:
-        if exc.name not in ("export.default_model", "export"):
+        if exc.name not in ("emotion_monitor.export.default_model", "export"):
             raise CliError(f"the bundled default model needs the missing package {exc.name!r}") from None
         raise CliError(
             "no checkpoint given and the bundled default model (export/default_model.py) is not available "
@@ -253,8 +253,8 @@ def megabytes(path: Path) -> str:
 
 def run(args: argparse.Namespace) -> None:
     """Load, export, validate, and write the requested variants; raises CliError on any failure."""
-    from export import validate
-    from export.onnx_export import ExportError, export_onnx
+    from emotion_monitor.export import validate
+    from emotion_monitor.export.onnx_export import ExportError, export_onnx
 
     source = str(args.checkpoint or args.heads or "the bundled default model")
     heads = {}
@@ -298,7 +298,7 @@ def run(args: argparse.Namespace) -> None:
 
 def write_variant(path: Path, variant: str, info: ModelInfo, audio) -> Path:
     """Write the int8 or fp16 copy of ``path``, check it against fp32 on the clips, print the agreement."""
-    from export import quantize, validate
+    from emotion_monitor.export import quantize, validate
 
     target = variant_path(path, variant.split("-")[0])
     try:

@@ -16,7 +16,7 @@ SPEAKER_HEAD_FILES = {
     "running": "head_speaker_norm.safetensors",
     "baseline": "head_speaker_baseline.safetensors",
 }
-"""Heads trained on features centred per speaker (``realtime.speaker_norm``), by kind: ``running`` (the speaker's
+"""Heads trained on features centred per speaker (``emotion_monitor.realtime.speaker_norm``), by kind: ``running`` (the speaker's
 mean over all their speech) and ``baseline`` (the mean of their calm speech)."""
 INFO_FILE = "model.json"
 
@@ -39,14 +39,14 @@ def backbone_name(weights: str, encoder_layers: int, depth: int) -> str:
 
 
 def time_pooling_of(info: dict) -> str:
-    """The statistics over time the bundle's heads read (``core.model.TIME_POOLING``); older bundles: ``mean``."""
+    """The statistics over time the bundle's heads read (``emotion_monitor.core.model.TIME_POOLING``); older bundles: ``mean``."""
     return info.get("time_pooling", "mean")
 
 
 def model_info(info: dict, encoder_layers: int, depth: int):
-    """``realtime.metadata.ModelInfo`` for the bundled model (what the ONNX metadata will carry); the encoder runs
+    """``emotion_monitor.realtime.metadata.ModelInfo`` for the bundled model (what the ONNX metadata will carry); the encoder runs
     ``encoder_layers`` of the weights' ``depth`` transformer layers."""
-    from realtime.metadata import ModelInfo
+    from emotion_monitor.realtime.metadata import ModelInfo
 
     metrics = dict(info["metrics"])
     return ModelInfo(
@@ -86,7 +86,7 @@ def features_only_info(info: dict, time_pooling: str, encoder_layers: int, depth
 
 
 def _new_classifier(backbone, info: dict, time_pooling: str | None = None):
-    from core.model import EmotionClassifier
+    from emotion_monitor.core.model import EmotionClassifier
 
     return EmotionClassifier(
         backbone,
@@ -117,12 +117,12 @@ def build_default_classifier(bundle_dir: Path = BUNDLE_DIR, time_pooling: str | 
 
     time_pooling: the statistics over time ``pooled`` carries (None: the heads'). Other statistics than the heads'
     give an untrained head (seeded) and ``features_only_info``: a model for encoding features, not for use.
-    Raises ``core.ct2.MissingWeightsError`` (one line naming the pip packages) when the encoder weights are
+    Raises ``emotion_monitor.core.ct2.MissingWeightsError`` (one line naming the pip packages) when the encoder weights are
     not installed.
     """
     import torch
 
-    from core.whisper import build_whisper_backbone
+    from emotion_monitor.core.whisper import build_whisper_backbone
 
     info = bundle_info(bundle_dir)
     backbone = build_whisper_backbone(name_or_path=info["weights"], num_layers=info.get("encoder_layers"))
@@ -137,7 +137,7 @@ def build_default_classifier(bundle_dir: Path = BUNDLE_DIR, time_pooling: str | 
 
 def build_speaker_heads(bundle_dir: Path = BUNDLE_DIR, hidden_size: int = 512, num_layers: int = 6) -> dict:
     """The bundled speaker heads by kind (head only, eval mode); kinds whose file is not shipped are left out."""
-    from core.model import ShapeOnlyBackbone
+    from emotion_monitor.core.model import ShapeOnlyBackbone
 
     info = bundle_info(bundle_dir)
     heads = {}

@@ -7,7 +7,7 @@ can travel in the same file as a second tiny graph in the metadata (``speaker_no
 sample rate, window, hop, preprocessing) is written into the ONNX ``metadata_props`` from ``ModelInfo``.
 
 The TorchScript exporter (``dynamo=False``) is used: it handles the Hugging Face encoders used here, and a
-traced graph that baked in a shape is caught by ``export.validate`` (several lengths and batch sizes).
+traced graph that baked in a shape is caught by ``emotion_monitor.export.validate`` (several lengths and batch sizes).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import onnx
 import torch
 from torch import nn
 
-from core.model import TIME_POOLING
-from realtime.errors import one_line
-from realtime.metadata import (
+from emotion_monitor.core.model import TIME_POOLING
+from emotion_monitor.realtime.errors import one_line
+from emotion_monitor.realtime.metadata import (
     INPUT_NAME,
     LOGITS_NAME,
     POOLED_NAME,
@@ -169,7 +169,7 @@ def export_onnx(
 
     ``speaker_heads``: optional heads trained on speaker-centred pooled features (same sizes as ``model``'s),
     by kind (``running``, ``baseline``: see ``SPEAKER_HEAD_KEYS``); they are stored in the metadata for
-    ``realtime.speaker_norm``. The model is put in eval mode (dropout off, BatchNorm running statistics). ``info.labels`` must match
+    ``emotion_monitor.realtime.speaker_norm``. The model is put in eval mode (dropout off, BatchNorm running statistics). ``info.labels`` must match
     the number of classes. Runs ``onnx.checker``; raises ExportError (one line) on failure and removes the
     partial file. Returns the path written.
     """

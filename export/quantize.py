@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from realtime.metadata import VARIANT_KEY
+from emotion_monitor.realtime.metadata import VARIANT_KEY
 
 QUANTIZED_OPS = ("MatMul", "Gemm")
 """Only weight matmuls are quantised: they hold nearly all weights and time. Convolutions (the wav2vec2
@@ -196,10 +196,10 @@ class SpeedCheck:
 def speed_check(
     fp32: str | Path, variant: str | Path, window_s: float = 3.0, rounds: int = 7, threads: int | None = None
 ) -> SpeedCheck:
-    """Time ``variant`` against ``fp32`` on this machine as the runtime runs them (``realtime.model`` sessions),
+    """Time ``variant`` against ``fp32`` on this machine as the runtime runs them (``emotion_monitor.realtime.model`` sessions),
     one window at a time, alternating the two models each round so a burst of load hits both alike."""
-    from realtime.model import EmotionModel, ModelOptions
-    from realtime.providers import default_intra_op_threads
+    from emotion_monitor.realtime.model import EmotionModel, ModelOptions
+    from emotion_monitor.realtime.providers import default_intra_op_threads
 
     threads = threads or default_intra_op_threads()
     models = [EmotionModel(path, ModelOptions("cpu", threads)) for path in (fp32, variant)]

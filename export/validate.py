@@ -1,8 +1,8 @@
 """Checks run on every export: ONNX Runtime against PyTorch on real speech, and variants against fp32.
 
-Validation audio is RAVDESS speech (``core.paths.ravdess_dir()``: ``$EMOTION_DATA_DIR``, default ``../shared/data``,
+Validation audio is RAVDESS speech (``emotion_monitor.core.paths.ravdess_dir()``: ``$EMOTION_DATA_DIR``, default ``../shared/data``,
 holding ``ravdess-16k/Actor_*/*.flac``), put through the same preprocessing as the runtime
-(``realtime.audio``). Without the data, a synthetic voiced signal stands in and a notice says so.
+(``emotion_monitor.realtime.audio``). Without the data, a synthetic voiced signal stands in and a notice says so.
 
 Windows of 0.5 s to 10 s are built by concatenating trimmed clips, so that every tested length is speech
 and the 10 s case exercises a much longer input than the traced example.
@@ -18,10 +18,22 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from core.paths import DATA_DIR_ENV, ravdess_dir
-from realtime.audio import AudioError, PreprocessOptions, load_audio, prepare_clip, prepare_input
-from realtime.metadata import INPUT_NAME, POOLED_NAME, PROBS_NAME, SPEAKER_HEAD_KEYS, ModelInfo
-from realtime.speaker_norm import SpeakerNormHead
+from emotion_monitor.core.paths import DATA_DIR_ENV, ravdess_dir
+from emotion_monitor.realtime.audio import (
+    AudioError,
+    PreprocessOptions,
+    load_audio,
+    prepare_clip,
+    prepare_input,
+)
+from emotion_monitor.realtime.metadata import (
+    INPUT_NAME,
+    POOLED_NAME,
+    PROBS_NAME,
+    SPEAKER_HEAD_KEYS,
+    ModelInfo,
+)
+from emotion_monitor.realtime.speaker_norm import SpeakerNormHead
 
 PARITY_TOLERANCE = 1e-4
 """Largest allowed |ONNX Runtime − PyTorch| on any probability."""
@@ -53,9 +65,9 @@ class ValidationAudio:
 
 
 def ravdess_label(path: Path) -> str | None:
-    """Emotion of a RAVDESS speech file (``core.data.parse_name``, the one parser); None when the name does not
+    """Emotion of a RAVDESS speech file (``emotion_monitor.core.data.parse_name``, the one parser); None when the name does not
     parse."""
-    from core.data import parse_name
+    from emotion_monitor.core.data import parse_name
 
     try:
         return parse_name(path).emotion_name

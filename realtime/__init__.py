@@ -1,19 +1,19 @@
 """Inference side: exported models on ONNX Runtime, live monitor and batch scoring. Never imports torch.
 
-``from realtime import load_model`` is the Python API (see ``realtime.model``). It is resolved lazily, so code
-that only needs ``realtime.audio`` (training) does not load ONNX Runtime.
+``from emotion_monitor.realtime import load_model`` is the Python API (see ``emotion_monitor.realtime.model``). It is resolved lazily, so code
+that only needs ``emotion_monitor.realtime.audio`` (training) does not load ONNX Runtime.
 """
 
 import importlib
 
 _API = {
-    "load_model": "realtime.model",
-    "EmotionModel": "realtime.model",
-    "ModelOptions": "realtime.model",
-    "WindowScores": "realtime.model",
-    "Prediction": "realtime.analysis",
-    "Segment": "realtime.analysis",
-    "ModelError": "realtime.errors",
+    "load_model": "emotion_monitor.realtime.model",
+    "EmotionModel": "emotion_monitor.realtime.model",
+    "ModelOptions": "emotion_monitor.realtime.model",
+    "WindowScores": "emotion_monitor.realtime.model",
+    "Prediction": "emotion_monitor.realtime.analysis",
+    "Segment": "emotion_monitor.realtime.analysis",
+    "ModelError": "emotion_monitor.realtime.errors",
 }
 """Public name → the module that defines it."""
 

@@ -4,7 +4,7 @@ A *clip* is a recording scored as one (``emotion-score``, ``predict_file``): tri
 into ``tile_bounds`` windows, its label the mean of the windows' probabilities weighted by their seconds. A
 *timeline* is the live monitor's windows over a recording (``emotion-score --segments``, ``predict_segments``):
 the same ``StreamWindower`` and speech gate as ``emotion-live``, one ``Segment`` per window. These functions take
-an ``EmotionModel`` (``realtime.model``) and use only its ``score_windows`` and metadata.
+an ``EmotionModel`` (``emotion_monitor.realtime.model``) and use only its ``score_windows`` and metadata.
 """
 
 from __future__ import annotations
@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from realtime.audio import AudioError, prepare_clip, rms_dbfs
-from realtime.audio import to_model_rate as _resample
-from realtime.vad import FrameVAD, load_vad
-from realtime.windowing import AudioWindow, StreamWindower, tile_bounds
+from emotion_monitor.realtime.audio import AudioError, prepare_clip, rms_dbfs
+from emotion_monitor.realtime.audio import to_model_rate as _resample
+from emotion_monitor.realtime.vad import FrameVAD, load_vad
+from emotion_monitor.realtime.windowing import AudioWindow, StreamWindower, tile_bounds
 
 if TYPE_CHECKING:
-    from realtime.model import EmotionModel
+    from emotion_monitor.realtime.model import EmotionModel
 
 SILENT_DBFS = -70.0
 """A clip whose overall level is below this is reported as silent instead of being scored. Real quiet speech

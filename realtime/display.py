@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from realtime.analysis import SILENCE_LABEL
+from emotion_monitor.realtime.analysis import SILENCE_LABEL
 
 BAR_WIDTH = 30
 ANSI_UP_AND_CLEAR = "\x1b[{n}F\x1b[J"  # cursor to the start of the line n lines up, clear to end of screen

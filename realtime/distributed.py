@@ -1,8 +1,8 @@
 """``emotion-score --engine ray``: the same per-file scoring on a Ray cluster, for archives one machine cannot finish.
 
 Files are a Ray Data dataset of paths; ``map_batches`` sends them to a pool of actors (``ScoreFiles``), each
-holding one ONNX Runtime session, which run exactly ``realtime.score.analyse_file`` on every file. The driver
-streams the results back in input order and writes them with ``realtime.score.ResultWriter``, so the CSV/JSONL
+holding one ONNX Runtime session, which run exactly ``emotion_monitor.realtime.score.analyse_file`` on every file. The driver
+streams the results back in input order and writes them with ``emotion_monitor.realtime.score.ResultWriter``, so the CSV/JSONL
 rows are the ones the local engine writes.
 
 Ray is an optional extra (``pip install 'speech-emotion-monitor[ray]'``) imported only here, only when asked for.
@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from realtime.audio import AudioError
-from realtime.errors import ModelError
-from realtime.model import ModelOptions, load_model
-from realtime.model_store import resolve_model_path
-from realtime.progress import Progress
-from realtime.score import FoundFiles, ResultWriter, analyse_file, finish
-from realtime.vad import load_vad
+from emotion_monitor.realtime.audio import AudioError
+from emotion_monitor.realtime.errors import ModelError
+from emotion_monitor.realtime.model import ModelOptions, load_model
+from emotion_monitor.realtime.model_store import resolve_model_path
+from emotion_monitor.realtime.progress import Progress
+from emotion_monitor.realtime.score import FoundFiles, ResultWriter, analyse_file, finish
+from emotion_monitor.realtime.vad import load_vad
 
 RAY_EXTRA = (
     "the ray engine needs Ray Data: pip install 'speech-emotion-monitor[ray]' (or pip install 'ray[data]')"

@@ -16,16 +16,22 @@ import time
 import numpy as np
 import soxr
 
-from realtime.analysis import SILENCE_LABEL, probs_dict
-from realtime.audio import AudioError
-from realtime.display import HopRecord, Summary, command_parser, make_view
-from realtime.errors import ModelError, NonFiniteOutputError, run_command
-from realtime.metadata import DEFAULT_HOP_S
-from realtime.model import EmotionModel, ModelOptions, load_model
-from realtime.outputs import LockedOutput
-from realtime.providers import PROVIDER_CHOICES
-from realtime.smoothing import DEFAULT_ALPHA, DEFAULT_MARGIN, DEFAULT_PATIENCE_HOPS, Smoother, SmootherOptions
-from realtime.sources import (
+from emotion_monitor.realtime.analysis import SILENCE_LABEL, probs_dict
+from emotion_monitor.realtime.audio import AudioError
+from emotion_monitor.realtime.display import HopRecord, Summary, command_parser, make_view
+from emotion_monitor.realtime.errors import ModelError, NonFiniteOutputError, run_command
+from emotion_monitor.realtime.metadata import DEFAULT_HOP_S
+from emotion_monitor.realtime.model import EmotionModel, ModelOptions, load_model
+from emotion_monitor.realtime.outputs import LockedOutput
+from emotion_monitor.realtime.providers import PROVIDER_CHOICES
+from emotion_monitor.realtime.smoothing import (
+    DEFAULT_ALPHA,
+    DEFAULT_MARGIN,
+    DEFAULT_PATIENCE_HOPS,
+    Smoother,
+    SmootherOptions,
+)
+from emotion_monitor.realtime.sources import (
     AudioSource,
     FileReplaySource,
     MicrophoneSource,
@@ -33,14 +39,14 @@ from realtime.sources import (
     StdinPCMSource,
     list_input_devices,
 )
-from realtime.speaker_norm import (
+from emotion_monitor.realtime.speaker_norm import (
     DEFAULT_MIN_SPEECH_S,
     SPEAKER_NORM_MODES,
     SpeakerNormalizer,
     SpeakerNormOptions,
 )
-from realtime.vad import load_vad
-from realtime.windowing import AudioWindow, StreamWindower
+from emotion_monitor.realtime.vad import load_vad
+from emotion_monitor.realtime.windowing import AudioWindow, StreamWindower
 
 READ_TIMEOUT_S = 0.25
 """Longest wait for audio before the loop checks that the source is still alive (never hang)."""

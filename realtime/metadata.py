@@ -18,7 +18,7 @@ PROBS_NAME = "probs"
 POOLED_NAME = "pooled"
 """float32 ``[batch, layers + 1, hidden]``: every hidden state's time mean, what the head reads (``[batch, layers + 1,
 2 x hidden]``, ``[mean | std]`` over time, for ``ModelInfo.time_pooling`` ``mean_std``). The runtime's per-speaker
-running mean is taken over these (``realtime.speaker_norm``)."""
+running mean is taken over these (``emotion_monitor.realtime.speaker_norm``)."""
 SPEAKER_MEAN_NAME = "speaker_mean"
 """float32 ``[layers + 1, hidden]``: input of the speaker-normalised head, subtracted from ``pooled``."""
 SPEAKER_NORM_HEAD_KEY = "emotion.speaker_norm_head"
@@ -35,7 +35,7 @@ DEFAULT_HOP_S = 0.5
 says otherwise (twice a second feels immediate)."""
 
 VARIANT_KEY = "emotion.variant"
-"""Metadata key of a smaller/faster copy of an export (``int8``, ``fp16``: ``export.quantize``); absent in the fp32
+"""Metadata key of a smaller/faster copy of an export (``int8``, ``fp16``: ``emotion_monitor.export.quantize``); absent in the fp32
 file. Not a ``ModelInfo`` field: a variant describes itself exactly like its fp32 original."""
 
 METADATA_PREFIX = "emotion."
@@ -51,12 +51,12 @@ class ModelInfo:
     window_s: crop length used in training, seconds; the runtime's default analysis window.
     hop_s: suggested hop between live windows, seconds.
     backbone: encoder description, e.g. ``whisper-base:layers`` or ``facebook/wav2vec2-base``.
-    preprocessing: ``realtime.audio.PreprocessOptions`` as a dict.
+    preprocessing: ``emotion_monitor.realtime.audio.PreprocessOptions`` as a dict.
     metrics: training/evaluation figures (accuracy, macro_f1, ...) with their protocol.
     protocol: how the metrics were measured, in words.
     export_version: version of the exporter that wrote the file.
     speaker_norm: how the speaker-normalised head (if any) was trained and measured; empty when none.
-    speech_gate: ``realtime.windowing.SpeechGate`` fields the model was trained with (which live windows get an
+    speech_gate: ``emotion_monitor.realtime.windowing.SpeechGate`` fields the model was trained with (which live windows get an
         emotion); empty = the runtime's defaults.
     encoder_layers: transformer layers the encoder runs (fewer than its weights have: a truncated encoder);
         ``pooled`` holds this many + 1 states. 0 = not stated (models exported before it was recorded).

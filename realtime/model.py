@@ -1,7 +1,7 @@
 """An exported emotion model on ONNX Runtime: loading, checking and running it (``EmotionModel``), plus the
 Python API's entry points.
 
-    from realtime.model import load_model
+    from emotion_monitor.realtime.model import load_model
     model = load_model()                       # the bundled default model (built once on first use)
     result = model.predict_file("clip.wav")    # Prediction(label='angry', confidence=0.83, probs={...}, ...)
     result = model.predict_array(samples, sample_rate=48_000)
@@ -9,8 +9,8 @@ Python API's entry points.
     scores = model.score_windows(windows, pooled=True)                # WindowScores(probs, seconds, pooled)
 
 Everything the runtime needs (labels, sample rate, window, preprocessing) comes from the model's metadata.
-Providers and sessions are in ``realtime.providers``, the default model's cache and build in
-``realtime.model_store``, clips and timelines in ``realtime.analysis``. No torch here.
+Providers and sessions are in ``emotion_monitor.realtime.providers``, the default model's cache and build in
+``emotion_monitor.realtime.model_store``, clips and timelines in ``emotion_monitor.realtime.analysis``. No torch here.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from realtime.analysis import (
+from emotion_monitor.realtime.analysis import (
     Prediction,
     Segment,
     clip_prediction,
@@ -31,9 +31,15 @@ from realtime.analysis import (
     score_timeline,
     timeline_segments,
 )
-from realtime.audio import AudioError, PreprocessOptions, load_audio, prepare_clip, prepare_input
-from realtime.errors import ModelError, ModelMismatchError, NonFiniteOutputError, one_line
-from realtime.metadata import (
+from emotion_monitor.realtime.audio import (
+    AudioError,
+    PreprocessOptions,
+    load_audio,
+    prepare_clip,
+    prepare_input,
+)
+from emotion_monitor.realtime.errors import ModelError, ModelMismatchError, NonFiniteOutputError, one_line
+from emotion_monitor.realtime.metadata import (
     INPUT_NAME,
     LOGITS_NAME,
     POOLED_NAME,
@@ -42,11 +48,11 @@ from realtime.metadata import (
     VARIANT_KEY,
     ModelInfo,
 )
-from realtime.model_store import resolve_model_path
-from realtime.providers import CUDA, check_active_providers, create_session, select_providers
-from realtime.speaker_norm import SpeakerNormalizer, SpeakerNormHead, SpeakerNormOptions
-from realtime.vad import FrameVAD
-from realtime.windowing import SpeechGate, WindowSpec
+from emotion_monitor.realtime.model_store import resolve_model_path
+from emotion_monitor.realtime.providers import CUDA, check_active_providers, create_session, select_providers
+from emotion_monitor.realtime.speaker_norm import SpeakerNormalizer, SpeakerNormHead, SpeakerNormOptions
+from emotion_monitor.realtime.vad import FrameVAD
+from emotion_monitor.realtime.windowing import SpeechGate, WindowSpec
 
 MIN_BASELINE_S = 5.0
 """Shortest calm baseline recording accepted, seconds of sound after trimming (10 s or more is better)."""

@@ -15,8 +15,8 @@ import time
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
-from realtime.errors import ModelError
-from realtime.progress import progress_bar
+from emotion_monitor.realtime.errors import ModelError
+from emotion_monitor.realtime.progress import progress_bar
 
 DIST_NAME = "speech-emotion-monitor"
 MODEL_ENV = "EMOTION_MODEL"
@@ -54,7 +54,7 @@ def bundle_fingerprint() -> str:
     Part of the cached default model's name, so retraining the head (same package version) builds anew
     instead of silently running a stale model. Found without importing ``export`` (that would load torch).
     """
-    spec = importlib.util.find_spec("export")
+    spec = importlib.util.find_spec("emotion_monitor.export")
     if spec is None or not spec.submodule_search_locations:
         return "none"
     bundled = Path(list(spec.submodule_search_locations)[0]) / "bundled"

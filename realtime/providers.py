@@ -9,7 +9,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from realtime.errors import ModelError, one_line
+from emotion_monitor.realtime.errors import ModelError, one_line
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"

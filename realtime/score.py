@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from realtime.analysis import (
+from emotion_monitor.realtime.analysis import (
     SILENCE_LABEL,
     Prediction,
     Segment,
@@ -30,21 +30,21 @@ from realtime.analysis import (
     score_timeline,
     timeline_segments,
 )
-from realtime.audio import AUDIO_SUFFIXES, AudioError, check_audio_path, load_audio
-from realtime.display import command_parser
-from realtime.errors import EXIT_ERROR, ModelError, ModelMismatchError, one_line, run_command
-from realtime.metadata import DEFAULT_HOP_S
-from realtime.model import EmotionModel, ModelOptions, load_model
-from realtime.outputs import LockedOutput, csv_header, output_key, read_done_paths
-from realtime.progress import Progress
-from realtime.providers import PROVIDER_CHOICES
-from realtime.speaker_norm import (
+from emotion_monitor.realtime.audio import AUDIO_SUFFIXES, AudioError, check_audio_path, load_audio
+from emotion_monitor.realtime.display import command_parser
+from emotion_monitor.realtime.errors import EXIT_ERROR, ModelError, ModelMismatchError, one_line, run_command
+from emotion_monitor.realtime.metadata import DEFAULT_HOP_S
+from emotion_monitor.realtime.model import EmotionModel, ModelOptions, load_model
+from emotion_monitor.realtime.outputs import LockedOutput, csv_header, output_key, read_done_paths
+from emotion_monitor.realtime.progress import Progress
+from emotion_monitor.realtime.providers import PROVIDER_CHOICES
+from emotion_monitor.realtime.speaker_norm import (
     DEFAULT_MIN_SPEECH_S,
     SPEAKER_NORM_MODES,
     SpeakerNormalizer,
     SpeakerNormOptions,
 )
-from realtime.vad import load_vad
+from emotion_monitor.realtime.vad import load_vad
 
 EXIT_SOME_FAILED = 1
 """Exit status when some files could not be scored (the others were); 0: every file scored. ``EXIT_ERROR`` (2)
@@ -598,7 +598,9 @@ def run(args) -> int:
         return finish(0, found, 0)
     groups = speaker_groups(files, args)  # a bad --speakers file fails before a model is loaded
     if args.engine == "ray":
-        from realtime.distributed import run_on_ray  # Ray is an optional extra: imported only when asked for
+        from emotion_monitor.realtime.distributed import (
+            run_on_ray,  # Ray is an optional extra: imported only when asked for
+        )
 
         return run_on_ray(args, found)
     model = load_model(args.model, ModelOptions(args.provider, args.threads, args.batch_size))

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from realtime.audio import load_audio
-from realtime.errors import one_line
-from realtime.ringbuffer import RingBuffer
+from emotion_monitor.realtime.audio import load_audio
+from emotion_monitor.realtime.errors import one_line
+from emotion_monitor.realtime.ringbuffer import RingBuffer
 
 BLOCK_S = 0.032
 """Audio per callback/replay block: 32 ms, one VAD frame at 16 kHz; short enough for prompt display."""

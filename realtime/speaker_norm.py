@@ -27,12 +27,12 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from realtime.metadata import POOLED_NAME, PROBS_NAME, SPEAKER_MEAN_NAME
+from emotion_monitor.realtime.metadata import POOLED_NAME, PROBS_NAME, SPEAKER_MEAN_NAME
 
 SPEAKER_NORM_MODES = ("blend", "centred")
 DEFAULT_MIN_SPEECH_S = 10.0
 """Speech heard before the speaker's mean is used: about five short utterances; fewer give a noisy mean (the
-evaluation protocol's running-mean rows use the same threshold, ``core.protocol.running_norm_scores``)."""
+evaluation protocol's running-mean rows use the same threshold, ``emotion_monitor.core.protocol.running_norm_scores``)."""
 
 
 class SpeakerNormHead:

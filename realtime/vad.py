@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from realtime.audio import SAMPLE_RATE, rms_dbfs
+from emotion_monitor.realtime.audio import SAMPLE_RATE, rms_dbfs
 
 FRAME_SAMPLES = 512
 """Silero VAD frame at 16 kHz (32 ms); the only frame size its 16 kHz model accepts."""

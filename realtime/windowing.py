@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from realtime.vad import FRAME_SAMPLES, SPEECH_THRESHOLD, FrameVAD
+from emotion_monitor.realtime.vad import FRAME_SAMPLES, SPEECH_THRESHOLD, FrameVAD
 
 MIN_WINDOW_S = 1.0
 """Shortest input the model is asked about: under ~1 s an utterance carries too little prosody."""

@@ -15,7 +15,7 @@ import pytest
 from support import build_tiny_model, data_dir
 
 from benchmarks.fuzz_inputs import write_constant_model
-from core.paths import DATA_DIR_ENV
+from emotion_monitor.core.paths import DATA_DIR_ENV
 
 
 @pytest.fixture(scope="session")

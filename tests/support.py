@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from core.data import EMOTIONS
-from core.paths import data_root
-from export.validate import synthetic_speechlike as export_synthetic_speechlike
+from emotion_monitor.core.data import EMOTIONS
+from emotion_monitor.core.paths import data_root
+from emotion_monitor.export.validate import synthetic_speechlike as export_synthetic_speechlike
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LABELS = EMOTIONS
@@ -50,8 +50,8 @@ def tiny_classifier(num_classes: int = len(LABELS), seed: int = 0, perturb: bool
     """
     import torch
 
-    from core.backbones import build_backbone
-    from core.model import EmotionClassifier
+    from emotion_monitor.core.backbones import build_backbone
+    from emotion_monitor.core.model import EmotionClassifier
 
     cfg = tiny_model_config()
     torch.manual_seed(seed)
@@ -76,7 +76,7 @@ def tiny_speaker_norm_head(seed: int = 1):
     statistics (so a wrong centring shows in the output)."""
     import torch
 
-    from core.model import EmotionClassifier, ShapeOnlyBackbone
+    from emotion_monitor.core.model import EmotionClassifier, ShapeOnlyBackbone
 
     encoder = tiny_encoder_config()
     torch.manual_seed(seed)
@@ -92,7 +92,7 @@ def tiny_speaker_norm_head(seed: int = 1):
 
 def tiny_info(**overrides):
     """``ModelInfo`` of a tiny test model (RAVDESS labels, 3 s window)."""
-    from realtime.metadata import ModelInfo
+    from emotion_monitor.realtime.metadata import ModelInfo
 
     fields = dict(
         labels=LABELS, window_s=3.0, hop_s=TINY_HOP_S, backbone="wav2vec2:tiny-random", protocol="test"
@@ -103,7 +103,7 @@ def tiny_info(**overrides):
 def build_tiny_model(path: Path, speaker_norm: bool = True) -> Path:
     """Export a random tiny classifier with RAVDESS labels and a ``TINY_WINDOW_S`` window, with random speaker
     heads (running and baseline) in its metadata unless ``speaker_norm`` is False."""
-    from export.onnx_export import export_onnx
+    from emotion_monitor.export.onnx_export import export_onnx
 
     heads = (
         {"running": tiny_speaker_norm_head(1), "baseline": tiny_speaker_norm_head(2)} if speaker_norm else {}
@@ -114,17 +114,17 @@ def build_tiny_model(path: Path, speaker_norm: bool = True) -> Path:
 
 def write_tiny_checkpoint(path: str | Path, window_s: float = 3.0, seed: int = 0) -> Path:
     """A tiny random checkpoint in the emotion-train format, RAVDESS labels and default preprocessing."""
-    from core.checkpoint import write_checkpoint
-    from realtime.audio import PreprocessOptions
+    from emotion_monitor.core.checkpoint import write_checkpoint
+    from emotion_monitor.realtime.audio import PreprocessOptions
 
     model = tiny_classifier(len(LABELS), seed)
     return write_checkpoint(path, model, list(LABELS), window_s, PreprocessOptions().to_dict())
 
 
 def run_cli(module: str, *args: str, env: dict | None = None, timeout: float = CLI_TIMEOUT_S, **kwargs):
-    """Run ``python -m realtime.<module> ARGS`` like a user would; returns the CompletedProcess (text)."""
+    """Run ``python -m emotion_monitor.realtime.<module> ARGS`` like a user would; returns the CompletedProcess (text)."""
     return subprocess.run(
-        [sys.executable, "-m", f"realtime.{module}", *args],
+        [sys.executable, "-m", f"emotion_monitor.realtime.{module}", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -135,7 +135,7 @@ def run_cli(module: str, *args: str, env: dict | None = None, timeout: float = C
 
 
 def data_dir() -> Path:
-    """The corpora folder (``core.paths``: ``$EMOTION_DATA_DIR``, else ``../shared/data`` from the repository
+    """The corpora folder (``emotion_monitor.core.paths``: ``$EMOTION_DATA_DIR``, else ``../shared/data`` from the repository
     root, where the tests run)."""
     return data_root().resolve()
 
@@ -161,7 +161,16 @@ def live_from_pulse(pulse_sink, wav: Path, out: Path, *live_args: str, play_time
     ``wav`` into the sink with ``paplay`` once the stream runs, and wait for the monitor to finish (its
     ``--max-seconds`` in ``live_args`` ends it)."""
     env = dict(pulse_sink.env, PULSE_SOURCE=pulse_sink.monitor)
-    cmd = [sys.executable, "-m", "realtime.live", "--device", "pulse", *live_args, "--jsonl", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "emotion_monitor.realtime.live",
+        "--device",
+        "pulse",
+        *live_args,
+        "--jsonl",
+        str(out),
+    ]
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT
     )

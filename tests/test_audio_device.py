@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from realtime.audio import SAMPLE_RATE, load_audio, rms_dbfs
+from emotion_monitor.realtime.audio import SAMPLE_RATE, load_audio, rms_dbfs
 
 pytestmark = pytest.mark.audio
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.data import EMOTIONS
+from emotion_monitor.core.data import EMOTIONS
 
 BUNDLED = Path(__file__).resolve().parents[1] / "export" / "bundled"
 
@@ -19,9 +19,9 @@ BUNDLED = Path(__file__).resolve().parents[1] / "export" / "bundled"
 def test_default_model_on_raw_audio_reproduces_bundle_predictions(ravdess_16k):
     """Full model (installed encoder + shipped head) on raw audio through the shared preprocessing
     = the probabilities the head gave on cached features when the bundle was written."""
-    from core.ct2 import MissingWeightsError
-    from export.default_model import build_default_classifier
-    from realtime.audio import PreprocessOptions, load_audio, prepare_clip, prepare_input
+    from emotion_monitor.core.ct2 import MissingWeightsError
+    from emotion_monitor.export.default_model import build_default_classifier
+    from emotion_monitor.realtime.audio import PreprocessOptions, load_audio, prepare_clip, prepare_input
 
     if not (BUNDLED / "model.json").is_file():
         pytest.skip("no bundled model (emotion-train experiment=head task=bundle)")
@@ -42,7 +42,7 @@ def test_default_model_on_raw_audio_reproduces_bundle_predictions(ravdess_16k):
 
 def test_bundled_speaker_heads_load_and_model_json_reports_their_protocol():
     """The shipped speaker heads fit the model's sizes; model.json carries the protocol's figures for each corpus."""
-    from export.default_model import build_speaker_heads
+    from emotion_monitor.export.default_model import build_speaker_heads
 
     heads = build_speaker_heads()
     assert set(heads) == {"running", "baseline"}
@@ -64,9 +64,9 @@ def test_heads_are_stored_with_float16_matrices_and_run_in_float32(tmp_path):
     head whose outputs are those of the original up to float16 rounding."""
     from safetensors.torch import load_file, save_file
 
-    from core.bundle import head_state
-    from core.model import EmotionClassifier, ShapeOnlyBackbone
-    from export.default_model import _load_head
+    from emotion_monitor.core.bundle import head_state
+    from emotion_monitor.core.model import EmotionClassifier, ShapeOnlyBackbone
+    from emotion_monitor.export.default_model import _load_head
 
     torch.manual_seed(0)
     head = EmotionClassifier(ShapeOnlyBackbone(64, 2), len(EMOTIONS), layer_pooling="concat").eval()

@@ -6,9 +6,15 @@ import pytest
 import torch
 from support import tiny_classifier, tiny_encoder_config, write_tiny_checkpoint
 
-from core.checkpoint import REQUIRED_HPARAMS, CheckpointError, load_classifier, main, write_checkpoint
-from core.data import EMOTIONS
-from realtime.audio import PreprocessOptions
+from emotion_monitor.core.checkpoint import (
+    REQUIRED_HPARAMS,
+    CheckpointError,
+    load_classifier,
+    main,
+    write_checkpoint,
+)
+from emotion_monitor.core.data import EMOTIONS
+from emotion_monitor.realtime.audio import PreprocessOptions
 
 
 def test_tiny_checkpoint_reloads_and_predicts_the_same(tmp_path):

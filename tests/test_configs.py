@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from support import tiny_encoder_config
 
-from core.train import build_loggers, build_model, train_settings
+from emotion_monitor.core.train import build_loggers, build_model, train_settings
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -22,7 +22,7 @@ MODEL_OPTIONS = sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml"))
 
 
 def compose_cfg(overrides: list[str] | None = None):
-    with initialize_config_module(config_module="configs", version_base="1.3"):
+    with initialize_config_module(config_module="emotion_monitor.configs", version_base="1.3"):
         return compose(config_name="config", overrides=["output_dir=/tmp/out", *(overrides or [])])
 
 
@@ -30,7 +30,10 @@ def test_default_config_composes_and_resolves(monkeypatch):
     monkeypatch.delenv("EMOTION_DATA_DIR", raising=False)
     cfg = compose_cfg()
     assert cfg.data_dir == "../shared/data/ravdess-16k"
-    assert cfg.dataset._target_ == "core.data.RavdessDataModule" and cfg.dataset.root == cfg.data_dir
+    assert (
+        cfg.dataset._target_ == "emotion_monitor.core.data.RavdessDataModule"
+        and cfg.dataset.root == cfg.data_dir
+    )
     assert cfg.model.backbone.name_or_path == "facebook/wav2vec2-base"
     assert cfg.model.backbone.gradient_checkpointing is True and cfg.model.freeze_layers == 6
     assert cfg.train.loss.gamma == 1.0 and cfg.train.loss.label_smoothing == 0.05
@@ -48,7 +51,7 @@ def test_default_config_composes_and_resolves(monkeypatch):
 def test_every_model_option_composes(option):
     cfg = compose_cfg([f"model={option}"])
     backbone = cfg.model.backbone
-    assert backbone._target_ == "core.backbones.build_backbone"
+    assert backbone._target_ == "emotion_monitor.core.backbones.build_backbone"
     assert backbone.kind in ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "whisper")
     assert cfg.model.layer_pooling in ("weighted", "last")
     assert isinstance(cfg.model.freeze_layers, int)
@@ -60,9 +63,10 @@ def test_head_experiment_composes_the_cached_feature_path(monkeypatch):
     monkeypatch.delenv("EMOTION_DATA_DIR", raising=False)
     cfg = compose_cfg(["experiment=head"])
     assert (
-        cfg.model.backbone._target_ == "core.model.ShapeOnlyBackbone" and cfg.model.layer_pooling == "concat"
+        cfg.model.backbone._target_ == "emotion_monitor.core.model.ShapeOnlyBackbone"
+        and cfg.model.layer_pooling == "concat"
     )
-    assert cfg.dataset._target_ == "core.feature_data.FeatureDataModule"
+    assert cfg.dataset._target_ == "emotion_monitor.core.feature_data.FeatureDataModule"
     assert set(cfg.corpora) == {"ravdess", "crema-d"} and cfg.corpora["crema-d"].kind == "crema-d"
     assert cfg.dataset.corpora == cfg.corpora and list(cfg.dataset.train_views) == ["clean", "channel"]
     assert (
@@ -205,16 +209,21 @@ def test_configs_are_found_in_a_built_wheel(tmp_path):
         capture_output=True,
         timeout=300,
     )
-    assert (target / "configs" / "model" / "tiny.yaml").is_file()
+    installed = target / "emotion_monitor"
+    assert (installed / "configs" / "model" / "tiny.yaml").is_file()
     # Data folders ship too: the VAD model (the runtime needs no silero-vad package) and the bundled head.
-    assert (target / "realtime" / "assets" / "silero_vad.onnx").is_file()
-    assert (target / "export" / "bundled" / "model.json").is_file()
+    assert (installed / "realtime" / "assets" / "silero_vad.onnx").is_file()
+    assert (installed / "export" / "bundled" / "model.json").is_file()
+    # One distinctive top-level name: no generic `core`, `export`, `realtime` or `configs` in site-packages.
+    assert sorted(p.name for p in target.iterdir() if not p.name.endswith((".dist-info", ".egg-info"))) == [
+        "emotion_monitor"
+    ]
     code = (
-        "import sys, core.train, configs;"
-        f"assert core.train.__file__.startswith({str(target)!r}), core.train.__file__;"
+        "import sys, emotion_monitor.core.train as train, emotion_monitor.configs as configs;"
+        f"assert train.__file__.startswith({str(target)!r}), train.__file__;"
         f"assert configs.__file__.startswith({str(target)!r}), configs.__file__;"
         "sys.argv = ['emotion-train', 'model=wavlm', '--cfg', 'job'];"
-        "core.train.main()"
+        "train.main()"
     )
     env = {**os.environ, "PYTHONPATH": str(target)}
     run_dir = tmp_path / "elsewhere"

@@ -7,8 +7,8 @@ import pytest
 import soundfile as sf
 from support import data_dir, synthetic_speechlike
 
-from core.corpora import read_corpus
-from core.data import EMOTIONS, DataError
+from emotion_monitor.core.corpora import read_corpus
+from emotion_monitor.core.data import EMOTIONS, DataError
 
 
 @pytest.fixture(scope="session")

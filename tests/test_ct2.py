@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import WhisperConfig, WhisperModel
 
-from core import ct2
+from emotion_monitor.core import ct2
 
 TINY = dict(
     vocab_size=60,

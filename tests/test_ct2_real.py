@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from core import ct2
+from emotion_monitor.core import ct2
 
 SENTENCE_FILE = "Actor_01/03-01-05-02-01-01-01.flac"  # statement 01: "Kids are talking by the door"
 
@@ -44,7 +44,7 @@ def ct2_model_dir(name: str, tmp_path: Path) -> Path:
 def mel_of(path: Path) -> np.ndarray:
     from transformers import WhisperFeatureExtractor
 
-    from realtime.audio import load_audio
+    from emotion_monitor.realtime.audio import load_audio
 
     audio = load_audio(path)
     return WhisperFeatureExtractor()(audio, sampling_rate=16_000, return_tensors="np").input_features.astype(

@@ -10,8 +10,8 @@ import pytest
 import soundfile as sf
 from support import synthetic_speechlike
 
-from core.augment import Augmenter, AugmentOptions, add_noise, time_shift
-from core.data import (
+from emotion_monitor.core.augment import Augmenter, AugmentOptions, add_noise, time_shift
+from emotion_monitor.core.data import (
     EMOTIONS,
     ClipDataset,
     DataError,
@@ -26,7 +26,7 @@ from core.data import (
     report_problems,
     split_actors,
 )
-from realtime.audio import PreprocessOptions, rms_dbfs
+from emotion_monitor.realtime.audio import PreprocessOptions, rms_dbfs
 
 
 def test_parse_name_reads_all_seven_fields():

@@ -9,8 +9,8 @@ import pytest
 import soundfile as sf
 from support import ANGRY_CLIP
 
-from realtime import score
-from realtime.audio import load_audio
+from emotion_monitor.realtime import score
+from emotion_monitor.realtime.audio import load_audio
 
 
 @pytest.fixture

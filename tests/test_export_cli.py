@@ -8,9 +8,9 @@ import pytest
 import torch
 from support import LABELS, tiny_classifier
 
-from export import cli, validate
-from realtime.audio import PreprocessOptions
-from realtime.metadata import (
+from emotion_monitor.export import cli, validate
+from emotion_monitor.realtime.audio import PreprocessOptions
+from emotion_monitor.realtime.metadata import (
     INPUT_NAME,
     PROBS_NAME,
     SPEAKER_BASELINE_HEAD_KEY,
@@ -75,7 +75,7 @@ def test_checkpoint_exports_validates_and_runs(checkpoint, tmp_path, capsys):
     assert ModelInfo.from_metadata(int8_session.get_modelmeta().custom_metadata_map) == info
 
     # The file runs on its own: a 2 s speech window → a probability row summing to one.
-    from core.checkpoint import load_classifier
+    from emotion_monitor.core.checkpoint import load_classifier
 
     model, _ = load_classifier(checkpoint)
     audio = validate.load_validation_audio(info, 2, log=lambda _: None)
@@ -86,9 +86,9 @@ def test_checkpoint_exports_validates_and_runs(checkpoint, tmp_path, capsys):
 
 @pytest.mark.parametrize("method", ["dynamic", "dynamic-per-channel", "blockwise"])
 def test_int8_agrees_with_fp32(checkpoint, tmp_path, method):
-    from core.checkpoint import load_classifier
-    from export.onnx_export import export_onnx
-    from export.quantize import quantize_int8
+    from emotion_monitor.core.checkpoint import load_classifier
+    from emotion_monitor.export.onnx_export import export_onnx
+    from emotion_monitor.export.quantize import quantize_int8
 
     model, hparams = load_classifier(checkpoint)
     info = cli.info_from_hparams(hparams, 0.5)
@@ -103,7 +103,7 @@ def test_int8_agrees_with_fp32(checkpoint, tmp_path, method):
 
 
 def test_speed_check_says_when_int8_does_not_pay():
-    from export.quantize import SpeedCheck
+    from emotion_monitor.export.quantize import SpeedCheck
 
     slower = SpeedCheck(3.0, 2, fp32_ms=42.0, variant_ms=48.0, cpu="avx2 fma")
     assert not slower.faster and slower.describe("int8").startswith("notice: int8 is not faster than fp32")
@@ -205,7 +205,9 @@ def test_help_explains_usage(capsys):
 def test_no_checkpoint_without_default_model_is_one_line(tmp_path, capsys, monkeypatch):
     import sys
 
-    monkeypatch.setitem(sys.modules, "export.default_model", None)  # as if the file were not installed
+    monkeypatch.setitem(
+        sys.modules, "emotion_monitor.export.default_model", None
+    )  # as if the file were not installed
     assert cli.main(["-o", str(tmp_path / "m.onnx")]) == 2
     assert "default model" in _stderr_line(capsys)
 
@@ -213,7 +215,7 @@ def test_no_checkpoint_without_default_model_is_one_line(tmp_path, capsys, monke
 @pytest.mark.slow
 def test_bundled_default_model_exports(tmp_path, capsys):
     """No checkpoint → the bundled Whisper-base model (pip weights + shipped head), validated like any other."""
-    default_model = pytest.importorskip("export.default_model")
+    default_model = pytest.importorskip("emotion_monitor.export.default_model")
     try:
         default_model.bundle_info()
     except FileNotFoundError as exc:

@@ -1,4 +1,4 @@
-"""``export.onnx_export``: a tiny random wav2vec2 classifier exported and run in ONNX Runtime."""
+"""``emotion_monitor.export.onnx_export``: a tiny random wav2vec2 classifier exported and run in ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 from support import LABELS, tiny_classifier, tiny_info
 
-from export.onnx_export import ExportError, export_onnx
-from realtime.metadata import (
+from emotion_monitor.export.onnx_export import ExportError, export_onnx
+from emotion_monitor.realtime.metadata import (
     INPUT_NAME,
     LOGITS_NAME,
     POOLED_NAME,
@@ -84,7 +84,7 @@ def test_pooled_output_matches_pytorch(exported):
 
 def test_speaker_norm_head_travels_in_the_metadata_and_matches_pytorch(tmp_path):
     """The head graph in the metadata = PyTorch on the runtime's path; a different head is caught."""
-    from export import validate
+    from emotion_monitor.export import validate
 
     model = tiny_classifier(perturb=True)
     head = tiny_classifier(perturb=True, seed=3)  # only its head part (classify_pooled) is used

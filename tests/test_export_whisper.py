@@ -8,7 +8,7 @@ import pytest
 import torch
 from support import LABELS, tiny_info
 
-from realtime.metadata import INPUT_NAME, LOGITS_NAME, PROBS_NAME, ModelInfo
+from emotion_monitor.realtime.metadata import INPUT_NAME, LOGITS_NAME, PROBS_NAME, ModelInfo
 
 TINY_WHISPER = dict(
     d_model=32,
@@ -25,9 +25,9 @@ TINY_WHISPER = dict(
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from core.backbones import build_backbone
-    from core.model import EmotionClassifier
-    from export.onnx_export import export_onnx
+    from emotion_monitor.core.backbones import build_backbone
+    from emotion_monitor.core.model import EmotionClassifier
+    from emotion_monitor.export.onnx_export import export_onnx
 
     torch.manual_seed(0)
     backbone = build_backbone("whisper", None, config=TINY_WHISPER)
@@ -54,8 +54,8 @@ def test_whisper_matches_pytorch_at_any_length(exported, batch, seconds, ravdess
 
 @pytest.fixture
 def ravdess_or_synthetic():
-    """``(batch, seconds)`` → level-normalised speech windows built the way ``export.validate`` builds them."""
-    from export import validate
+    """``(batch, seconds)`` → level-normalised speech windows built the way ``emotion_monitor.export.validate`` builds them."""
+    from emotion_monitor.export import validate
 
     info = ModelInfo(labels=LABELS)
     audio = validate.load_validation_audio(info, 6, log=lambda _: None)
@@ -68,10 +68,10 @@ def test_truncated_encoder_export_gives_the_full_exports_first_pooled_states(
     """A head trained on the full encoder's ``pooled[:, :k+1]`` runs on an export whose encoder stops after
     layer k: the cut ONNX model's ``pooled`` equals the full ONNX model's first k+1 states, and its metadata
     says how many layers it runs."""
-    from core.backbones import build_backbone
-    from core.model import EmotionClassifier
-    from export.onnx_export import export_onnx
-    from realtime.metadata import POOLED_NAME
+    from emotion_monitor.core.backbones import build_backbone
+    from emotion_monitor.core.model import EmotionClassifier
+    from emotion_monitor.export.onnx_export import export_onnx
+    from emotion_monitor.realtime.metadata import POOLED_NAME
 
     full_model, full_path = exported
     cut_backbone = build_backbone("whisper", None, config=TINY_WHISPER, num_layers=1)

@@ -11,7 +11,7 @@ import sys
 import soundfile as sf
 from support import REPO_ROOT, synthetic_speechlike
 
-from core.data import EMOTIONS
+from emotion_monitor.core.data import EMOTIONS
 
 LABELS = ("happy", "sad", "angry")
 
@@ -33,7 +33,14 @@ def _manifest(tmp_path):
 def _emotion_train(tmp_path, *overrides, timeout: float = 300):
     """``emotion-train experiment=head corpora=manifest OVERRIDES`` with a private feature cache."""
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
-    cmd = [sys.executable, "-m", "core.train", "experiment=head", "corpora=manifest", *overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "emotion_monitor.core.train",
+        "experiment=head",
+        "corpora=manifest",
+        *overrides,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, env=env)
 
 

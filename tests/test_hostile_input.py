@@ -29,10 +29,10 @@ from benchmarks.fuzz_inputs import (
     wav_with_rate,
     write_constant_model,
 )
-from realtime.audio import AudioError, decode_audio, load_audio
-from realtime.errors import ModelMismatchError
-from realtime.model import EmotionModel
-from realtime.outputs import LockedOutput, read_done_paths
+from emotion_monitor.realtime.audio import AudioError, decode_audio, load_audio
+from emotion_monitor.realtime.errors import ModelMismatchError
+from emotion_monitor.realtime.model import EmotionModel
+from emotion_monitor.realtime.outputs import LockedOutput, read_done_paths
 
 MEMORY_LIMIT = 1 << 30
 """Address-space cap (1 GiB) for the runs that must stay bounded: the old code asked for 3.2 GB to 256 GiB."""
@@ -48,7 +48,7 @@ def read_rows(path) -> list[dict]:
 def score(*args, cwd=REPO_ROOT, **kwargs):
     """``emotion-score ARGS`` from ``cwd`` (file names that are not UTF-8 survive in stdout/stderr)."""
     return subprocess.run(
-        [sys.executable, "-m", "realtime.score", *args],
+        [sys.executable, "-m", "emotion_monitor.realtime.score", *args],
         capture_output=True,
         text=True,
         errors="surrogateescape",
@@ -250,7 +250,7 @@ def test_a_second_writer_fails_at_once_naming_the_first(constant_model, tmp_path
         [
             sys.executable,
             "-c",
-            "import sys, time; from realtime.outputs import LockedOutput; "
+            "import sys, time; from emotion_monitor.realtime.outputs import LockedOutput; "
             "LockedOutput(sys.argv[1], append=True); print('locked', flush=True); time.sleep(60)",
             str(out),
         ],
@@ -284,7 +284,15 @@ def test_a_run_adding_a_folder_meanwhile_never_tears_or_loses_rows(constant_mode
         (tmp_path / name).mkdir()
         folders[name] = [good_wav(tmp_path / name / f"{name}{i}.wav", seed=i) for i in range(count)]
     out = tmp_path / "r.csv"
-    cmd = [sys.executable, "-m", "realtime.score", "--model", str(constant_model), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "emotion_monitor.realtime.score",
+        "--model",
+        str(constant_model),
+        "--out",
+        str(out),
+    ]
     a = subprocess.Popen(  # niced, so that this process is the first to run when A has written its header
         [*cmd, str(tmp_path / "a")],
         stderr=subprocess.PIPE,
@@ -369,7 +377,7 @@ def test_live_ends_on_sigterm_and_sighup_with_its_summary(constant_model, tmp_pa
         [
             sys.executable,
             "-m",
-            "realtime.live",
+            "emotion_monitor.realtime.live",
             "--model",
             str(constant_model),
             "--input",
@@ -399,7 +407,7 @@ def test_live_ends_on_sigterm_and_sighup_with_its_summary(constant_model, tmp_pa
 def test_decoder_chatter_is_let_through_when_asked(tmp_path):
     chatty = tmp_path / "chatty.mp3"
     chatty.write_bytes(np.random.default_rng(1).bytes(20_000))
-    code = f"from realtime.audio import load_audio\ntry:\n    load_audio({str(chatty)!r})\nexcept Exception as e:\n    print(e)"
+    code = f"from emotion_monitor.realtime.audio import load_audio\ntry:\n    load_audio({str(chatty)!r})\nexcept Exception as e:\n    print(e)"
     quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT)
     loud = subprocess.run(
         [sys.executable, "-c", code],

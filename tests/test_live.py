@@ -17,8 +17,8 @@ import pytest
 import soundfile as sf
 from support import ANGRY_CLIP, REPO_ROOT, live_from_pulse, run_cli
 
-from realtime.audio import SAMPLE_RATE, load_audio
-from realtime.sources import MicrophoneSource, SourceError
+from emotion_monitor.realtime.audio import SAMPLE_RATE, load_audio
+from emotion_monitor.realtime.sources import MicrophoneSource, SourceError
 
 
 def read_jsonl(path) -> list[dict]:
@@ -55,8 +55,8 @@ def test_replayed_file_gives_the_same_windows_as_batch_segments(tiny_model, ravd
 def test_runtime_never_imports_torch(tiny_model, ravdess_16k, tmp_path):
     code = (
         "import sys\n"
-        "from realtime.live import main as live\n"
-        "from realtime.score import main as score\n"
+        "from emotion_monitor.realtime.live import main as live\n"
+        "from emotion_monitor.realtime.score import main as score\n"
         f"assert live(['--model', {str(tiny_model)!r}, '--input', {str(ravdess_16k / ANGRY_CLIP)!r}, '--fast']) == 0\n"
         f"assert score(['--model', {str(tiny_model)!r}, {str(ravdess_16k / ANGRY_CLIP)!r}, '--segments']) == 0\n"
         "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'silero_vad')))\n"
@@ -76,7 +76,7 @@ def test_stdin_pcm_at_another_rate_is_resampled_and_jsonl_goes_to_stdout(tiny_mo
     cmd = [
         sys.executable,
         "-m",
-        "realtime.live",
+        "emotion_monitor.realtime.live",
         "--model",
         str(tiny_model),
         "--stdin-pcm",
@@ -96,7 +96,7 @@ def test_ctrl_c_prints_the_summary_and_exits_0(tiny_model, ravdess_16k):
         [
             sys.executable,
             "-m",
-            "realtime.live",
+            "emotion_monitor.realtime.live",
             "--model",
             str(tiny_model),
             "--input",
@@ -160,7 +160,7 @@ def test_a_microphone_that_vanishes_or_stalls_is_an_error_not_a_hang(monkeypatch
     with pytest.raises(SourceError, match="stopped delivering audio"):
         source.check()
     source._stream = _FakeStream(active=True)
-    monkeypatch.setattr("realtime.sources.STALL_TIMEOUT_S", 0.0)
+    monkeypatch.setattr("emotion_monitor.realtime.sources.STALL_TIMEOUT_S", 0.0)
     time.sleep(0.01)
     with pytest.raises(SourceError, match="no audio for"):
         source.check()
@@ -212,7 +212,15 @@ def test_device_vanishing_mid_stream_is_one_line_and_exit_2(tiny_model, tmp_path
     start += [f"--load=module-native-protocol-unix auth-anonymous=1 socket={socket}"]
     subprocess.run(start, env=env, capture_output=True, timeout=30, check=True)
     env.update(PULSE_SERVER=f"unix:{socket}", PULSE_SOURCE="vanishing.monitor")
-    cmd = [sys.executable, "-m", "realtime.live", "--model", str(tiny_model), "--device", "pulse"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "emotion_monitor.realtime.live",
+        "--model",
+        str(tiny_model),
+        "--device",
+        "pulse",
+    ]
     proc = subprocess.Popen(
         [*cmd, "--max-seconds", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
@@ -272,13 +280,13 @@ def test_falling_behind_a_live_source_skips_stale_windows_and_loses_no_audio(
     the newest window is analysed, skipped ones are counted, and the ring buffer never overflows."""
     import io
 
-    from realtime.display import PlainView
-    from realtime.live import Monitor
-    from realtime.model import EmotionModel
-    from realtime.smoothing import Smoother, SmootherOptions
-    from realtime.sources import FileReplaySource
-    from realtime.vad import load_vad
-    from realtime.windowing import StreamWindower
+    from emotion_monitor.realtime.display import PlainView
+    from emotion_monitor.realtime.live import Monitor
+    from emotion_monitor.realtime.model import EmotionModel
+    from emotion_monitor.realtime.smoothing import Smoother, SmootherOptions
+    from emotion_monitor.realtime.sources import FileReplaySource
+    from emotion_monitor.realtime.vad import load_vad
+    from emotion_monitor.realtime.windowing import StreamWindower
 
     model = EmotionModel(tiny_model)
     fast_score = model.score_windows

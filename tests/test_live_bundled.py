@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 from support import REPO_ROOT, live_from_pulse
 
-from realtime.audio import SAMPLE_RATE, load_audio
+from emotion_monitor.realtime.audio import SAMPLE_RATE, load_audio
 
 CLIPS = (
     "Actor_02/03-01-05-02-01-01-02.flac",  # angry
@@ -30,7 +30,7 @@ GAP_S = 2.5
 @pytest.fixture(scope="module")
 def default_model():
     """The bundled default model, built once into the cache (about a minute the first time on a machine)."""
-    from realtime.model_store import resolve_model_path
+    from emotion_monitor.realtime.model_store import resolve_model_path
 
     return resolve_model_path(None)
 
@@ -67,7 +67,7 @@ def test_live_monitor_shows_what_emotion_score_says(pulse_sink, default_model, r
         [
             sys.executable,
             "-m",
-            "realtime.score",
+            "emotion_monitor.realtime.score",
             *[str(ravdess_16k / c) for c in CLIPS],
             "--out",
             str(scored),

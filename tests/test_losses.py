@@ -11,8 +11,13 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 from sklearn.metrics import confusion_matrix as sk_confusion
 
-from core.losses import FocalLoss, class_weights_from_labels, soft_targets
-from core.metrics import classification_report, confusion_matrix, metrics_from_confusion, plot_confusion
+from emotion_monitor.core.losses import FocalLoss, class_weights_from_labels, soft_targets
+from emotion_monitor.core.metrics import (
+    classification_report,
+    confusion_matrix,
+    metrics_from_confusion,
+    plot_confusion,
+)
 
 
 def test_focal_loss_matches_hand_computed_value():

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from support import ANGRY_CLIP, LABELS, TINY_WINDOW_S
 
-from realtime import model as rt_model
-from realtime import model_store
-from realtime.analysis import clip_bounds
-from realtime.audio import AudioError
-from realtime.errors import ModelError
-from realtime.model import ModelOptions
-from realtime.providers import CPU, CUDA, check_active_providers, select_providers
+from emotion_monitor.realtime import model as rt_model
+from emotion_monitor.realtime import model_store
+from emotion_monitor.realtime.analysis import clip_bounds
+from emotion_monitor.realtime.audio import AudioError
+from emotion_monitor.realtime.errors import ModelError
+from emotion_monitor.realtime.model import ModelOptions
+from emotion_monitor.realtime.providers import CPU, CUDA, check_active_providers, select_providers
 
 
 # -- provider selection --------------------------------------------------------------------------------------
@@ -145,7 +145,7 @@ def test_failed_default_build_is_one_clear_line(monkeypatch, tmp_path):
 
 # -- Python API ----------------------------------------------------------------------------------------------
 def test_python_api_predicts_arrays_and_files(tiny_model, ravdess_48k):
-    from realtime import load_model
+    from emotion_monitor.realtime import load_model
 
     assert load_model is rt_model.load_model  # the package-level API
     model = load_model(tiny_model)
@@ -184,7 +184,7 @@ def _channels(path: Path) -> int:
 
 
 def test_windows_are_trimmed_of_edge_silence_before_inference(tiny_model, ravdess_16k, monkeypatch):
-    from realtime.audio import load_audio, prepare_clip
+    from emotion_monitor.realtime.audio import load_audio, prepare_clip
 
     model = rt_model.load_model(tiny_model)
     speech = prepare_clip(load_audio(ravdess_16k / ANGRY_CLIP), model.preprocess)[: 2 * model.sample_rate]

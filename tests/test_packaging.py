@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-import realtime.model_store as rt_model_store
-from realtime.errors import ModelError
-from realtime.vad import SHIPPED_MODEL, SileroVAD, load_vad, silero_model_path
+import emotion_monitor.realtime.model_store as rt_model_store
+from emotion_monitor.realtime.errors import ModelError
+from emotion_monitor.realtime.vad import SHIPPED_MODEL, SileroVAD, load_vad, silero_model_path
 
 REPO = Path(__file__).resolve().parents[1]
 TRAINING_OR_EXPORT_ONLY = (

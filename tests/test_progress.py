@@ -11,9 +11,9 @@ import threading
 
 from support import REPO_ROOT
 
-from core.corpora import Corpus, Utterance
-from core.window_features import View, compute
-from realtime.model import load_model
+from emotion_monitor.core.corpora import Corpus, Utterance
+from emotion_monitor.core.window_features import View, compute
+from emotion_monitor.realtime.model import load_model
 
 
 class Terminal(io.StringIO):
@@ -46,7 +46,7 @@ def _score_with_stderr_on_a_terminal(args: list[str]) -> tuple[subprocess.Comple
     """Run emotion-score with stdout a pipe and stderr a pseudo-terminal; returns (result, what the terminal got)."""
     controller, terminal = pty.openpty()
     child = subprocess.Popen(
-        [sys.executable, "-m", "realtime.score", *args],
+        [sys.executable, "-m", "emotion_monitor.realtime.score", *args],
         stdout=subprocess.PIPE,
         stderr=terminal,
         cwd=REPO_ROOT,
@@ -84,7 +84,7 @@ def test_score_bar_goes_to_a_terminal_stderr_and_never_into_results(tiny_model, 
     assert "\r" not in result.stdout and "scoring" not in result.stdout
 
     piped = subprocess.run(
-        [sys.executable, "-m", "realtime.score", "--model", str(tiny_model), *clips],
+        [sys.executable, "-m", "emotion_monitor.realtime.score", "--model", str(tiny_model), *clips],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,

@@ -10,13 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.corpora import Corpus, Utterance
-from core.data import EMOTIONS, DataError
-from core.feature_data import FeatureSet, speaker_folds
-from core.losses import FocalLoss
-from core.protocol import format_deltas, score_speakers, summarise, variant_deltas
-from core.window_features import CLIP, SEGMENT
-from realtime.windowing import SpeechGate
+from emotion_monitor.core.corpora import Corpus, Utterance
+from emotion_monitor.core.data import EMOTIONS, DataError
+from emotion_monitor.core.feature_data import FeatureSet, speaker_folds
+from emotion_monitor.core.losses import FocalLoss
+from emotion_monitor.core.protocol import format_deltas, score_speakers, summarise, variant_deltas
+from emotion_monitor.core.window_features import CLIP, SEGMENT
+from emotion_monitor.realtime.windowing import SpeechGate
 
 C = len(EMOTIONS)
 CALM, HAPPY, SAD = EMOTIONS.index("calm"), EMOTIONS.index("happy"), EMOTIONS.index("sad")
@@ -126,8 +126,8 @@ def test_focal_loss_leaves_absent_classes_out_of_the_softmax():
 def test_concat_pooling_reads_every_layer_standardised():
     """layer_pooling=concat: the head sees each layer's own dimensions, standardised, and has no layer weights to
     learn; the speaker-head export carries it unchanged."""
-    from core.lightning_module import TrainSettings, prepare_for_training
-    from core.model import EmotionClassifier, ShapeOnlyBackbone
+    from emotion_monitor.core.lightning_module import TrainSettings, prepare_for_training
+    from emotion_monitor.core.model import EmotionClassifier, ShapeOnlyBackbone
 
     torch.manual_seed(0)
     head = EmotionClassifier(ShapeOnlyBackbone(4, 2), C, (8,), 0.0, layer_pooling="concat")

@@ -9,11 +9,11 @@ import time
 import numpy as np
 import pytest
 
-from realtime.display import HopRecord, Summary, make_view
-from realtime.ringbuffer import RingBuffer
-from realtime.smoothing import Smoother, SmootherOptions
-from realtime.vad import FRAME_SAMPLES, FrameVAD
-from realtime.windowing import StreamWindower, WindowSpec, tile_bounds
+from emotion_monitor.realtime.display import HopRecord, Summary, make_view
+from emotion_monitor.realtime.ringbuffer import RingBuffer
+from emotion_monitor.realtime.smoothing import Smoother, SmootherOptions
+from emotion_monitor.realtime.vad import FRAME_SAMPLES, FrameVAD
+from emotion_monitor.realtime.windowing import StreamWindower, WindowSpec, tile_bounds
 
 
 # -- ring buffer ---------------------------------------------------------------------------------------------
@@ -94,7 +94,7 @@ SPEC = WindowSpec(window_s=3.0, hop_s=0.5, sample_rate=16_000, min_window_s=1.0)
 
 
 def window_bounds(n_samples: int, spec: WindowSpec, final: bool = True) -> list[tuple[int, int]]:
-    """The window placement of ``realtime.windowing``'s module doc in closed form: ``(start, end)`` of every window
+    """The window placement of ``emotion_monitor.realtime.windowing``'s module doc in closed form: ``(start, end)`` of every window
     over ``n_samples`` (the oracle the streaming windower is checked against)."""
     bounds = []
     end = spec.hop
@@ -276,7 +276,7 @@ def test_smoother_lets_stronger_later_evidence_outweigh_an_early_window():
 
 
 def test_one_line_is_the_first_line_or_the_type_name():
-    from realtime.errors import MAX_LINE_CHARS, one_line
+    from emotion_monitor.realtime.errors import MAX_LINE_CHARS, one_line
 
     multi = RuntimeError("shape mismatch\n  at layer 3\n  at layer 4")
     assert one_line(multi) == "shape mismatch"

@@ -5,9 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from realtime.audio import load_audio, trim_silence
-from realtime.vad import FRAME_SAMPLES, SPEECH_THRESHOLD, EnergyVAD, SileroVAD, load_vad, silero_model_path
-from realtime.windowing import StreamWindower, WindowSpec
+from emotion_monitor.realtime.audio import load_audio, trim_silence
+from emotion_monitor.realtime.vad import (
+    FRAME_SAMPLES,
+    SPEECH_THRESHOLD,
+    EnergyVAD,
+    SileroVAD,
+    load_vad,
+    silero_model_path,
+)
+from emotion_monitor.realtime.windowing import StreamWindower, WindowSpec
 
 RATE = 16_000
 GUARD_S = 0.2
@@ -90,7 +97,7 @@ def test_energy_fallback_and_loader(monkeypatch):
     gate = EnergyVAD(threshold_dbfs=-40.0)
     assert gate.process(np.zeros(RATE, np.float32)).max() == 0.0
     assert gate.process(_noise(-20.0, 1.0)).min() == 1.0
-    monkeypatch.setattr("realtime.vad.silero_model_path", lambda: None)
+    monkeypatch.setattr("emotion_monitor.realtime.vad.silero_model_path", lambda: None)
     vad, notice = load_vad("auto")
     assert vad.name == "energy" and "notice" in notice and "energy gate" in notice
     with pytest.raises(RuntimeError, match="silero-vad is not installed"):

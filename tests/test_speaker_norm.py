@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 from support import build_tiny_model, run_cli
 
-from realtime.analysis import score_clip, score_timeline
-from realtime.errors import ModelError
-from realtime.model import EmotionModel
-from realtime.score import SEGMENTS_HOP_S
-from realtime.speaker_norm import SpeakerNormalizer, SpeakerNormOptions
+from emotion_monitor.realtime.analysis import score_clip, score_timeline
+from emotion_monitor.realtime.errors import ModelError
+from emotion_monitor.realtime.model import EmotionModel
+from emotion_monitor.realtime.score import SEGMENTS_HOP_S
+from emotion_monitor.realtime.speaker_norm import SpeakerNormalizer, SpeakerNormOptions
 
 ACTOR_CLIPS = 3
 """Clips per actor folder in the scoring tests (about 10 s of speech)."""
@@ -117,7 +117,7 @@ def _score(model_path: Path, *args: str, out: Path) -> tuple[dict[str, dict], st
 
 def _by_hand(model: EmotionModel, files: list[Path], mode: str) -> dict[str, np.ndarray]:
     """Per-file probabilities with one speaker mean over all windows of ``files`` (what --speaker-norm does)."""
-    from realtime.audio import load_audio
+    from emotion_monitor.realtime.audio import load_audio
 
     clips = [score_clip(model, load_audio(f), model.sample_rate, str(f), pooled=True) for f in files]
     mean = np.concatenate([c.pooled for c in clips]).mean(axis=0)
@@ -249,7 +249,7 @@ def test_live_warms_up_then_normalises(tiny_model, ravdess_16k, tmp_path):
 
 
 def test_sigusr1_requests_a_speaker_reset():
-    from realtime.live import install_reset_triggers
+    from emotion_monitor.realtime.live import install_reset_triggers
 
     class Recorder:
         requests = 0
@@ -293,7 +293,7 @@ def calm_baseline(ravdess_16k, tmp_path_factory) -> Path:
     """About 8 s of actor 1 talking calmly: four neutral/calm takes back to back."""
     import soundfile as sf
 
-    from realtime.audio import load_audio
+    from emotion_monitor.realtime.audio import load_audio
 
     takes = sorted((ravdess_16k / "Actor_01").glob("03-01-0[12]-*.flac"))[:4]
     path = tmp_path_factory.mktemp("baseline") / "calm.wav"
@@ -305,7 +305,7 @@ def calm_baseline(ravdess_16k, tmp_path_factory) -> Path:
 def test_score_with_a_baseline_judges_every_file_against_it(
     tiny_model, model, two_speakers, calm_baseline, tmp_path
 ):
-    from realtime.audio import load_audio
+    from emotion_monitor.realtime.audio import load_audio
 
     folder = two_speakers / "A"
     got, _ = _score(
@@ -345,7 +345,7 @@ def test_score_segments_normalise_speech_windows_only(tiny_model, model, ravdess
     label "silence" and no probabilities, with or without normalisation."""
     import soundfile as sf
 
-    from realtime.audio import load_audio
+    from emotion_monitor.realtime.audio import load_audio
 
     speech = load_audio(ravdess_16k / "Actor_01" / "03-01-05-02-01-01-01.flac")
     audio = np.concatenate([np.zeros(3 * 16_000, np.float32), speech, speech])
@@ -375,11 +375,11 @@ def test_reset_request_restarts_the_running_mean_and_tells_the_user(model):
     """What Enter / SIGUSR1 trigger: the next window starts a new speaker, and the view says so once."""
     from types import SimpleNamespace
 
-    from realtime.live import Monitor
-    from realtime.ringbuffer import RingBuffer
-    from realtime.smoothing import Smoother, SmootherOptions
-    from realtime.vad import load_vad
-    from realtime.windowing import AudioWindow, StreamWindower
+    from emotion_monitor.realtime.live import Monitor
+    from emotion_monitor.realtime.ringbuffer import RingBuffer
+    from emotion_monitor.realtime.smoothing import Smoother, SmootherOptions
+    from emotion_monitor.realtime.vad import load_vad
+    from emotion_monitor.realtime.windowing import AudioWindow, StreamWindower
 
     class View:
         def __init__(self):

@@ -15,17 +15,17 @@ from support import LABELS, TINY_WINDOW_S, synthetic_speechlike, tiny_encoder_co
 from test_head_experiment import _emotion_train, _manifest
 from test_protocol import FirstDims, make_set
 
-from core.data import DataError
-from core.feature_data import select_time_pooling
-from core.model import EmotionClassifier, ShapeOnlyBackbone, build_classifier, masked_mean_std
-from core.protocol import format_table, score_speakers, summarise
-from core.window_features import CLIP, VIEWS, compute, model_fingerprint
-from realtime.windowing import SpeechGate
+from emotion_monitor.core.data import DataError
+from emotion_monitor.core.feature_data import select_time_pooling
+from emotion_monitor.core.model import EmotionClassifier, ShapeOnlyBackbone, build_classifier, masked_mean_std
+from emotion_monitor.core.protocol import format_table, score_speakers, summarise
+from emotion_monitor.core.window_features import CLIP, VIEWS, compute, model_fingerprint
+from emotion_monitor.realtime.windowing import SpeechGate
 
 
 def tiny_classifier(time_pooling: str) -> EmotionClassifier:
     """A random classifier on the tiny encoder (``tests/support.py``) reading ``time_pooling`` statistics."""
-    from core.backbones import build_backbone
+    from emotion_monitor.core.backbones import build_backbone
 
     torch.manual_seed(0)
     backbone = build_backbone("wav2vec2", None, config=tiny_encoder_config())
@@ -35,7 +35,7 @@ def tiny_classifier(time_pooling: str) -> EmotionClassifier:
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
     """The same random tiny encoder exported with ``pooled`` = means, and = means and standard deviations."""
-    from export.onnx_export import export_onnx
+    from emotion_monitor.export.onnx_export import export_onnx
 
     out = {}
     for pooling in ("mean", "mean_std"):
@@ -112,8 +112,8 @@ def test_a_clip_only_view_is_scored_on_its_own_windows_and_reports_no_window_lev
 
 
 def test_clip_view_caches_means_and_stds_of_emotion_score_windows(tiny_models, tmp_path):
-    from core.corpora import Corpus, Utterance
-    from realtime.model import load_model
+    from emotion_monitor.core.corpora import Corpus, Utterance
+    from emotion_monitor.realtime.model import load_model
 
     paths = []
     for i, seconds in enumerate((1.2, 4.5)):  # one window, and a clip longer than the 2 s tiny window

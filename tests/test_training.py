@@ -15,12 +15,12 @@ from hydra import compose, initialize_config_module
 from support import tiny_classifier, tiny_encoder_config
 from torch import nn
 
-import core.lightning_module as lm
-from core.checkpoint import REQUIRED_HPARAMS, load_classifier
-from core.data import EMOTIONS
-from core.evaluate import main as eval_main
-from core.lightning_module import EmotionModule, TrainSettings, parameter_groups
-from core.train import (
+import emotion_monitor.core.lightning_module as lm
+from emotion_monitor.core.checkpoint import REQUIRED_HPARAMS, load_classifier
+from emotion_monitor.core.data import EMOTIONS
+from emotion_monitor.core.evaluate import main as eval_main
+from emotion_monitor.core.lightning_module import EmotionModule, TrainSettings, parameter_groups
+from emotion_monitor.core.train import (
     BackboneUnavailable,
     _hub_offline_if_unreachable,
     build_backbone_from_config,
@@ -30,7 +30,7 @@ from core.train import (
     hub_reachable,
     run,
 )
-from realtime.audio import PreprocessOptions
+from emotion_monitor.realtime.audio import PreprocessOptions
 
 REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
@@ -102,8 +102,8 @@ def test_configure_optimizers_adamw_and_warm_restarts():
 
 
 def test_training_prep_disables_layerdrop_and_unused_weights():
-    from core.backbones import build_backbone
-    from core.model import EmotionClassifier
+    from emotion_monitor.core.backbones import build_backbone
+    from emotion_monitor.core.model import EmotionClassifier
 
     backbone = build_backbone("wav2vec2", None, config=tiny_encoder_config(layerdrop=0.5))
     model = EmotionClassifier(backbone, 8, (16,), layer_pooling="last")
@@ -177,7 +177,7 @@ def test_mixup_without_clean_forward_leaves_mixed_batches_out_of_metrics(monkeyp
 
 
 def compose_cfg(overrides: list[str]):
-    with initialize_config_module(config_module="configs", version_base="1.3"):
+    with initialize_config_module(config_module="emotion_monitor.configs", version_base="1.3"):
         return compose(config_name="config", overrides=overrides)
 
 
@@ -309,7 +309,7 @@ def test_offline_hub_error_is_one_line(tmp_path, ravdess_16k, offline_hub_env):
         [
             sys.executable,
             "-m",
-            "core.train",
+            "emotion_monitor.core.train",
             "model=wav2vec",
             f"data_dir={ravdess_16k}",
             f"hydra.run.dir={tmp_path}/run",
@@ -330,7 +330,7 @@ def test_offline_hub_error_is_one_line(tmp_path, ravdess_16k, offline_hub_env):
 def test_offline_hub_fails_before_torch_is_imported(tmp_path, offline_hub_env):
     """The offline check runs before the heavy imports: the error comes while torch is still unimported."""
     script = (
-        "import sys; import core.train as t\n"
+        "import sys; import emotion_monitor.core.train as t\n"
         "sys.argv = ['emotion-train', 'model=wav2vec', 'hydra.run.dir=run']\n"
         "try:\n    t.main()\nexcept SystemExit as exc:\n"
         "    print('exit', exc.code, 'torch' in sys.modules)\n"
@@ -348,7 +348,9 @@ def test_offline_hub_fails_before_torch_is_imported(tmp_path, offline_hub_env):
 
 
 def test_a_cached_backbone_passes_the_offline_check(offline_hub_env, monkeypatch):
-    monkeypatch.setattr("core.train._in_hub_cache", lambda name: name == "facebook/wav2vec2-base")
+    monkeypatch.setattr(
+        "emotion_monitor.core.train._in_hub_cache", lambda name: name == "facebook/wav2vec2-base"
+    )
     check_backbone_available({"backbone": {"name_or_path": "facebook/wav2vec2-base", "kind": "wav2vec2"}})
     with pytest.raises(BackboneUnavailable, match="not in the local cache"):
         check_backbone_available(
@@ -380,7 +382,7 @@ def test_unreachable_hub_loads_offline_for_that_load_only(offline_hub_env):
 def test_hub_is_not_probed_when_it_cannot_matter(offline_hub_env, monkeypatch, name, kind, env):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setattr("core.train.hub_reachable", lambda *a, **k: pytest.fail("probed"))
+    monkeypatch.setattr("emotion_monitor.core.train.hub_reachable", lambda *a, **k: pytest.fail("probed"))
     with _hub_offline_if_unreachable(name, kind):
         assert os.environ.get("HF_HUB_OFFLINE") == env.get("HF_HUB_OFFLINE")
 
@@ -411,7 +413,7 @@ def test_ddp_two_cpu_processes(ravdess_16k, tmp_path):
         [
             sys.executable,
             "-m",
-            "core.train",
+            "emotion_monitor.core.train",
             "model=tiny",
             f"data_dir={ravdess_16k}",
             f"hydra.run.dir={run_dir}",
@@ -445,8 +447,8 @@ def test_ddp_two_cpu_processes(ravdess_16k, tmp_path):
 
 
 def test_gradient_checkpointing_still_trains_every_tier():
-    from core.backbones import build_backbone
-    from core.model import EmotionClassifier
+    from emotion_monitor.core.backbones import build_backbone
+    from emotion_monitor.core.model import EmotionClassifier
 
     torch.manual_seed(0)
     backbone = build_backbone(

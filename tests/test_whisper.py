@@ -9,9 +9,9 @@ from support import synthetic_speechlike
 from transformers import WhisperConfig, WhisperFeatureExtractor
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-from core.backbones import build_backbone
-from core.model import EmotionClassifier, build_classifier
-from core.whisper import LogMel, encoder_frames
+from emotion_monitor.core.backbones import build_backbone
+from emotion_monitor.core.model import EmotionClassifier, build_classifier
+from emotion_monitor.core.whisper import LogMel, encoder_frames
 
 TINY = dict(
     vocab_size=60,
@@ -153,12 +153,12 @@ def test_onnx_export_with_dynamic_length(tmp_path):
 
 
 def test_config_gives_random_weights_without_loading(monkeypatch):
-    import core.ct2
+    from emotion_monitor.core import ct2
 
     def forbidden(*_, **__):
         raise AssertionError("must not load packaged weights when a config is given")
 
-    monkeypatch.setattr(core.ct2, "load_whisper_encoder", forbidden)
+    monkeypatch.setattr(ct2, "load_whisper_encoder", forbidden)
     backbone = build_backbone(kind="whisper", config=TINY)
     assert backbone.hidden_size == 16 and backbone.num_layers == 2
     assert len(backbone.transformer_layers()) == 2

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core import ct2
-from realtime.audio import PreprocessOptions, load_audio, prepare_clip, prepare_input
+from emotion_monitor.core import ct2
+from emotion_monitor.realtime.audio import PreprocessOptions, load_audio, prepare_clip, prepare_input
 
 CLIP = "Actor_01/03-01-05-02-01-01-01.flac"
 
@@ -18,7 +18,7 @@ def backbone_and_stock():
         ct2.packaged_files("whisper-base")
     except ct2.MissingWeightsError as exc:
         pytest.skip(str(exc))
-    from core.whisper import build_whisper_backbone
+    from emotion_monitor.core.whisper import build_whisper_backbone
 
     backbone = build_whisper_backbone()
     return backbone, ct2.load_whisper_encoder("whisper-base")
