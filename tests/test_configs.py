@@ -215,9 +215,9 @@ def test_configs_are_found_in_a_built_wheel(tmp_path):
     assert (installed / "realtime" / "assets" / "silero_vad.onnx").is_file()
     assert (installed / "export" / "bundled" / "model.json").is_file()
     # One distinctive top-level name: no generic `core`, `export`, `realtime` or `configs` in site-packages.
-    assert sorted(p.name for p in target.iterdir() if not p.name.endswith((".dist-info", ".egg-info"))) == [
-        "emotion_monitor"
-    ]
+    assert sorted(
+        p.name for p in target.iterdir() if p.name != "bin" and not p.name.endswith(".dist-info")
+    ) == ["emotion_monitor"]
     code = (
         "import sys, emotion_monitor.core.train as train, emotion_monitor.configs as configs;"
         f"assert train.__file__.startswith({str(target)!r}), train.__file__;"
