@@ -295,6 +295,9 @@ def convert_packaged(name: str = DEFAULT_WEIGHTS, force: bool = False) -> tuple[
     from safetensors.numpy import save_file
 
     weights, config = converted_paths(name)
+    legacy = weights.with_name(weights.name.replace("-encoder.", "."))
+    for old in (legacy, legacy.with_suffix(".json")):  # an older format's conversion (encoder and decoder)
+        old.unlink(missing_ok=True)
     if weights.is_file() and config.is_file() and not force:
         return weights, config
     model = read_ct2(read_packaged_bytes(name))
@@ -306,9 +309,6 @@ def convert_packaged(name: str = DEFAULT_WEIGHTS, force: bool = False) -> tuple[
     tmp_config.write_text(json.dumps(whisper_config_kwargs(model), indent=1))
     os.replace(tmp_weights, weights)
     os.replace(tmp_config, config)
-    legacy = weights.with_name(weights.name.replace("-encoder.", "."))
-    for old in (legacy, legacy.with_suffix(".json")):
-        old.unlink(missing_ok=True)
     return weights, config
 
 
