@@ -15,12 +15,20 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import soundfile as sf
 import yaml
 
+if TYPE_CHECKING:
+    import torch
+
+from emotion_monitor.core.corpora import Corpus, Utterance
 from emotion_monitor.core.data import EMOTIONS
+from emotion_monitor.core.feature_data import FeatureSet
 from emotion_monitor.core.paths import data_root
+from emotion_monitor.core.window_features import CLIP, SEGMENT
 from emotion_monitor.export.validate import synthetic_speechlike as export_synthetic_speechlike
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -42,9 +50,12 @@ def tiny_encoder_config(**overrides) -> dict:
     return {**tiny_model_config()["backbone"]["config"], **overrides}
 
 
-def tiny_classifier(num_classes: int = len(LABELS), seed: int = 0, perturb: bool = False):
+def tiny_classifier(
+    num_classes: int = len(LABELS), seed: int = 0, perturb: bool = False, time_pooling: str = "mean"
+):
     """A random classifier on the tiny encoder with tiny.yaml's head sizes (deterministic for a seed).
 
+    ``time_pooling``: the statistics over time the head reads (``mean`` or ``mean_std``).
     ``perturb``: BatchNorm statistics away from identity and a larger head, so eval mode is not an identity and
     the probabilities are far from uniform (parity checks are then real tests). Returned in eval mode.
     """
@@ -60,6 +71,7 @@ def tiny_classifier(num_classes: int = len(LABELS), seed: int = 0, perturb: bool
         num_classes,
         hidden_dims=tuple(cfg["hidden_dims"]),
         dropout=cfg["dropout"],
+        time_pooling=time_pooling,
     )
     if perturb:
         with torch.no_grad():
@@ -189,3 +201,93 @@ def live_from_pulse(pulse_sink, wav: Path, out: Path, *live_args: str, play_time
             proc.kill()
     hops = [json.loads(line) for line in out.read_text().splitlines()] if out.is_file() else []
     return LiveRun(proc.returncode, rest, err, hops)
+
+
+# -- manifests and emotion-train runs ------------------------------------------------------------------------
+MANIFEST_LABELS = ("happy", "sad", "angry")
+"""The labels of ``write_manifest``'s recordings."""
+
+
+def write_manifest(tmp_path: Path) -> Path:
+    """A small manifest in ``tmp_path``: 3 speakers x 3 labels x 2 synthetic recordings (a label-dependent pitch)."""
+    rows = ["path,label,speaker"]
+    for s, speaker in enumerate(("ann", "bob", "cy")):
+        for k, label in enumerate(MANIFEST_LABELS):
+            for rep in range(2):
+                name = f"{speaker}-{label}-{rep}.wav"
+                # A label-dependent pitch so the classes are learnable from the tiny encoder's features.
+                sf.write(tmp_path / name, synthetic_speechlike(1.5, seed=100 * k + 10 * s + rep), 16_000)
+                rows.append(f"{name},{label},{speaker}")
+    path = tmp_path / "mine.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def run_emotion_train(tmp_path: Path, *overrides: str, timeout: float = 300):
+    """``emotion-train experiment=head corpora=manifest OVERRIDES`` with a private feature cache."""
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    cmd = [
+        sys.executable,
+        "-m",
+        "emotion_monitor.core.train",
+        "experiment=head",
+        "corpora=manifest",
+        *overrides,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, env=env)
+
+
+# -- hand-made cached features for the protocol ------------------------------------------------------------
+C = len(EMOTIONS)
+"""Classes of the hand-made feature sets below (the product's eight emotions)."""
+CALM, HAPPY, SAD = EMOTIONS.index("calm"), EMOTIONS.index("happy"), EMOTIONS.index("sad")
+
+
+class FirstDims:
+    """A stand-in head: the logits are the first C values of the embedding layer's pooled features."""
+
+    def eval(self):
+        return self
+
+    def classify_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        return pooled[:, 0, :C] * 10.0
+
+
+def scores_window(label_scores: dict[int, float]) -> np.ndarray:
+    """One hand-made window's pooled features ``[2, C]``: ``label_scores`` in the embedding layer (what ``FirstDims``
+    reads)."""
+    x = np.zeros((2, C), np.float32)
+    for k, v in label_scores.items():
+        x[0, k] = v
+    return x
+
+
+def make_set() -> FeatureSet:
+    """Two corpora: "a" (all classes; speakers a:1, a:2), "b" (no calm; speaker b:1). Rows are windows."""
+    a = Corpus("a", [], tuple(range(C)))
+    b = Corpus("b", [], tuple(c for c in range(C) if c != CALM))
+    a.utterances = [Utterance(Path("a1.wav"), HAPPY, "a:1", "a"), Utterance(Path("a2.wav"), SAD, "a:2", "a")]
+    b.utterances = [Utterance(Path("b1.wav"), SAD, "b:1", "b")]
+    rows = [
+        # utt, kind, speech_s, trailing_s, scores
+        (0, CLIP, 3.0, 0.0, {HAPPY: 1.0}),
+        (0, CLIP, 3.0, 0.0, {SAD: 0.4}),  # mean over a1's clip windows: happy wins
+        (0, SEGMENT, 0.5, 0.0, {SAD: 1.0}),  # too little speech for the gate: not scored
+        (0, SEGMENT, 1.5, 0.2, {HAPPY: 1.0}),  # scored, right
+        (1, CLIP, 2.0, 0.0, {HAPPY: 1.0}),  # a2 is sad: wrong
+        (1, SEGMENT, 1.2, 1.4, {SAD: 1.0}),  # speech ended too long ago: not scored
+        (2, CLIP, 2.0, 0.0, {CALM: 1.0, SAD: 0.5}),  # corpus b has no calm: sad is its top class
+        (2, SEGMENT, 1.1, 0.0, {CALM: 1.0, HAPPY: 0.6}),  # scored, happy: wrong
+    ]
+    return FeatureSet(
+        corpora=[a, b],
+        views=["clean"],
+        utterances=a.utterances + b.utterances,
+        pooled=np.stack([scores_window(r[4]) for r in rows]).astype(np.float16),
+        utt=np.array([r[0] for r in rows]),
+        view=np.zeros(len(rows), np.int64),
+        kind=np.array([r[1] for r in rows], np.int8),
+        speech_s=np.array([r[2] for r in rows], np.float32),
+        trailing_s=np.array([r[3] for r in rows], np.float32),
+        allowed=np.array([[True] * C, [c != CALM for c in range(C)]]),
+    )

@@ -4,48 +4,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
-import soundfile as sf
-from support import REPO_ROOT, synthetic_speechlike
+from support import MANIFEST_LABELS, run_emotion_train, write_manifest
 
 from emotion_monitor.core.data import EMOTIONS
 
-LABELS = ("happy", "sad", "angry")
-
-
-def _manifest(tmp_path):
-    rows = ["path,label,speaker"]
-    for s, speaker in enumerate(("ann", "bob", "cy")):
-        for k, label in enumerate(LABELS):
-            for rep in range(2):
-                name = f"{speaker}-{label}-{rep}.wav"
-                # A label-dependent pitch so the classes are learnable from the tiny encoder's features.
-                sf.write(tmp_path / name, synthetic_speechlike(1.5, seed=100 * k + 10 * s + rep), 16_000)
-                rows.append(f"{name},{label},{speaker}")
-    path = tmp_path / "mine.csv"
-    path.write_text("\n".join(rows) + "\n")
-    return path
-
-
-def _emotion_train(tmp_path, *overrides, timeout: float = 300):
-    """``emotion-train experiment=head corpora=manifest OVERRIDES`` with a private feature cache."""
-    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
-    cmd = [
-        sys.executable,
-        "-m",
-        "emotion_monitor.core.train",
-        "experiment=head",
-        "corpora=manifest",
-        *overrides,
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, env=env)
-
 
 def _train(tmp_path, model, manifest, *overrides):
-    return _emotion_train(
+    return run_emotion_train(
         tmp_path,
         f"manifest={manifest}",
         f"dataset.model={model}",
@@ -61,7 +27,7 @@ def _train(tmp_path, model, manifest, *overrides):
 
 
 def test_manifest_trains_and_evaluates_with_the_same_commands(tiny_model, tmp_path):
-    manifest = _manifest(tmp_path)
+    manifest = write_manifest(tmp_path)
     # The evaluation also trains on the first layer only of the 2-layer encoder's cached features
     # (model.backbone.num_layers=1) and scores the same fold heads on a test model's clip windows (view clips).
     run = _train(
@@ -90,7 +56,7 @@ def test_manifest_trains_and_evaluates_with_the_same_commands(tiny_model, tmp_pa
     assert set(report["leave_one_corpus_out"]) == set()  # one corpus: nothing to leave out
     confusion = mine["confusion"]["clip"]
     assert sum(map(sum, confusion)) == 18
-    classes = {EMOTIONS.index(label) for label in LABELS}
+    classes = {EMOTIONS.index(label) for label in MANIFEST_LABELS}
     assert all(sum(row) == 0 for i, row in enumerate(confusion) if i not in classes)
     assert all(
         confusion[i][j] == 0 for i in range(8) for j in range(8) if j not in classes
@@ -122,7 +88,7 @@ def test_manifest_trains_and_evaluates_with_the_same_commands(tiny_model, tmp_pa
 
 
 def test_manifest_without_a_path_is_one_line(tmp_path):
-    run = _emotion_train(tmp_path, f"hydra.run.dir={tmp_path}", timeout=120)
+    run = run_emotion_train(tmp_path, f"hydra.run.dir={tmp_path}", timeout=120)
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1] == (
         "emotion-train: error: corpus of kind manifest has no root (for corpora=manifest: manifest=FILE)"
@@ -131,7 +97,11 @@ def test_manifest_without_a_path_is_one_line(tmp_path):
 
 def test_a_head_deeper_than_the_cached_features_is_one_line(tiny_model, tmp_path):
     run = _train(
-        tmp_path, tiny_model, _manifest(tmp_path), "model.backbone.num_layers=3", f"hydra.run.dir={tmp_path}"
+        tmp_path,
+        tiny_model,
+        write_manifest(tmp_path),
+        "model.backbone.num_layers=3",
+        f"hydra.run.dir={tmp_path}",
     )
     assert run.returncode == 2, run.stderr[-2000:]
     assert run.stderr.strip().splitlines()[-1] == (

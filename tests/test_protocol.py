@@ -3,71 +3,18 @@ class masks for corpora without some emotions, and the loss that leaves absent c
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from support import CALM, HAPPY, SAD, C, FirstDims, make_set, scores_window
 
-from emotion_monitor.core.corpora import Corpus, Utterance
-from emotion_monitor.core.data import EMOTIONS, DataError
+from emotion_monitor.core.data import DataError
 from emotion_monitor.core.feature_data import FeatureSet, speaker_folds
 from emotion_monitor.core.losses import FocalLoss
 from emotion_monitor.core.protocol import format_deltas, score_speakers, summarise, variant_deltas
-from emotion_monitor.core.window_features import CLIP, SEGMENT
+from emotion_monitor.core.window_features import CLIP
 from emotion_monitor.realtime.windowing import SpeechGate
-
-C = len(EMOTIONS)
-CALM, HAPPY, SAD = EMOTIONS.index("calm"), EMOTIONS.index("happy"), EMOTIONS.index("sad")
-
-
-class FirstDims:
-    """A stand-in head: the logits are the first C values of the embedding layer's pooled features."""
-
-    def eval(self):
-        return self
-
-    def classify_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
-        return pooled[:, 0, :C] * 10.0
-
-
-def window(label_scores: dict[int, float]) -> np.ndarray:
-    x = np.zeros((2, C), np.float32)
-    for k, v in label_scores.items():
-        x[0, k] = v
-    return x
-
-
-def make_set() -> FeatureSet:
-    """Two corpora: "a" (all classes; speakers a:1, a:2), "b" (no calm; speaker b:1). Rows are windows."""
-    a = Corpus("a", [], tuple(range(C)))
-    b = Corpus("b", [], tuple(c for c in range(C) if c != CALM))
-    a.utterances = [Utterance(Path("a1.wav"), HAPPY, "a:1", "a"), Utterance(Path("a2.wav"), SAD, "a:2", "a")]
-    b.utterances = [Utterance(Path("b1.wav"), SAD, "b:1", "b")]
-    rows = [
-        # utt, kind, speech_s, trailing_s, scores
-        (0, CLIP, 3.0, 0.0, {HAPPY: 1.0}),
-        (0, CLIP, 3.0, 0.0, {SAD: 0.4}),  # mean over a1's clip windows: happy wins
-        (0, SEGMENT, 0.5, 0.0, {SAD: 1.0}),  # too little speech for the gate: not scored
-        (0, SEGMENT, 1.5, 0.2, {HAPPY: 1.0}),  # scored, right
-        (1, CLIP, 2.0, 0.0, {HAPPY: 1.0}),  # a2 is sad: wrong
-        (1, SEGMENT, 1.2, 1.4, {SAD: 1.0}),  # speech ended too long ago: not scored
-        (2, CLIP, 2.0, 0.0, {CALM: 1.0, SAD: 0.5}),  # corpus b has no calm: sad is its top class
-        (2, SEGMENT, 1.1, 0.0, {CALM: 1.0, HAPPY: 0.6}),  # scored, happy: wrong
-    ]
-    return FeatureSet(
-        corpora=[a, b],
-        views=["clean"],
-        utterances=a.utterances + b.utterances,
-        pooled=np.stack([window(r[4]) for r in rows]).astype(np.float16),
-        utt=np.array([r[0] for r in rows]),
-        view=np.zeros(len(rows), np.int64),
-        kind=np.array([r[1] for r in rows], np.int8),
-        speech_s=np.array([r[2] for r in rows], np.float32),
-        trailing_s=np.array([r[3] for r in rows], np.float32),
-        allowed=np.array([[True] * C, [c != CALM for c in range(C)]]),
-    )
 
 
 def test_scores_clips_by_mean_of_windows_and_live_windows_through_the_gate():
@@ -163,7 +110,7 @@ def test_variant_deltas_compare_the_same_heads_on_another_encoders_clip_windows(
     base = score_speakers(FirstDims(), fs, speakers, SpeechGate(1.0, 1.0))
     # The "variant" encoder hears a2 (sad) right; only its clip windows exist, in the view "clip".
     pooled = fs.pooled.copy()
-    pooled[4] = window({SAD: 1.0})
+    pooled[4] = scores_window({SAD: 1.0})
     keep = fs.kind == CLIP
     rows = {name: getattr(fs, name)[keep] for name in ("utt", "view", "kind", "speech_s", "trailing_s")}
     clips = FeatureSet(**{**_fields(fs), **rows, "views": ["clip"], "pooled": pooled[keep]})

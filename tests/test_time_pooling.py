@@ -11,9 +11,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from support import LABELS, TINY_WINDOW_S, synthetic_speechlike, tiny_encoder_config, tiny_info
-from test_head_experiment import _emotion_train, _manifest
-from test_protocol import FirstDims, make_set
+from support import (
+    LABELS,
+    TINY_WINDOW_S,
+    FirstDims,
+    make_set,
+    run_emotion_train,
+    synthetic_speechlike,
+    tiny_classifier,
+    tiny_info,
+    write_manifest,
+)
 
 from emotion_monitor.core.data import DataError
 from emotion_monitor.core.feature_data import select_time_pooling
@@ -21,15 +29,6 @@ from emotion_monitor.core.model import EmotionClassifier, ShapeOnlyBackbone, bui
 from emotion_monitor.core.protocol import format_table, score_speakers, summarise
 from emotion_monitor.core.window_features import CLIP, VIEWS, compute, model_fingerprint
 from emotion_monitor.realtime.windowing import SpeechGate
-
-
-def tiny_classifier(time_pooling: str) -> EmotionClassifier:
-    """A random classifier on the tiny encoder (``tests/support.py``) reading ``time_pooling`` statistics."""
-    from emotion_monitor.core.backbones import build_backbone
-
-    torch.manual_seed(0)
-    backbone = build_backbone("wav2vec2", None, config=tiny_encoder_config())
-    return EmotionClassifier(backbone, len(LABELS), time_pooling=time_pooling).eval()
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +43,7 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
         torch.manual_seed(1)
         speaker_head = EmotionClassifier(ShapeOnlyBackbone(32, 2), len(LABELS), time_pooling=pooling).eval()
         out[pooling] = export_onnx(
-            tiny_classifier(pooling), info, path, speaker_heads={"running": speaker_head}
+            tiny_classifier(time_pooling=pooling), info, path, speaker_heads={"running": speaker_head}
         )
     return out
 
@@ -66,7 +65,7 @@ def test_mean_std_is_the_mean_and_population_std_over_valid_frames():
 
 def test_mean_std_classifier_pools_twice_as_wide_with_the_same_means():
     audio = torch.from_numpy(np.stack([synthetic_speechlike(1.0, seed=s) for s in (1, 2)]))
-    mean, mean_std = tiny_classifier("mean"), tiny_classifier("mean_std")
+    mean, mean_std = tiny_classifier(time_pooling="mean"), tiny_classifier(time_pooling="mean_std")
     with torch.no_grad():
         pooled_mean, pooled_both = mean.pool(audio), mean_std.pool(audio)
     assert pooled_mean.shape == (2, 3, 32) and pooled_both.shape == (2, 3, 64)
@@ -141,7 +140,7 @@ def test_clip_view_caches_means_and_stds_of_emotion_score_windows(tiny_models, t
 
 def test_mean_std_head_trains_and_is_evaluated_on_clip_windows(tiny_models, tmp_path):
     """The comparison's commands on a manifest: the same clip windows, read as means or as means and stds."""
-    manifest = _manifest(tmp_path)
+    manifest = write_manifest(tmp_path)
     common = [
         f"manifest={manifest}",
         f"dataset.model={tiny_models['mean_std']}",
@@ -157,7 +156,7 @@ def test_mean_std_head_trains_and_is_evaluated_on_clip_windows(tiny_models, tmp_
     ]
     reports = {}
     for pooling in ("mean", "mean_std"):
-        run = _emotion_train(
+        run = run_emotion_train(
             tmp_path, *common, f"model.time_pooling={pooling}", f"hydra.run.dir={tmp_path / pooling}"
         )
         assert run.returncode == 0, run.stderr[-2000:]
