@@ -7,6 +7,7 @@ Usage:
     python benchmarks/bench_inference.py                       # bundled model and a wav2vec2-base-sized one
     python benchmarks/bench_inference.py --models wav2vec2-base --windows 2 3 --repeats 30
     python benchmarks/bench_inference.py --files model.onnx model-4layers.onnx --windows 3   # exported files
+    python benchmarks/bench_inference.py --files model.onnx --windows 3 --profile 8   # time per operator type
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import collections
 import json
 import platform
 import statistics
@@ -38,6 +40,7 @@ from emotion_monitor.export.quantize import cpu_flags, quantize_int8
 from emotion_monitor.realtime.audio import SAMPLE_RATE
 from emotion_monitor.realtime.metadata import ModelInfo
 from emotion_monitor.realtime.model import EmotionModel, ModelOptions
+from emotion_monitor.realtime.providers import session_options
 
 LABELS = EMOTIONS
 
@@ -153,6 +156,61 @@ def bench_files(paths: list[Path], windows_s: list[float], repeats: int, threads
     }
 
 
+def matmul_gflops(threads: int, n: int = 2048, repeats: int = 10) -> float:
+    """The machine's practical matrix-product rate: one ``n``×``n`` float32 MatMul in ONNX Runtime with the runtime's
+    session settings, best of ``repeats`` (GFLOP/s). The yardstick for how close the encoder runs to the floor."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    tensors = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [n, n]) for name in "abc"]
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])], "matmul", tensors[:2], tensors[2:]
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    onnx.checker.check_model(proto)
+    session = ort.InferenceSession(
+        proto.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"]
+    )
+    rng = np.random.default_rng(0)
+    feeds = {name: rng.random((n, n), dtype=np.float32) for name in "ab"}
+    session.run(None, feeds)
+    best = min(time_call(lambda f: session.run(None, f), feeds) for _ in range(repeats))
+    return 2.0 * n**3 / (best / 1000.0) / 1e9
+
+
+def profile_files(paths: list[Path], windows_s: list[float], batch: int, repeats: int, threads: int) -> dict:
+    """Where the time goes: ONNX Runtime's own profiler over ``repeats`` runs of ``batch`` equal windows (runtime
+    session settings), each operator type's share of the node time, and the ms per window of the profiled runs."""
+    rng = np.random.default_rng(0)
+    results = {}
+    for path in paths:
+        for window_s in windows_s:
+            so = session_options(threads)
+            so.enable_profiling = True
+            so.profile_file_prefix = str(Path(tempfile.gettempdir()) / "bench_inference_profile")
+            session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+            x = (0.1 * rng.standard_normal((batch, int(window_s * SAMPLE_RATE)))).astype(np.float32)
+            output = session.get_outputs()[0].name
+            session.run([output], {"input_values": x})  # warm-up
+            start = time.perf_counter()
+            for _ in range(repeats):
+                session.run([output], {"input_values": x})
+            per_window_ms = (time.perf_counter() - start) * 1000.0 / (repeats * batch)
+            trace = Path(session.end_profiling())
+            by_op: collections.Counter = collections.Counter()
+            for event in json.loads(trace.read_text()):
+                if event.get("cat") == "Node":
+                    by_op[event["args"].get("op_name", "?")] += event["dur"]
+            trace.unlink()
+            total = sum(by_op.values()) or 1
+            results[f"{path} {window_s:g}s"] = {
+                "per_window_ms_while_profiling": round(per_window_ms, 1),
+                "op_share_percent": {op: round(100.0 * us / total, 1) for op, us in by_op.most_common(12)},
+            }
+    return {"batch": batch, "matmul_2048_gflops": round(matmul_gflops(threads), 1), "profiles": results}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -166,6 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--files", nargs="+", type=Path, help="time these exported ONNX files instead (ONNX Runtime only)"
     )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        metavar="BATCH",
+        help="with --files: ONNX Runtime's per-operator profile over batches of BATCH windows",
+    )
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -176,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         f"torch {torch.__version__}, CPU flags: {cpu_flags()}",
         "batch": 1,
     }
+    if args.files and args.profile:
+        report.update(profile_files(args.files, args.windows, args.profile, args.repeats, args.threads))
+        json.dump(report, sys.stdout, indent=2)
+        print()
+        return 0
     if args.files:
         report.update(bench_files(args.files, args.windows, args.repeats, args.threads))
         json.dump(report, sys.stdout, indent=2)

@@ -55,11 +55,8 @@ def default_intra_op_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def create_session(
-    path: Path, providers: list[str], intra_op_threads: int | None = None
-) -> ort.InferenceSession:
-    """An ONNX Runtime session on ``providers`` with the runtime's settings; ModelError (one line) when the file
-    cannot be loaded. ``intra_op_threads``: None = ``default_intra_op_threads()``."""
+def session_options(intra_op_threads: int | None = None) -> ort.SessionOptions:
+    """The runtime's session settings. ``intra_op_threads``: None = ``default_intra_op_threads()``."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = intra_op_threads or default_intra_op_threads()
     # One graph, run sequentially: parallel branches do not exist, so inter-op threads would only idle.
@@ -69,6 +66,15 @@ def create_session(
     # Idle worker threads would otherwise spin between windows, stealing the CPU the audio thread and
     # the VAD need (and that other programs need) on a small machine.
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return so
+
+
+def create_session(
+    path: Path, providers: list[str], intra_op_threads: int | None = None
+) -> ort.InferenceSession:
+    """An ONNX Runtime session on ``providers`` with the runtime's settings (``session_options``); ModelError (one
+    line) when the file cannot be loaded."""
+    so = session_options(intra_op_threads)
     try:
         return ort.InferenceSession(str(path), so, providers=providers)
     except Exception as exc:  # ORT raises its own exception types; all mean "cannot load"
