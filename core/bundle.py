@@ -113,9 +113,11 @@ def write_bundle(out: Path, heads: dict, report: dict, cfg, data, references: li
         "protocol": report["protocol"],
         "speaker_norm": {
             "default_mode": "blend",
-            "protocol": "k-fold as above; each test speaker centred on the mean of all their clips (the running "
-            "mean's limit); the runtime blends plain and centred probabilities",
+            "protocol": "the live rule on the splits above: each test speaker's utterances in a seeded random "
+            "order, each judged against the mean of the utterances heard so far once 10 s were heard, plain and "
+            "centred heads' probabilities blended",
             "results": _metrics(report.get("speaker_norm", {})),
+            "leave_one_corpus_out": _metrics(report.get("speaker_norm_loco", {})),
         },
         "trained_on": ", ".join(
             f"{c.name} ({len(c.speakers)} speakers, {len(c.utterances)} clips)" for c in corpora

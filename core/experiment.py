@@ -65,20 +65,70 @@ def cross_validate(cfg: DictConfig) -> list[tuple[FoldScores, Any, Any]]:
     return folds
 
 
-def leave_one_corpus_out(cfg: DictConfig) -> dict[str, FoldScores]:
-    """Each corpus scored by a head trained on the others (their shared classes only)."""
+def leave_one_corpus_out(cfg: DictConfig) -> dict[str, tuple[FoldScores, Any, Any]]:
+    """Each corpus scored by a head trained on the others (their shared classes only): ``{corpus: (scores, trained
+    classifier, data module)}``."""
     names = list(cfg.corpora)
     if len(names) < 2:
         return {}
-    return {name: _fold_scores(cfg, dataset__fold=None, dataset__test_corpus=name)[0] for name in names}
+    return {name: _fold_scores(cfg, dataset__fold=None, dataset__test_corpus=name) for name in names}
 
 
-def evaluate(cfg: DictConfig, folds: list | None = None) -> dict:
-    """The protocol: prints both tables, writes ``evaluation.json`` and ``evaluation.md`` into the run directory.
-    ``folds``: the k-fold results when already computed (``cross_validate``)."""
+def _running(plain: tuple, centred: tuple, seed: int) -> FoldScores:
+    """The live rule (running speaker mean, blend) for one split: its plain and centred ``_fold_scores``."""
+    _, plain_model, data = plain
+    _, centred_model, _ = centred
+    return running_norm_scores(
+        plain_model,
+        centred_model,
+        data.feature_set(),
+        data.split["test"],
+        data.gate,
+        seed=seed,
+        view=data.eval_view,
+        classes=data.classes(),
+    )
+
+
+SPEAKER_NORM_TITLES = {
+    "speaker_norm": "Speaker-normalised (blend), running mean of the utterances heard so far (the live rule)",
+    "speaker_norm_all": "Speaker-normalised head alone, each test speaker centred on all their clips",
+    "speaker_norm_loco": "Leave one corpus out, speaker-normalised (blend), running mean (the live rule)",
+    "speaker_norm_all_loco": "Leave one corpus out, speaker-normalised head alone, centred on all their clips",
+}
+
+
+def speaker_norm_report(cfg: DictConfig, plain: list, plain_loco: dict) -> dict:
+    """The same splits with speaker normalisation: heads trained on speaker-centred features, scored with each
+    test speaker centred on all their clips, and the live rule (``_running``) with the plain heads; k-fold and
+    leave-one-corpus-out. ``plain``/``plain_loco``: the plain heads' ``cross_validate``/``leave_one_corpus_out``."""
+    centred_cfg = with_overrides(cfg, dataset__speaker_centre="all")
+    centred = cross_validate(centred_cfg)
+    centred_loco = leave_one_corpus_out(centred_cfg)
+    pairs = zip(plain, centred, strict=True)
+    report = {
+        "speaker_norm": summarise([_running(p, c, seed=i) for i, (p, c) in enumerate(pairs)]),
+        "speaker_norm_all": summarise([scores for scores, _, _ in centred]),
+    }
+    if plain_loco:
+        report["speaker_norm_loco"] = {
+            name: summarise([_running(plain_loco[name], centred_loco[name], seed=0)])[name]
+            for name in plain_loco
+        }
+        report["speaker_norm_all_loco"] = {
+            name: summarise([centred_loco[name][0]])[name] for name in centred_loco
+        }
+    return report
+
+
+def evaluate(cfg: DictConfig, folds: list | None = None, speaker_norm: bool | None = None) -> dict:
+    """The protocol: prints the tables, writes ``evaluation.json`` and ``evaluation.md`` into the run directory.
+    ``folds``: the k-fold results when already computed (``cross_validate``). ``speaker_norm`` (default: the
+    config's ``speaker_norm``): also the speaker-normalised rows (``speaker_norm_report``)."""
     folds = folds if folds is not None else cross_validate(cfg)
     kfold = summarise([scores for scores, _, _ in folds])
-    loco = {name: summarise([scores])[name] for name, scores in leave_one_corpus_out(cfg).items()}
+    plain_loco = leave_one_corpus_out(cfg)
+    loco = {name: summarise([scores])[name] for name, (scores, _, _) in plain_loco.items()}
     k = int(cfg.dataset.num_folds)
     text = format_table(f"Speaker-independent {k}-fold, mean ± std over folds", kfold)
     if loco:
@@ -113,6 +163,11 @@ def evaluate(cfg: DictConfig, folds: list | None = None) -> dict:
     }
     if deltas:
         report["test_model"] = {"path": str(cfg.dataset.test_model), "clip": deltas}
+    if speaker_norm if speaker_norm is not None else bool(cfg.get("speaker_norm", False)):
+        report.update(speaker_norm_report(cfg, folds, plain_loco))
+        for key, title in SPEAKER_NORM_TITLES.items():
+            if key in report:
+                text += "\n\n" + format_table(title, report[key])
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluation.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -131,7 +186,7 @@ PROTOCOL = (
 
 
 def bundle(cfg: DictConfig) -> dict:
-    """Evaluate (plain and speaker-centred heads), then train the shipped heads on every speaker and write them
+    """Evaluate (plain and speaker-normalised rows), then train the shipped heads on every speaker and write them
     with ``model.json`` (metrics, protocol, how to rebuild) into ``cfg.bundle_dir`` (default: export/bundled/)."""
     from hydra.utils import to_absolute_path
 
@@ -139,28 +194,7 @@ def bundle(cfg: DictConfig) -> dict:
     from emotion_monitor.core.train import fit
 
     out = Path(to_absolute_path(cfg.bundle_dir)) if cfg.get("bundle_dir") else BUNDLE_DIR
-    plain_cfg = with_overrides(cfg, dataset__speaker_centre=None)
-    plain = cross_validate(plain_cfg)
-    report = evaluate(plain_cfg, plain)
-    centred = cross_validate(with_overrides(cfg, dataset__speaker_centre="all"))
-    report["speaker_norm_all"] = summarise([scores for scores, _, _ in centred])
-    running = [
-        running_norm_scores(
-            p_model, c_model, data.feature_set(), data.split["test"], data.gate, seed=i, view=data.eval_view
-        )
-        for i, ((_, p_model, data), (_, c_model, _)) in enumerate(zip(plain, centred, strict=True))
-    ]
-    report["speaker_norm"] = summarise(running)
-    titles = {
-        "speaker_norm": "Speaker-normalised (blend), running mean of the utterances heard so far (the live rule)",
-        "speaker_norm_all": "Speaker-normalised head alone, each test speaker centred on all their clips",
-    }
-    for key, title in titles.items():
-        text = format_table(title, report[key])
-        print(text)
-        with (Path(cfg.output_dir) / "evaluation.md").open("a") as f:
-            f.write("\n" + text + "\n")
-    (Path(cfg.output_dir) / "evaluation.json").write_text(json.dumps(report, indent=1) + "\n")
+    report = evaluate(with_overrides(cfg, dataset__speaker_centre=None), speaker_norm=True)
     heads = {}
     for file_name, centre in (
         ("head.safetensors", None),

@@ -148,8 +148,13 @@ def _load(
     utterances = []
     for name, kind, root in corpora_key:
         corpus = read_corpus(kind, root)
-        corpus.name = name  # the config's name for it (corpora.<name>), used in every report
-        corpus.utterances = [replace(u, corpus=name) for u in corpus.utterances]
+        # The config's name for it (corpora.<name>) is used in every report and in its speakers' ids, so that two
+        # corpora of the same kind (two manifests both called manifest.csv) never share a speaker.
+        corpus.name = name
+        corpus.utterances = [
+            replace(u, corpus=name, speaker=f"{name}:{u.speaker.partition(':')[2]}")
+            for u in corpus.utterances
+        ]
         corpora.append(corpus)
         for v, view in enumerate(views):
             f = load_or_compute(model, corpus, VIEWS[view])

@@ -195,12 +195,15 @@ def running_norm_scores(
     min_speech_s: float = 10.0,
     seed: int = 0,
     view: str = "clean",
+    classes: Sequence[int] | None = None,
 ) -> FoldScores:
     """Scores with the live monitor's running speaker normalisation (``--speaker-norm``, blend).
 
     Each test speaker's utterances come in a seeded random order; utterance i is judged against the mean pooled
     features of utterances 0..i (what the monitor has heard by then), by the mean of the plain head's and the
     centred head's probabilities, and by the plain head alone until ``min_speech_s`` seconds were heard.
+    ``classes``: the heads' classes (leave-one-corpus-out: the shared ones); utterances of other classes are
+    neither heard nor scored, as in ``score_speakers``.
     """
     scores = FoldScores()
     k = len(EMOTIONS)
@@ -209,14 +212,14 @@ def running_norm_scores(
         corpus_speakers = [s for s in speakers if s in set(corpus.speakers)]
         if not corpus_speakers:
             continue
-        allowed = list(corpus.classes)
+        allowed = sorted(set(corpus.classes) & set(classes if classes is not None else range(k)))
         cm = {level: np.zeros((k, k), np.int64) for level in LEVELS}
         covered = total = 0
         for speaker in corpus_speakers:
             utts = rng.permutation(np.flatnonzero(fs.utt_speaker == speaker))
             total_feat, count, heard_s = np.zeros(fs.pooled.shape[1:], np.float64), 0, 0.0
-            speaker_clips = fs.rows([speaker], [view], [CLIP])
-            speaker_windows = fs.rows([speaker], [view], [SEGMENT], gate=gate)
+            speaker_clips = fs.rows([speaker], [view], [CLIP], classes=allowed)
+            speaker_windows = fs.rows([speaker], [view], [SEGMENT], gate=gate, classes=allowed)
             for u in utts:
                 clip_rows = speaker_clips[fs.utt[speaker_clips] == u]
                 if not len(clip_rows):

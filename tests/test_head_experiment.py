@@ -107,3 +107,26 @@ def test_a_head_deeper_than_the_cached_features_is_one_line(tiny_model, tmp_path
     assert run.stderr.strip().splitlines()[-1] == (
         "emotion-train: error: encoder_layers must be in 1..2 for these features, got 3"
     )
+
+
+def test_two_corpora_report_speaker_normalised_leave_one_corpus_out(tiny_model, tmp_path):
+    mine = write_manifest(tmp_path)
+    (tmp_path / "theirs").mkdir()
+    theirs = write_manifest(tmp_path / "theirs")
+    run = _train(
+        tmp_path,
+        tiny_model,
+        mine,
+        "task=evaluate",
+        "speaker_norm=true",
+        f"+corpora.theirs={{kind: manifest, root: {theirs}}}",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    for key in ("leave_one_corpus_out", "speaker_norm_loco", "speaker_norm_all_loco"):
+        # Each corpus scored once, every clip, by heads trained on the other corpus only.
+        assert {name: entry["clip"]["n"] for name, entry in report[key].items()} == {"mine": 18, "theirs": 18}
+    for key in ("kfold", "speaker_norm", "speaker_norm_all"):
+        assert {name: entry["folds"] for name, entry in report[key].items()} == {"mine": 3, "theirs": 3}
+    assert "Leave one corpus out, speaker-normalised (blend)" in run.stdout

@@ -12,7 +12,13 @@ from support import CALM, HAPPY, SAD, C, FirstDims, make_set, scores_window
 from emotion_monitor.core.data import DataError
 from emotion_monitor.core.feature_data import FeatureSet, speaker_folds
 from emotion_monitor.core.losses import FocalLoss
-from emotion_monitor.core.protocol import format_deltas, score_speakers, summarise, variant_deltas
+from emotion_monitor.core.protocol import (
+    format_deltas,
+    running_norm_scores,
+    score_speakers,
+    summarise,
+    variant_deltas,
+)
 from emotion_monitor.core.window_features import CLIP
 from emotion_monitor.realtime.windowing import SpeechGate
 
@@ -35,6 +41,24 @@ def test_only_the_listed_speakers_are_scored_and_classes_can_be_restricted():
     fs = make_set()
     scores = score_speakers(FirstDims(), fs, ["a:2"], SpeechGate(1.0, 1.0), classes=[HAPPY, SAD])
     assert set(scores.confusion) == {"a"} and scores.confusion["a"]["clip"].sum() == 1
+
+
+def test_running_speaker_norm_hears_and_scores_only_the_heads_classes():
+    fs = make_set()
+    gate, speakers = SpeechGate(1.0, 1.0), ["a:1", "a:2", "b:1"]
+    # Until min_speech_s of a speaker was heard the live rule is the plain head: score_speakers' confusions.
+    never = running_norm_scores(FirstDims(), FirstDims(), fs, speakers, gate, min_speech_s=1e9)
+    plain = score_speakers(FirstDims(), fs, speakers, gate)
+    for corpus in ("a", "b"):
+        for level in ("clip", "window"):
+            assert (never.confusion[corpus][level] == plain.confusion[corpus][level]).all()
+    assert never.coverage == plain.coverage == {"a": (1, 2), "b": (1, 1)}
+    # Leave-one-corpus-out heads know the shared classes only: other utterances are neither heard nor scored.
+    shared = running_norm_scores(
+        FirstDims(), FirstDims(), fs, speakers, gate, min_speech_s=1e9, classes=[SAD]
+    )
+    assert shared.confusion["a"]["clip"].sum() == 1 and shared.confusion["a"]["clip"][SAD, SAD] == 1
+    assert shared.coverage == {"a": (0, 1), "b": (1, 1)}
 
 
 def test_speaker_folds_are_disjoint_cover_everyone_and_spread_each_corpus():
