@@ -111,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
         "head, for 'python -m emotion_monitor.core.window_features --model FILE' (comparing feature variants), not for use",
     )
     parser.add_argument(
+        "--encoder",
+        metavar="WEIGHTS",
+        help="without a checkpoint: another installed Whisper encoder (whisper-tiny.en; default: the heads' "
+        "whisper-base), all its layers, under an untrained head: a features-only file like --time-pooling's, for "
+        "comparing encoders under the evaluation protocol",
+    )
+    parser.add_argument(
         "--hop",
         type=float,
         metavar="SECONDS",
@@ -197,10 +204,15 @@ def load_checkpoint_model(path: Path, hop_s: float):
         raise CliError(f"cannot use checkpoint {path}: {reason}", EXIT_BAD_INPUT) from None
 
 
-def load_default_model(hop_s: float | None, heads_dir: Path | None = None, time_pooling: str | None = None):
-    """``(model, ModelInfo, speaker heads by kind)`` of the bundled default model (``emotion_monitor.export.default_model``), or of
-    the heads in ``heads_dir`` on the same encoder; imported lazily. ``time_pooling`` other than the heads': a
-    features-only model (untrained head, no speaker heads)."""
+def load_default_model(
+    hop_s: float | None,
+    heads_dir: Path | None = None,
+    time_pooling: str | None = None,
+    encoder: str | None = None,
+):
+    """``(model, ModelInfo, speaker heads by kind)`` of the bundled default model (``emotion_monitor.export.default_model``),
+    or of the heads in ``heads_dir`` on the same encoder; imported lazily. ``time_pooling`` other than the heads'
+    or another ``encoder``: a features-only model (untrained head, no speaker heads)."""
     try:
         from emotion_monitor.export.default_model import (
             BUNDLE_DIR,
@@ -218,7 +230,7 @@ def load_default_model(hop_s: float | None, heads_dir: Path | None = None, time_
         ) from None
     try:
         bundle_dir = heads_dir or BUNDLE_DIR
-        model, info = build_default_classifier(bundle_dir, time_pooling)
+        model, info = build_default_classifier(bundle_dir, time_pooling, encoder)
         backbone = model.backbone
         heads = {}
         if info.protocol != FEATURES_ONLY_PROTOCOL:
@@ -258,13 +270,13 @@ def run(args: argparse.Namespace) -> None:
 
     source = str(args.checkpoint or args.heads or "the bundled default model")
     heads = {}
-    if args.checkpoint and (args.heads or args.time_pooling):
-        raise CliError("--heads and --time-pooling go without a checkpoint", EXIT_BAD_INPUT)
+    if args.checkpoint and (args.heads or args.time_pooling or args.encoder):
+        raise CliError("--heads, --time-pooling and --encoder go without a checkpoint", EXIT_BAD_INPUT)
     print(f"loading {source} ...", flush=True)
     if args.checkpoint:
         model, info = load_checkpoint_model(args.checkpoint, args.hop or DEFAULT_HOP_S)
     else:
-        model, info, heads = load_default_model(args.hop, args.heads, args.time_pooling)
+        model, info, heads = load_default_model(args.hop, args.heads, args.time_pooling, args.encoder)
     print(f"exporting {source}: {info.backbone}, {len(info.labels)} labels ({', '.join(info.labels)})")
     try:
         path = export_onnx(model, info, args.output, opset=args.opset, speaker_heads=heads)

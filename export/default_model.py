@@ -71,13 +71,15 @@ FEATURES_ONLY_PROTOCOL = (
 )
 
 
-def features_only_info(info: dict, time_pooling: str, encoder_layers: int, depth: int):
-    """ModelInfo of an encoder whose ``pooled`` carries ``time_pooling`` statistics under an untrained head. The
-    ``backbone`` text is the bundled model's: window features depend on the encoder and the statistics only."""
+def features_only_info(info: dict, time_pooling: str, weights: str, encoder_layers: int, depth: int):
+    """ModelInfo of an encoder (``weights``, ``encoder_layers`` of ``depth`` layers) whose ``pooled`` carries
+    ``time_pooling`` statistics under an untrained head. Window features depend on the encoder and the statistics
+    only, and the ``backbone`` text (which keys the feature cache) names both."""
     import dataclasses
 
     return dataclasses.replace(
         model_info(info, encoder_layers, depth),
+        backbone=backbone_name(weights, encoder_layers, depth),
         metrics={},
         protocol=FEATURES_ONLY_PROTOCOL,
         speaker_norm={},
@@ -111,28 +113,36 @@ def _load_head(model, path: Path):
     return model.eval()
 
 
-def build_default_classifier(bundle_dir: Path = BUNDLE_DIR, time_pooling: str | None = None):
+def build_default_classifier(
+    bundle_dir: Path = BUNDLE_DIR, time_pooling: str | None = None, encoder: str | None = None
+):
     """``(EmotionClassifier in eval mode, ModelInfo)``: installed encoder weights + the shipped head, the encoder
     cut to the head's ``encoder_layers`` (``model.json``; absent = all layers).
 
-    time_pooling: the statistics over time ``pooled`` carries (None: the heads'). Other statistics than the heads'
-    give an untrained head (seeded) and ``features_only_info``: a model for encoding features, not for use.
-    Raises ``emotion_monitor.core.ct2.MissingWeightsError`` (one line naming the pip packages) when the encoder weights are
-    not installed.
+    time_pooling: the statistics over time ``pooled`` carries (None: the heads'). encoder: other installed Whisper
+    weights (``emotion_monitor.core.ct2.PACKAGED``; None: the heads'), all their layers. Another encoder or other
+    statistics than the heads' give an untrained head (seeded) and ``features_only_info``: a model for encoding
+    features to compare variants, not for use. Raises ``emotion_monitor.core.ct2.MissingWeightsError`` (one line
+    naming the pip packages) when the encoder weights are not installed.
     """
     import torch
 
     from emotion_monitor.core.whisper import build_whisper_backbone
 
     info = bundle_info(bundle_dir)
-    backbone = build_whisper_backbone(name_or_path=info["weights"], num_layers=info.get("encoder_layers"))
+    weights = encoder or info["weights"]
+    own = weights == info["weights"]
+    backbone = build_whisper_backbone(
+        name_or_path=weights, num_layers=info.get("encoder_layers") if own else None
+    )
     depth = int(backbone.encoder.config.encoder_layers)
-    if time_pooling in (None, time_pooling_of(info)):
+    if own and time_pooling in (None, time_pooling_of(info)):
         model = _load_head(_new_classifier(backbone, info), Path(bundle_dir) / HEAD_FILE)
         return model, model_info(info, backbone.num_layers, depth)
     torch.manual_seed(0)
-    model = _new_classifier(backbone, info, time_pooling)
-    return model.eval(), features_only_info(info, time_pooling, backbone.num_layers, depth)
+    stats = time_pooling or time_pooling_of(info)
+    model = _new_classifier(backbone, info, stats)
+    return model.eval(), features_only_info(info, stats, weights, backbone.num_layers, depth)
 
 
 def build_speaker_heads(bundle_dir: Path = BUNDLE_DIR, hidden_size: int = 512, num_layers: int = 6) -> dict:

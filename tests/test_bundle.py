@@ -89,3 +89,21 @@ def test_heads_are_stored_with_float16_matrices_and_run_in_float32(tmp_path):
     assert 0 < (a - b).abs().max() < 1e-3
     shipped = load_file(str(BUNDLED / "head.safetensors"))
     assert shipped["features.0.weight"].dtype == torch.float16
+
+
+def test_another_installed_encoder_gives_a_features_only_model():
+    """``emotion-export --encoder whisper-tiny.en``: all of that encoder's layers under an untrained head, named in
+    the metadata (which keys the feature cache) and marked features-only."""
+    from emotion_monitor.core.ct2 import MissingWeightsError
+    from emotion_monitor.export.default_model import FEATURES_ONLY_PROTOCOL, build_default_classifier
+
+    try:
+        model, info = build_default_classifier(encoder="whisper-tiny.en")
+    except MissingWeightsError as exc:
+        pytest.skip(str(exc))
+    assert info.backbone == "whisper-tiny.en:frozen+bundled-head"
+    assert info.protocol == FEATURES_ONLY_PROTOCOL and info.metrics == {} and info.speaker_norm == {}
+    assert info.encoder_layers == 4 and info.labels == EMOTIONS
+    with torch.no_grad():
+        pooled = model.pool(0.1 * torch.randn(2, 16_000))
+    assert pooled.shape == (2, 5, 384)  # the embeddings and 4 layers, 384 wide
