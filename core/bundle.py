@@ -79,6 +79,12 @@ def _metrics(summary: dict) -> dict:
     }
 
 
+def encoder_weights(encoder: str) -> str:
+    """The installed encoder weights (``emotion_monitor.core.ct2.PACKAGED``) named by a features model's ``backbone``
+    metadata (``whisper-tiny.en:frozen+bundled-head`` → ``whisper-tiny.en``); the default's when it names none."""
+    return encoder.partition(":")[0] or WEIGHTS
+
+
 def write_bundle(out: Path, heads: dict, report: dict, cfg, data, references: list[dict]) -> Path:
     """Heads by file name + the protocol's ``report`` (``emotion_monitor.core.experiment.evaluate``) → ``out``."""
     from omegaconf import OmegaConf
@@ -99,7 +105,7 @@ def write_bundle(out: Path, heads: dict, report: dict, cfg, data, references: li
         "window_s": float(cfg.dataset.window_s),
         "hop_s": DEFAULT_HOP_S,
         "speech_gate": asdict(data.gate),
-        "weights": WEIGHTS,
+        "weights": encoder_weights(data.feature_set().encoder),
         "num_classes": len(EMOTIONS),
         "hidden_dims": list(model_cfg["hidden_dims"]),
         "dropout": float(model_cfg["dropout"]),

@@ -39,7 +39,8 @@ class FeatureSet:
     """Every cached window of the chosen corpora and views, one row per window.
 
     corpus / utt / view: indices into ``corpora`` / ``utterances`` / ``views``. allowed: ``[corpora, C]`` bool,
-    the classes each corpus can hold.
+    the classes each corpus can hold. encoder: the ``backbone`` metadata of the model that encoded them
+    (``whisper-base:frozen+bundled-head``; its part before ``:`` names the encoder weights).
     """
 
     corpora: list[Corpus]
@@ -52,6 +53,7 @@ class FeatureSet:
     speech_s: np.ndarray
     trailing_s: np.ndarray
     allowed: np.ndarray
+    encoder: str = ""
 
     @property
     def corpus(self) -> np.ndarray:
@@ -181,6 +183,7 @@ def _load(
         speech_s=cat([f.speech_s for f, _, _ in parts]),
         trailing_s=cat([f.trailing_s for f, _, _ in parts]),
         allowed=allowed,
+        encoder=model.info.backbone,
     )
 
 

@@ -8,6 +8,7 @@ import json
 from support import MANIFEST_LABELS, run_emotion_train, write_manifest
 
 from emotion_monitor.core.data import EMOTIONS
+from emotion_monitor.realtime.model import load_model
 
 
 def _train(tmp_path, model, manifest, *overrides):
@@ -82,6 +83,8 @@ def test_manifest_trains_and_evaluates_with_the_same_commands(tiny_model, tmp_pa
     info = json.loads((heads / "model.json").read_text())
     assert set(info["metrics"]) == {"mine"} and info["metrics"]["mine"]["clip"]["n"] == 18
     assert info["encoder_layers"] == 2
+    # The encoder that made the features: the tiny model's backbone metadata, up to its ':'.
+    assert info["weights"] == load_model(tiny_model).info.backbone.partition(":")[0] != ""
     assert set(info["speaker_norm"]["results"]) == {"mine"}
     for name in ("head.safetensors", "head_speaker_norm.safetensors", "head_speaker_baseline.safetensors"):
         assert (heads / name).stat().st_size > 0
