@@ -179,6 +179,16 @@ def window_span(window, preprocess, trim: bool) -> tuple[int, int]:
     return window.start + offset, window.start + offset + len(kept)
 
 
+def window_mean(frames: np.ndarray, window, preprocess, trim: bool) -> np.ndarray:
+    """``[L+1, H]``: the time mean of the file's frames ``[L+1, T, H]`` that today's path would encode for
+    ``window`` (as many frames as its trimmed span gives, from the frame nearest the span's start)."""
+    a, b = window_span(window, preprocess, trim)
+    first = round(a / SAMPLES_PER_FRAME)
+    last = min(frames.shape[1], first + max(1, n_frames(b - a)))
+    first = min(first, last - 1)
+    return frames[:, first:last].mean(axis=1)
+
+
 def chunk_timeline(model, frames_session, head_session, audio, hop_s, vad, variant: Variant):
     """Speech windows of the timeline and their probabilities from chunk-pooled frames."""
     windower = StreamWindower(model.window_spec(None, hop_s), vad, model.speech_gate)
@@ -187,11 +197,7 @@ def chunk_timeline(model, frames_session, head_session, audio, hop_s, vad, varia
     frames = file_frames(frames_session, audio, variant, model.preprocess)
     pooled = np.zeros((len(speech), frames.shape[0], frames.shape[2]), dtype=np.float32)
     for i, w in enumerate(speech):
-        a, b = window_span(w, model.preprocess, variant.trim)
-        first = round(a / SAMPLES_PER_FRAME)
-        last = min(frames.shape[1], first + max(1, n_frames(b - a)))
-        first = min(first, last - 1)
-        pooled[i] = frames[:, first:last].mean(axis=1)
+        pooled[i] = window_mean(frames, w, model.preprocess, variant.trim)
     probs = head_session.run(["probs"], {"pooled": pooled})[0] if len(speech) else np.zeros((0, 8))
     return windows, probs
 
@@ -229,6 +235,57 @@ def check_graphs(model, frames_session, head_session, audio) -> dict:
     }
 
 
+def probe(args, model, frames_session, vad, variant: Variant) -> dict:
+    """Would a head trained on chunk-pooled features recover? The same recipe (standardised features, logistic
+    regression) trained on speech windows of ``--probe-train-actors``' continuous files and tested on
+    ``--actors``', once on today's per-window features and once on ``variant``'s chunk-pooled ones (and crossed:
+    trained on per-window, tested on chunk-pooled, the shipped head's situation). Hop ``--hops[-1]``."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    hop = args.hops[-1]
+
+    def features(actors):
+        per_window, chunked, y = [], [], []
+        with tempfile.TemporaryDirectory() as tmp:
+            truth = write_continuous(files_for(actors), Path(tmp), args.file_s)
+            for name, clips in truth.items():
+                audio = load_audio(Path(tmp) / name)
+                windower = StreamWindower(model.window_spec(None, hop), vad, model.speech_gate)
+                speech = [w for w in windower.feed(audio) + windower.flush() if w.speech]
+                per_window.append(model.score_windows([w.samples for w in speech], pooled=True).pooled)
+                frames = file_frames(frames_session, audio, variant, model.preprocess)
+                chunked.append(
+                    np.stack([window_mean(frames, w, model.preprocess, variant.trim) for w in speech])
+                )
+                for w in speech:
+                    overlap = [max(0.0, min(w.end_s, b) - max(w.start_s, a)) for a, b, _ in clips]
+                    y.append(clips[int(np.argmax(overlap))][2])
+        flat = lambda parts: np.concatenate(parts).reshape(len(y), -1)  # noqa: E731
+        return flat(per_window), flat(chunked), np.array(y)
+
+    train_w, train_c, train_y = features(args.probe_train_actors)
+    test_w, test_c, test_y = features(args.actors)
+
+    def fit(x):
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=2000))
+        return clf.fit(x, train_y)
+
+    on_windows, on_chunks = fit(train_w), fit(train_c)
+    return {
+        "variant": variant.name,
+        "hop_s": hop,
+        "train_actors": args.probe_train_actors,
+        "train_windows": len(train_y),
+        "test_actors": args.actors,
+        "test_windows": len(test_y),
+        "trained_per_window_tested_per_window": round(float(on_windows.score(test_w, test_y)), 3),
+        "trained_per_window_tested_chunk_pooled": round(float(on_windows.score(test_c, test_y)), 3),
+        "trained_chunk_pooled_tested_chunk_pooled": round(float(on_chunks.score(test_c, test_y)), 3),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -240,6 +297,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overlap-s", type=float, nargs="+", default=[0.0])
     parser.add_argument("--untrimmed", action="store_true", help="also pool whole windows (no trimming)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--probe-train-actors",
+        type=int,
+        nargs="*",
+        help="instead of timing: a linear probe trained on these actors' windows (see probe())",
+    )
+    parser.add_argument("--probe-chunk-s", type=float, default=10.0, help="the probe's chunk seconds")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--file-s", type=float, default=60.0)
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "study_chunk_pooling")
@@ -250,6 +314,12 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args.model, intra_op_threads=args.threads)
     frames_session, head_session = session(frames_path, args.threads), session(head_path, 1)
     vad = load_vad()[0]
+    if args.probe_train_actors:
+        report = probe(args, model, frames_session, vad, Variant(args.probe_chunk_s))
+        report["machine"] = machine(args.threads)
+        json.dump(report, sys.stdout, indent=2)
+        print()
+        return 0
     variants = [Variant(c, o) for c in args.chunks for o in args.overlap_s if o < c]
     if args.untrimmed:
         variants += [Variant(c, o, trim=False) for c in args.chunks for o in args.overlap_s if o < c]
