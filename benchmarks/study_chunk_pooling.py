@@ -19,7 +19,17 @@ from ``build_default_classifier()`` into ``--work-dir``; ``--model`` must be the
 the head graph on the model's ``pooled`` gives its ``probs``; a window's frame mean gives its ``pooled``).
 
 Usage:
-    python benchmarks/study_chunk_pooling.py --model k6.onnx --actors 1 2 --hops 0.5 1.5 --chunks 6 10 30
+    python benchmarks/study_chunk_pooling.py --model k6.onnx --actors 1 2 --hops 0.5 1.5 --chunks 6 10 30 \
+        --overlap-s 0 1 --repeats 2
+    python benchmarks/study_chunk_pooling.py --model k6.onnx --actors 1 2 --hops 1.5 \
+        --probe-train-actors 3 4 5 6 7 8 9 10
+
+Findings (2026-11-25, README "Benchmarks" 2d): with the shipped head, chunk-pooled windows lose 23-42 points of
+speech-window accuracy against today's timeline (actors 1-2: 0.731 -> 0.35-0.47 at hop 1.5, 0.744 -> 0.33-0.52
+at hop 0.5; 35-65 % of labels agree), worse for longer chunks; the cause is the features (Whisper frames depend on
+absolute position and context), not the level. A linear probe trained on chunk-pooled features matches one trained
+on per-window features (0.593 vs 0.569), so a head trained on them would be needed and looks feasible. Speed, on
+a loaded machine: 2.4-3.5x today's at hop 0.5, 1.1-1.4x at hop 1.5 (6-10 s chunks). Not productised.
 """
 
 from __future__ import annotations
