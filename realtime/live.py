@@ -321,18 +321,20 @@ class Monitor:
 
 
 class StopRequested(KeyboardInterrupt):
-    """SIGTERM or SIGHUP: end like Ctrl-C (summary, flushed outputs, exit 0)."""
+    """SIGINT, SIGTERM or SIGHUP: end like Ctrl-C (summary, flushed outputs, exit 0)."""
 
 
 def install_stop_signals(stack: contextlib.ExitStack) -> None:
-    """SIGTERM (what a service manager sends) and SIGHUP (terminal closed) stop the monitor like Ctrl-C."""
+    """SIGTERM (what a service manager sends), SIGHUP (terminal closed) and SIGINT stop the monitor like Ctrl-C.
+    SIGINT is set explicitly: a program started in the background by a non-interactive shell inherits SIGINT
+    ignored, and Python then installs no Ctrl-C handler, so ``kill -INT`` would not stop it."""
     if threading.current_thread() is not threading.main_thread():
         return
 
     def stop(signum, _frame) -> None:
         raise StopRequested(signal.Signals(signum).name)
 
-    for name in ("SIGTERM", "SIGHUP"):
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
         if hasattr(signal, name):
             sig = getattr(signal, name)
             stack.callback(signal.signal, sig, signal.signal(sig, stop))
