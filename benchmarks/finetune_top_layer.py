@@ -40,6 +40,27 @@ def compose(overrides: list[str], output_dir: str):
         return hydra_compose(config_name="config", overrides=[*overrides, f"output_dir={output_dir}"])
 
 
+def _report_epochs() -> None:
+    """Print the seconds of every training epoch (the folds train quietly, without loggers or callbacks)."""
+    from emotion_monitor.core.lightning_module import EmotionModule
+
+    original = EmotionModule.on_train_epoch_end
+    clock = {}
+
+    def timed(self) -> None:
+        original(self)
+        now = time.time()
+        start = clock.get(id(self), now)
+        print(f"  epoch {self.current_epoch}: {now - start:.0f} s", flush=True)
+        clock[id(self)] = now
+
+    def started(self) -> None:
+        clock[id(self)] = time.time()
+
+    EmotionModule.on_train_epoch_end = timed
+    EmotionModule.on_train_start = started
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
@@ -58,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     from emotion_monitor.core.metrics import metrics_from_confusion
 
     torch.set_num_threads(args.threads)
+    _report_epochs()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     jobs = [(f"fold {f}", {"dataset__fold": f, "dataset__test_corpus": None}) for f in args.folds]
