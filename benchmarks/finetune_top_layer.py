@@ -11,7 +11,9 @@ by the protocol (``core.protocol.score_speakers``, clip level = emotion-score's 
 
     python benchmarks/finetune_top_layer.py --variants frozen finetune --folds 0 -- train.max_epochs=5
 
-Arguments after ``--`` are Hydra overrides for the ``frozen-torch`` and ``finetune`` variants (their schedule).
+Arguments after ``--`` are Hydra overrides for the ``frozen-torch`` and ``finetune`` variants (their schedule);
+``--common`` overrides go to every variant (``--common corpora=ravdess``: RAVDESS alone; its speakers are dealt
+into the same folds as in the two-corpus protocol, since ``speaker_folds`` deals each corpus on its own).
 Prints one line per (variant, fold or LOCO corpus, corpus) and appends JSON lines to ``--out``.
 """
 
@@ -69,6 +71,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variants", nargs="+", default=["frozen", "finetune"], choices=sorted(VARIANTS))
     parser.add_argument("--folds", nargs="*", type=int, default=[0])
     parser.add_argument("--loco", nargs="*", default=[], help="corpora to leave out (e.g. ravdess crema-d)")
+    parser.add_argument(
+        "--common", nargs="*", default=[], help="Hydra overrides for every variant (e.g. corpora=ravdess)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="runs/finetune_top_layer.jsonl")
     args = parser.parse_args(argv)
@@ -85,9 +90,8 @@ def main(argv: list[str] | None = None) -> None:
     jobs = [(f"fold {f}", {"dataset__fold": f, "dataset__test_corpus": None}) for f in args.folds]
     jobs += [(f"loco {c}", {"dataset__fold": None, "dataset__test_corpus": c}) for c in args.loco]
     for variant in args.variants:
-        overrides = (
-            VARIANTS[variant] + (extra if variant != "frozen" else []) + [f"num_threads={args.threads}"]
-        )
+        overrides = VARIANTS[variant] + args.common + (extra if variant != "frozen" else [])
+        overrides.append(f"num_threads={args.threads}")
         cfg = compose(overrides, str(out.parent / "finetune_top_layer_run"))
         for name, job in jobs:
             start = time.time()
