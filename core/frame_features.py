@@ -153,12 +153,25 @@ def cache_path(model, corpus_name: str, cut: int, weights: str | None = None, su
 
 def fold_subset(speakers_by_corpus: dict, corpus: Corpus, fold: int, num_folds: int, seed: int, stride: int):
     """``(name, indices)``: every utterance of ``fold``'s test speakers (``feature_data.speaker_folds``, the
-    protocol's split) and every ``stride``-th of the others: a cheaper pilot cache for that one fold."""
+    protocol's split) and a seeded random 1/``stride`` of each other speaker's utterances of each label: a cheaper
+    pilot cache for that one fold. (Not every stride-th file: file lists are sorted by sentence and emotion, so a
+    fixed stride keeps only some emotions.)"""
+    import random
+
     from emotion_monitor.core.feature_data import speaker_folds
 
     test = set(speaker_folds(speakers_by_corpus, num_folds, seed)[fold])
-    keep = {i for i, u in enumerate(corpus.utterances) if u.speaker in test or i % stride == 0}
-    return f"f{fold}of{num_folds}s{seed}x{stride}", keep
+    groups: dict[tuple[str, int], list[int]] = {}
+    for i, u in enumerate(corpus.utterances):
+        groups.setdefault((u.speaker, u.label), []).append(i)
+    keep: set[int] = set()
+    rng = random.Random(seed)
+    for (speaker, _), indices in sorted(groups.items()):
+        if speaker in test:
+            keep.update(indices)
+        else:
+            keep.update(rng.sample(indices, -(-len(indices) // stride)))
+    return f"f{fold}of{num_folds}s{seed}r{stride}", keep
 
 
 def torch_backbone(weights: str | None = None):
@@ -231,7 +244,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--fold", type=int, default=None, help="cache only this fold's test speakers (all files)..."
     )
-    parser.add_argument("--stride", type=int, default=4, help="... and every stride-th file of the others")
+    parser.add_argument(
+        "--stride", type=int, default=4, help="... and a random 1/stride of the others per label"
+    )
     parser.add_argument("--num-folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=42, help="the protocol's split seed (config seed)")
     parser.add_argument("--only", nargs="*", default=None, help="compute only these corpora (names)")
