@@ -21,7 +21,6 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,14 +28,20 @@ from pathlib import Path
 import numpy as np
 
 from emotion_monitor.core.corpora import Corpus
-from emotion_monitor.core.window_features import CLIP, FEATURE_VERSION, _score_windows, model_fingerprint
+from emotion_monitor.core.window_features import (
+    CLIP,
+    FEATURE_VERSION,
+    NpzCache,
+    _score_windows,
+    model_fingerprint,
+)
 from emotion_monitor.realtime.audio import AudioError, load_audio, prepare_clip, prepare_input
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class FrameFeatures:
+class FrameFeatures(NpzCache):
     """Cached clip windows of one corpus with the frames entering the fine-tuned layers (module doc)."""
 
     frames: np.ndarray
@@ -50,23 +55,6 @@ class FrameFeatures:
     start_s: np.ndarray
     files: list[str]
     problems: list[str]
-
-    def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-        fields = {k: v for k, v in vars(self).items() if k not in ("files", "problems")}
-        np.savez(tmp, **fields, files=np.array(self.files), problems=np.array(self.problems, dtype=str))
-        os.replace(tmp, path)
-
-    @classmethod
-    def load(cls, path: Path) -> FrameFeatures:
-        z = np.load(path)
-        names = ("frames", "offset", "length", "pooled", "utt", "kind", "speech_s", "trailing_s", "start_s")
-        return cls(
-            *(z[n] for n in names),
-            files=[str(f) for f in z["files"]],
-            problems=[str(p) for p in z["problems"]],
-        )
 
 
 def window_inputs(model, samples: np.ndarray, sample_rate: int, source: str):

@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -75,8 +75,30 @@ fifth of the clean view's windows), to compare feature variants (int8, mean+std 
 encoding timelines."""
 
 
+class NpzCache:
+    """A dataclass of arrays plus ``files`` and ``problems`` (lists of str), stored as one .npz written atomically
+    (a temporary file renamed into place, so a reader never sees half a cache)."""
+
+    LISTS = ("files", "problems")
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+        arrays = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.LISTS}
+        lists = {name: np.array(getattr(self, name), dtype=str) for name in self.LISTS}
+        np.savez(tmp, **arrays, **lists)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path):
+        z = np.load(path)
+        return cls(
+            **{f.name: [str(x) for x in z[f.name]] if f.name in cls.LISTS else z[f.name] for f in fields(cls)}
+        )
+
+
 @dataclass
-class WindowFeatures:
+class WindowFeatures(NpzCache):
     """Cached windows of one corpus in one view (see the module doc for the fields)."""
 
     pooled: np.ndarray
@@ -87,36 +109,6 @@ class WindowFeatures:
     start_s: np.ndarray
     files: list[str]
     problems: list[str]
-
-    def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-        np.savez(
-            tmp,
-            pooled=self.pooled,
-            utt=self.utt,
-            kind=self.kind,
-            speech_s=self.speech_s,
-            trailing_s=self.trailing_s,
-            start_s=self.start_s,
-            files=np.array(self.files),
-            problems=np.array(self.problems, dtype=str),
-        )
-        os.replace(tmp, path)
-
-    @classmethod
-    def load(cls, path: Path) -> WindowFeatures:
-        z = np.load(path)
-        return cls(
-            z["pooled"],
-            z["utt"],
-            z["kind"],
-            z["speech_s"],
-            z["trailing_s"],
-            z["start_s"],
-            [str(f) for f in z["files"]],
-            [str(p) for p in z["problems"]],
-        )
 
 
 FEATURE_VERSION = 1
