@@ -242,23 +242,18 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.files and args.profile:
         report.update(profile_files(args.files, args.windows, args.profile, args.repeats, args.threads))
-        json.dump(report, sys.stdout, indent=2)
-        print()
-        return 0
-    if args.files:
+    elif args.files:
         report.update(bench_files(args.files, args.windows, args.repeats, args.threads))
-        json.dump(report, sys.stdout, indent=2)
-        print()
-        return 0
-    report["models"] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.models:
-            try:
-                report["models"][name] = bench_model(
-                    name, args.windows, args.repeats, args.threads, Path(tmp)
-                )
-            except Exception as exc:  # a missing bundled model must not hide the other figures
-                report["models"][name] = {"error": f"{type(exc).__name__}: {exc}"}
+    else:
+        report["models"] = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in args.models:
+                try:
+                    report["models"][name] = bench_model(
+                        name, args.windows, args.repeats, args.threads, Path(tmp)
+                    )
+                except Exception as exc:  # a missing bundled model must not hide the other figures
+                    report["models"][name] = {"error": f"{type(exc).__name__}: {exc}"}
     json.dump(report, sys.stdout, indent=2)
     print()
     return 0

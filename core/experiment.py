@@ -44,9 +44,7 @@ def _fold_scores(cfg: DictConfig, **overrides: Any) -> tuple[FoldScores, Any, An
     from emotion_monitor.core.train import fit
 
     _, module, data = fit(with_overrides(cfg, **overrides), quiet=True)
-    # A data module that trains encoder layers (core.top_layers) scores the windows through the trained layers.
-    scoring = getattr(data, "scoring_feature_set", None)
-    fs = scoring(module.model) if scoring is not None else data.feature_set()
+    fs = data.scoring_feature_set(module.model)
     scores = score_speakers(
         module.model, fs, data.split["test"], data.gate, data.classes(), data.centre, data.eval_view
     )

@@ -31,7 +31,7 @@ from emotion_monitor.core.corpora import Corpus
 from emotion_monitor.core.window_features import (
     CLIP,
     FEATURE_VERSION,
-    NpzCache,
+    WindowFeatures,
     _score_windows,
     model_fingerprint,
 )
@@ -41,20 +41,13 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class FrameFeatures(NpzCache):
-    """Cached clip windows of one corpus with the frames entering the fine-tuned layers (module doc)."""
+class FrameFeatures(WindowFeatures):
+    """Cached clip windows of one corpus (``WindowFeatures``) with the frames entering the fine-tuned layers
+    (module doc)."""
 
     frames: np.ndarray
     offset: np.ndarray
     length: np.ndarray
-    pooled: np.ndarray
-    utt: np.ndarray
-    kind: np.ndarray
-    speech_s: np.ndarray
-    trailing_s: np.ndarray
-    start_s: np.ndarray
-    files: list[str]
-    problems: list[str]
 
 
 def window_inputs(model, samples: np.ndarray, sample_rate: int, source: str):

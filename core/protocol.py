@@ -64,6 +64,12 @@ class FoldScores:
     variant: FoldScores | None = None
 
 
+def scored_classes(corpus, classes: Sequence[int] | None) -> list[int]:
+    """The classes a corpus's utterances are scored among: the corpus's own, within the heads' ``classes`` (None:
+    all; leave-one-corpus-out: the shared ones)."""
+    return sorted(set(corpus.classes) & set(classes if classes is not None else range(len(EMOTIONS))))
+
+
 def score_speakers(
     model,
     fs: FeatureSet,
@@ -81,7 +87,7 @@ def score_speakers(
         corpus_speakers = [s for s in speakers if s in set(corpus.speakers)]
         if not corpus_speakers:
             continue
-        allowed = sorted(set(corpus.classes) & set(classes if classes is not None else range(k)))
+        allowed = scored_classes(corpus, classes)
         clip_rows = fs.rows(corpus_speakers, [view], [CLIP], classes=allowed)
         p = predict_rows(model, fs, clip_rows, centre)
         utts, inverse = np.unique(fs.utt[clip_rows], return_inverse=True)
@@ -212,7 +218,7 @@ def running_norm_scores(
         corpus_speakers = [s for s in speakers if s in set(corpus.speakers)]
         if not corpus_speakers:
             continue
-        allowed = sorted(set(corpus.classes) & set(classes if classes is not None else range(k)))
+        allowed = scored_classes(corpus, classes)
         cm = {level: np.zeros((k, k), np.int64) for level in LEVELS}
         covered = total = 0
         for speaker in corpus_speakers:

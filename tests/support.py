@@ -223,6 +223,17 @@ def write_manifest(tmp_path: Path) -> Path:
     return path
 
 
+TINY_HEAD_RUN = (
+    "dataset.num_folds=3",
+    "model.backbone.hidden_size=32",
+    "model.backbone.num_layers=2",
+    "train.max_epochs=2",
+    "dataset.batch_size=4",
+    "num_threads=1",
+)
+"""emotion-train settings for heads on a tiny model's features (32 wide, 2 layers): 3 folds, 2 short epochs."""
+
+
 def run_emotion_train(tmp_path: Path, *overrides: str, timeout: float = 300):
     """``emotion-train experiment=head corpora=manifest OVERRIDES`` with a private feature cache."""
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))

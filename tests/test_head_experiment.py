@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from support import MANIFEST_LABELS, run_emotion_train, write_manifest
+from support import MANIFEST_LABELS, TINY_HEAD_RUN, run_emotion_train, write_manifest
 
 from emotion_monitor.core.data import EMOTIONS
 from emotion_monitor.realtime.model import load_model
@@ -17,12 +17,7 @@ def _train(tmp_path, model, manifest, *overrides):
         f"manifest={manifest}",
         f"dataset.model={model}",
         "dataset.train_views=[clean]",
-        "dataset.num_folds=3",
-        "model.backbone.hidden_size=32",
-        "model.backbone.num_layers=2",
-        "train.max_epochs=2",
-        "dataset.batch_size=4",
-        "num_threads=1",
+        *TINY_HEAD_RUN,
         *overrides,
     )
 

@@ -13,6 +13,7 @@ import soundfile as sf
 import torch
 from support import (
     LABELS,
+    TINY_HEAD_RUN,
     TINY_WINDOW_S,
     FirstDims,
     make_set,
@@ -146,12 +147,7 @@ def test_mean_std_head_trains_and_is_evaluated_on_clip_windows(tiny_models, tmp_
         f"dataset.model={tiny_models['mean_std']}",
         "dataset.train_views=[clip]",
         "dataset.eval_view=clip",
-        "dataset.num_folds=3",
-        "model.backbone.hidden_size=32",
-        "model.backbone.num_layers=2",
-        "train.max_epochs=2",
-        "dataset.batch_size=4",
-        "num_threads=1",
+        *TINY_HEAD_RUN,
         "task=evaluate",
     ]
     reports = {}
