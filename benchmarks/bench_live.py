@@ -32,7 +32,7 @@ from emotion_monitor.core.paths import ravdess_dir
 from emotion_monitor.realtime.audio import SAMPLE_RATE, load_audio
 
 RAVDESS_DIR = ravdess_dir()
-"""RAVDESS 16 kHz clips: ``$EMOTION_DATA_DIR/ravdess-16k`` (default ../shared/data), as the export checks use."""
+"""RAVDESS 16 kHz clips: ``$EMOTION_DATA_DIR/ravdess-16k`` (core.paths.data_root), as the export checks use."""
 PAUSE_S = 1.5
 
 

@@ -51,7 +51,7 @@ from emotion_monitor.realtime.model import load_model
 from emotion_monitor.realtime.model_store import resolve_model_path
 
 RAVDESS_DIR = ravdess_dir()
-"""RAVDESS 16 kHz clips: ``$EMOTION_DATA_DIR/ravdess-16k`` (default ../shared/data), as the export checks use."""
+"""RAVDESS 16 kHz clips: ``$EMOTION_DATA_DIR/ravdess-16k`` (core.paths.data_root), as the export checks use."""
 
 
 def files_for(actors: list[int]) -> list[Path]:

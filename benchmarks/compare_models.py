@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from emotion_monitor.core.paths import data_root
 from emotion_monitor.realtime.analysis import score_clip
 from emotion_monitor.realtime.audio import load_audio
 from emotion_monitor.realtime.model import EmotionModel, ModelOptions
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model_b", type=Path)
     parser.add_argument("--clips", type=int, default=48, help="clips, spread over both corpora (default 48)")
     parser.add_argument(
-        "--data-dir", type=Path, default=Path(os.environ.get("EMOTION_DATA_DIR", "../shared/data"))
+        "--data-dir", type=Path, default=data_root(), help="the corpora (default: core.paths.data_root())"
     )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)

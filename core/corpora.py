@@ -2,6 +2,8 @@
 
     read_corpus("ravdess", root)     # Actor_XX/03-01-EE-II-SS-RR-AA.(wav|flac), 8 emotions
     read_corpus("crema-d", root)     # AAAA_SSS_EEE_LL.flac (+ summaryTable.csv crowd votes), 6 emotions
+    read_corpus("ased", root)        # ASED v1 (Amharic): 01Neutral/ … 05Angry/xn-SS-RR-GG-PP.opus, 5 emotions
+    read_corpus("nemo", root)        # nEMO (Polish): samples/*.opus + data.tsv, 6 emotions
     read_corpus("manifest", "my.csv")  # a user's own recordings: CSV with columns path,label,speaker
 
 Every reader maps its labels onto the product's eight ``EMOTIONS`` and says which of them the corpus can hold
@@ -115,6 +117,85 @@ def read_crema_d(root: str | Path) -> Corpus:
     )
 
 
+ASED_FOLDERS = {
+    "01Neutral": "neutral",
+    "02Fearful": "fearful",
+    "03Happy": "happy",
+    "04Sad": "sad",
+    "05Angry": "angry",
+}
+"""ASED's emotion folders → ``EMOTIONS`` names (the folder is the label; the name's first letter repeats it)."""
+ASED_SUFFIXES = (".opus", ".ogg", ".wav", ".flac")
+NEMO_EMOTIONS = {
+    "anger": "angry",
+    "fear": "fearful",
+    "happiness": "happy",
+    "neutral": "neutral",
+    "sadness": "sad",
+    "surprised": "surprised",
+}
+"""nEMO's ``data.tsv`` emotions → ``EMOTIONS`` names (no calm, no disgust)."""
+
+
+def _classes(names) -> tuple[int, ...]:
+    return tuple(sorted(EMOTIONS.index(n) for n in set(names)))
+
+
+def read_ased(root: str | Path) -> Corpus:
+    """ASED v1 below ``root``: ``01Neutral/`` … ``05Angry/`` holding ``xn-SS-RR-GG-PP.<ext>`` (emotion letter and
+    number, sentence, repetition, gender, speaker 01–65); five emotions (no calm, disgust, surprised)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: ASED directory not found (set EMOTION_DATA_DIR)")
+    utterances, problems = [], []
+    for folder, name in ASED_FOLDERS.items():
+        for path in sorted((root / folder).glob("*")):
+            if path.suffix.lower() not in ASED_SUFFIXES:
+                continue
+            parts = path.stem.split("-")
+            if len(parts) != 5 or not all(p.isdigit() for p in parts[1:]):
+                problems.append(Problem(path, "name is not xn-SS-RR-GG-PP (ASED)"))
+                continue
+            if parts[0].lower() != f"{name[0]}{folder[1]}":
+                problems.append(Problem(path, f"name says {parts[0]!r} but the folder is {folder}"))
+                continue
+            utterances.append(Utterance(path, EMOTIONS.index(name), f"ased:{int(parts[4]):02d}", "ased"))
+    if not utterances:
+        raise DataError(f"{root}: no ASED clips (01Neutral/ … 05Angry/*.opus)")
+    return Corpus("ased", utterances, _classes(ASED_FOLDERS.values()), problems)
+
+
+def read_nemo(root: str | Path) -> Corpus:
+    """nEMO below ``root``: ``data.tsv`` (file_id, emotion, …, speaker_id) naming clips in ``samples/``; six
+    emotions (no calm, no disgust). Rows whose file is missing or whose emotion is unknown are Problems."""
+    root = Path(root)
+    table = root / "data.tsv"
+    if not table.is_file():
+        raise DataError(f"{table}: nEMO table not found (set EMOTION_DATA_DIR)")
+    with table.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    utterances, problems = [], []
+    for row in rows:
+        path = root / "samples" / (row.get("file_id") or "").strip()
+        emotion, speaker = (row.get("emotion") or "").strip(), (row.get("speaker_id") or "").strip()
+        if emotion not in NEMO_EMOTIONS:
+            problems.append(
+                Problem(path, f"emotion {emotion!r} is not one of nEMO's {', '.join(NEMO_EMOTIONS)}")
+            )
+        elif not speaker:
+            problems.append(Problem(path, "no speaker_id"))
+        elif not path.is_file():
+            problems.append(Problem(path, "no such file"))
+        else:
+            utterances.append(
+                Utterance(path, EMOTIONS.index(NEMO_EMOTIONS[emotion]), f"nemo:{speaker}", "nemo")
+            )
+    if not utterances:
+        raise DataError(f"{table}: no usable nEMO rows ({len(problems)} left out)")
+    utterances.sort(key=lambda u: str(u.path))
+    return Corpus("nemo", utterances, _classes(NEMO_EMOTIONS.values()), problems)
+
+
 def read_manifest(path: str | Path) -> Corpus:
     """A CSV with columns ``path,label,speaker`` (paths relative to the CSV; labels from ``EMOTIONS``).
 
@@ -151,12 +232,14 @@ def read_manifest(path: str | Path) -> Corpus:
 READERS: dict[str, Callable[[str | Path], Corpus]] = {
     "ravdess": read_ravdess,
     "crema-d": read_crema_d,
+    "ased": read_ased,
+    "nemo": read_nemo,
     "manifest": read_manifest,
 }
 
 
 def read_corpus(kind: str, root: str | Path) -> Corpus:
-    """The corpus of ``kind`` (``ravdess`` | ``crema-d`` | ``manifest``) at ``root``."""
+    """The corpus of ``kind`` (``ravdess`` | ``crema-d`` | ``ased`` | ``nemo`` | ``manifest``) at ``root``."""
     if kind not in READERS:
         raise DataError(f"unknown corpus kind {kind!r}; choose from {', '.join(READERS)}")
     return READERS[kind](root)

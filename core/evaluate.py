@@ -169,7 +169,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--data-dir",
         type=Path,
         default=None,
-        help=f"RAVDESS folder with Actor_XX (default: ${DATA_DIR_ENV}/ravdess-16k or ../shared/data/ravdess-16k)",
+        help=f"RAVDESS folder with Actor_XX (default: ${DATA_DIR_ENV}/ravdess-16k, see core/paths.py)",
     )
     parser.add_argument(
         "--split", choices=("test", "val", "train"), default="test", help="which stored split (default test)"

@@ -1,4 +1,4 @@
-"""``python -m export`` = ``emotion-export``."""
+"""``python -m emotion_monitor.export`` = ``emotion-export``."""
 
 from emotion_monitor.export.cli import main
 

@@ -29,7 +29,7 @@ and "probs" [batch, classes]. Labels, sample rate, training window, suggested ho
 training metrics are stored inside the file, so the runtime needs nothing else.
 
 Every export is checked: onnx.checker, then ONNX Runtime against PyTorch on real RAVDESS speech
-($EMOTION_DATA_DIR, default ../shared/data; synthetic speech-like audio with a notice when absent) at
+($EMOTION_DATA_DIR, see docs/training.md; synthetic speech-like audio with a notice when absent) at
 0.5 s to 10 s and batch sizes 1 and 3. If the largest probability difference exceeds 1e-4, the export
 fails and the file is deleted.
 """

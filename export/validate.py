@@ -1,6 +1,6 @@
 """Checks run on every export: ONNX Runtime against PyTorch on real speech, and variants against fp32.
 
-Validation audio is RAVDESS speech (``emotion_monitor.core.paths.ravdess_dir()``: ``$EMOTION_DATA_DIR``, default ``../shared/data``,
+Validation audio is RAVDESS speech (``emotion_monitor.core.paths.ravdess_dir()``: ``$EMOTION_DATA_DIR`` or its default,
 holding ``ravdess-16k/Actor_*/*.flac``), put through the same preprocessing as the runtime
 (``emotion_monitor.realtime.audio``). Without the data, a synthetic voiced signal stands in and a notice says so.
 

@@ -1,6 +1,6 @@
 """The bundled default model: where it is cached, how it is built on first use, and which file a command runs.
 
-The model is built by the exporter (``python -m export``) in a child process, so torch never enters the runtime's
+The model is built by the exporter (``python -m emotion_monitor.export``) in a child process, so torch never enters the runtime's
 process; a runtime-only install (no ``[export]`` extra) says so in one line and takes a model file instead.
 """
 
@@ -22,8 +22,8 @@ DIST_NAME = "speech-emotion-monitor"
 MODEL_ENV = "EMOTION_MODEL"
 """Environment variable naming an explicit model file used when no ``--model`` is given."""
 BUILD_TIMEOUT_S = 3600.0
-EXPORTER = ("-m", "export")
-"""How the child process that builds the default model runs the exporter (``python -m export -o PATH``)."""
+EXPORTER = ("-m", "emotion_monitor.export")
+"""How the child process that builds the default model runs the exporter (``python -m emotion_monitor.export -o PATH``)."""
 STEP_CHARS = 60
 """The start of the build step shown after its progress bar."""
 EXPORT_MODULES = ("torch", "onnx", "transformers", "safetensors")
@@ -77,7 +77,7 @@ def default_model_path() -> Path:
 
 
 def build_default_model(path: Path, log=None) -> Path:
-    """Run the exporter (``python -m export -o PATH``) in a child process: torch never enters this one.
+    """Run the exporter (``python -m emotion_monitor.export -o PATH``) in a child process: torch never enters this one.
 
     Writes to a temporary name first and renames, so an interrupted build never leaves a broken model behind.
     A runtime-only install (no ``[export]`` extra) cannot build it: one line saying so, before anything runs.

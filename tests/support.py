@@ -147,7 +147,7 @@ def run_cli(module: str, *args: str, env: dict | None = None, timeout: float = C
 
 
 def data_dir() -> Path:
-    """The corpora folder (``emotion_monitor.core.paths``: ``$EMOTION_DATA_DIR``, else ``../shared/data`` from the repository
+    """The corpora folder (``emotion_monitor.core.paths``: ``$EMOTION_DATA_DIR``, else ``shared/data`` beside the repository
     root, where the tests run)."""
     return data_root().resolve()
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from support import ANGRY_CLIP, LABELS, TINY_WINDOW_S
+from support import ANGRY_CLIP, LABELS, TINY_WINDOW_S, data_dir
 
 from emotion_monitor.realtime import model as rt_model
 from emotion_monitor.realtime import model_store
@@ -228,3 +230,25 @@ def test_a_new_default_model_removes_the_stale_ones_beside_it(tmp_path):
     removed = model_store.remove_stale_defaults(current)
     assert [p.name for p in removed] == ["default-0.1.0-aaaaaaaaaaaa.onnx"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[1:])
+
+
+def test_installed_command_builds_the_default_model_from_any_directory(tmp_path):
+    """The first run as a new user meets it: the installed ``emotion-score`` in an empty directory with an empty
+    cache builds the default model (the real exporter in a child process) and scores the clip."""
+    clip = data_dir() / "ravdess-16k" / ANGRY_CLIP
+    if not clip.is_file():
+        pytest.skip(f"{clip} not found (set EMOTION_DATA_DIR to the corpora folder)")
+    workdir, home = tmp_path / "anywhere", tmp_path / "home"
+    workdir.mkdir()
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in (model_store.MODEL_ENV, "PYTHONPATH")}
+    env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"))
+    command = Path(sys.executable).with_name("emotion-score")
+    done = subprocess.run(
+        [str(command), str(clip)], cwd=workdir, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    built = list((home / ".cache" / model_store.DIST_NAME).glob(f"{model_store.DEFAULT_PREFIX}*.onnx"))
+    assert len(built) == 1, done.stderr
+    row = done.stdout.splitlines()[1].split()
+    assert row[0] == str(clip) and row[1] == "angry", done.stdout
