@@ -20,6 +20,7 @@ import torch
 
 from emotion_monitor.core.data import EMOTIONS
 from emotion_monitor.core.window_features import CLIP
+from emotion_monitor.export.default_model import SUBSPACE_FILE
 from emotion_monitor.realtime.metadata import DEFAULT_HOP_S
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,17 @@ def reference_predictions(model, fs) -> list[dict]:
     return refs
 
 
+@torch.no_grad()
+def with_temperature(model, temperature: float):
+    """``model`` with its output layer's weights and bias divided by ``temperature``: its logits become
+    ``logits / T`` in every graph exported from it, so ``probs`` are the calibrated ones
+    (``emotion_monitor.core.calibration``); labels do not change."""
+    if temperature != 1.0:
+        model.head.weight.div_(temperature)
+        model.head.bias.div_(temperature)
+    return model
+
+
 def _metrics(summary: dict) -> dict:
     """``{corpus: {level: {metric: [mean, std]}}}`` of a protocol summary, without confusion matrices."""
     return {
@@ -85,8 +97,11 @@ def encoder_weights(encoder: str) -> str:
     return encoder.partition(":")[0] or WEIGHTS
 
 
-def write_bundle(out: Path, heads: dict, report: dict, cfg, data, references: list[dict]) -> Path:
-    """Heads by file name + the protocol's ``report`` (``emotion_monitor.core.experiment.evaluate``) → ``out``."""
+def write_bundle(
+    out: Path, heads: dict, report: dict, cfg, data, references: list[dict], subspace=None
+) -> Path:
+    """Heads by file name + the protocol's ``report`` (``emotion_monitor.core.experiment.evaluate``) → ``out``;
+    ``subspace``: the speaker subspace the speaker-normalised head centres in (``SUBSPACE_FILE``), or None."""
     from omegaconf import OmegaConf
     from safetensors.torch import save_file
 
@@ -94,8 +109,16 @@ def write_bundle(out: Path, heads: dict, report: dict, cfg, data, references: li
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    temperature = float(report.get("calibration_loco", {}).get("temperature", 1.0))
     for file_name, model in heads.items():
-        save_file(head_state(model), str(out / file_name))
+        save_file(head_state(with_temperature(model, temperature)), str(out / file_name))
+    (out / SUBSPACE_FILE).unlink(missing_ok=True)
+    if subspace is not None:
+        tensors = {"mu": subspace.mu, "basis": subspace.basis}
+        save_file(
+            {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()},
+            str(out / SUBSPACE_FILE),
+        )
     plain = heads["head.safetensors"]
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     corpora = data.feature_set().corpora

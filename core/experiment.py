@@ -13,14 +13,17 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from emotion_monitor.core.calibration import calibration_report, format_calibration
+from emotion_monitor.core.data import EMOTIONS
 from emotion_monitor.core.protocol import (
     FoldScores,
     format_deltas,
     format_table,
-    running_norm_scores,
     score_speakers,
+    session_scores,
     summarise,
     variant_deltas,
 )
@@ -74,16 +77,20 @@ def leave_one_corpus_out(cfg: DictConfig) -> dict[str, tuple[FoldScores, Any, An
     return {name: _fold_scores(cfg, dataset__fold=None, dataset__test_corpus=name) for name in names}
 
 
-def _running(plain: tuple, centred: tuple, seed: int) -> FoldScores:
-    """The live rule (running speaker mean, blend) for one split: its plain and centred ``_fold_scores``."""
+def _sessions(plain: tuple, centred: tuple, sessions: str, seed: int) -> FoldScores:
+    """The live rule (running speaker mean, blend) for one split, on ``sessions`` (``mixed`` or ``one_mood``):
+    its plain and centred ``_fold_scores``."""
     _, plain_model, data = plain
-    _, centred_model, _ = centred
-    return running_norm_scores(
+    _, centred_model, centred_data = centred
+    subspace = centred_data.subspace
+    return session_scores(
         plain_model,
         centred_model,
         data.feature_set(),
         data.split["test"],
         data.gate,
+        sessions=sessions,
+        centre_map=subspace.centre if subspace is not None else None,
         seed=seed,
         view=data.eval_view,
         classes=data.classes(),
@@ -91,34 +98,37 @@ def _running(plain: tuple, centred: tuple, seed: int) -> FoldScores:
 
 
 SPEAKER_NORM_TITLES = {
-    "speaker_norm": "Speaker-normalised (blend), running mean of the utterances heard so far (the live rule)",
+    "speaker_norm": "Speaker adaptation (blend), mixed sessions: running mean of what was heard (the live rule)",
+    "speaker_norm_one_mood": "Speaker adaptation (blend), one-mood sessions (each speaker's clips of one emotion)",
     "speaker_norm_all": "Speaker-normalised head alone, each test speaker centred on all their clips",
-    "speaker_norm_loco": "Leave one corpus out, speaker-normalised (blend), running mean (the live rule)",
+    "speaker_norm_loco": "Leave one corpus out, speaker adaptation (blend), mixed sessions",
+    "speaker_norm_one_mood_loco": "Leave one corpus out, speaker adaptation (blend), one-mood sessions",
     "speaker_norm_all_loco": "Leave one corpus out, speaker-normalised head alone, centred on all their clips",
 }
 
 
 def speaker_norm_report(cfg: DictConfig, plain: list, plain_loco: dict) -> dict:
-    """The same splits with speaker normalisation: heads trained on speaker-centred features, scored with each
-    test speaker centred on all their clips, and the live rule (``_running``) with the plain heads; k-fold and
-    leave-one-corpus-out. ``plain``/``plain_loco``: the plain heads' ``cross_validate``/``leave_one_corpus_out``."""
-    centred_cfg = with_overrides(cfg, dataset__speaker_centre="all")
+    """The same splits with speaker adaptation: heads trained on speaker-centred features (``speaker_norm_centre``
+    of the config: ``subspace`` or ``all``), scored with each test speaker centred on all their clips, and the
+    live rule (``_sessions``) with the plain heads on mixed and one-mood sessions; k-fold and leave-one-corpus-out.
+    ``plain``/``plain_loco``: the plain heads' ``cross_validate``/``leave_one_corpus_out``."""
+    centred_cfg = with_overrides(cfg, dataset__speaker_centre=str(cfg.get("speaker_norm_centre", "all")))
     centred = cross_validate(centred_cfg)
     centred_loco = leave_one_corpus_out(centred_cfg)
-    pairs = zip(plain, centred, strict=True)
-    report = {
-        "speaker_norm": summarise([_running(p, c, seed=i) for i, (p, c) in enumerate(pairs)]),
-        "speaker_norm_all": summarise([scores for scores, _, _ in centred]),
-    }
+    report: dict = {"speaker_norm_all": summarise([scores for scores, _, _ in centred])}
+    for sessions, key in (("mixed", "speaker_norm"), ("one_mood", "speaker_norm_one_mood")):
+        pairs = zip(plain, centred, strict=True)
+        report[key] = summarise([_sessions(p, c, sessions, seed=i) for i, (p, c) in enumerate(pairs)])
+        if plain_loco:
+            report[f"{key}_loco"] = {
+                name: summarise([_sessions(plain_loco[name], centred_loco[name], sessions, seed=0)])[name]
+                for name in plain_loco
+            }
     if plain_loco:
-        report["speaker_norm_loco"] = {
-            name: summarise([_running(plain_loco[name], centred_loco[name], seed=0)])[name]
-            for name in plain_loco
-        }
         report["speaker_norm_all_loco"] = {
             name: summarise([centred_loco[name][0]])[name] for name in centred_loco
         }
-    return report
+    return {key: report[key] for key in SPEAKER_NORM_TITLES if key in report}
 
 
 def evaluate(cfg: DictConfig, folds: list | None = None, speaker_norm: bool | None = None) -> dict:
@@ -132,7 +142,8 @@ def evaluate(cfg: DictConfig, folds: list | None = None, speaker_norm: bool | No
     k = int(cfg.dataset.num_folds)
     text = format_table(f"Speaker-independent {k}-fold, mean ± std over folds", kfold)
     if loco:
-        text += "\n\n" + format_table("Leave one corpus out (shared classes; one run, std 0)", loco)
+        title = "Leave one corpus out (trained on the other corpora; one run, std 0)"
+        text += "\n\n" + format_table(title, loco) + "\n\n" + format_loco_mean(loco_mean(loco))
     deltas = variant_deltas([scores for scores, _, _ in folds])
     if deltas:
         title = f"The same {k}-fold heads on the clip windows of {cfg.dataset.test_model} (clip level)"
@@ -161,6 +172,12 @@ def evaluate(cfg: DictConfig, folds: list | None = None, speaker_norm: bool | No
         "kfold": kfold,
         "leave_one_corpus_out": loco,
     }
+    if loco:
+        report["leave_one_corpus_out_mean"] = loco_mean(loco)
+        report["calibration_loco"] = calibration_report(loco_clip_probs(plain_loco), list(EMOTIONS))
+        text += "\n\n" + format_calibration(
+            "Calibration, leave one corpus out (clips)", report["calibration_loco"]
+        )
     if deltas:
         report["test_model"] = {"path": str(cfg.dataset.test_model), "clip": deltas}
     if speaker_norm if speaker_norm is not None else bool(cfg.get("speaker_norm", False)):
@@ -176,12 +193,45 @@ def evaluate(cfg: DictConfig, folds: list | None = None, speaker_norm: bool | No
     return report
 
 
+def loco_mean(loco: dict) -> dict:
+    """``{level: {metric: mean over the held-out corpora}}`` of a leave-one-corpus-out summary."""
+    out = {}
+    for level in ("clip", "clip_all", "window", "window_all"):
+        rows = [entry[level] for entry in loco.values() if level in entry and entry[level]["n"]]
+        if rows:
+            out[level] = {
+                m: round(float(np.mean([r[m][0] for r in rows])), 4) for m in ("accuracy", "macro_f1")
+            }
+    return out
+
+
+def format_loco_mean(mean: dict) -> str:
+    lines = [
+        "**Leave one corpus out, mean over the held-out corpora**",
+        "",
+        "| level | accuracy | macro-F1 |",
+        "| --- | --- | --- |",
+    ]
+    lines += [f"| {level} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} |" for level, m in mean.items()]
+    return "\n".join(lines)
+
+
+def loco_clip_probs(plain_loco: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each held-out corpus's clip probabilities and labels (``FoldScores.clip_probs``) for calibration."""
+    out = {}
+    for name, (scores, _, _) in plain_loco.items():
+        parts = scores.clip_probs[name]
+        out[name] = (np.concatenate([p for p, _ in parts]), np.concatenate([y for _, y in parts]))
+    return out
+
+
 PROTOCOL = (
     "Speaker-independent {k}-fold: every corpus's speakers dealt into {k} folds (seeded); each fold scored by a head "
     "trained on the other folds' speakers of all corpora. Clip level: emotion-score's windows of each file, mean "
     "probability, top class among the corpus's classes. Window level: the speech windows (live speech gate) of each "
     "file's live timeline, each scored alone against the file's label. Mean ± std over folds, per corpus. "
-    "Leave one corpus out: trained on the other corpora's shared classes, tested on this corpus."
+    "Leave one corpus out: trained on the other corpora (each on its own classes), tested on this corpus. "
+    "Levels *_all: the top class among every class the heads were trained on, as the product answers."
 )
 
 
@@ -195,16 +245,17 @@ def bundle(cfg: DictConfig) -> dict:
 
     out = Path(to_absolute_path(cfg.bundle_dir)) if cfg.get("bundle_dir") else BUNDLE_DIR
     report = evaluate(with_overrides(cfg, dataset__speaker_centre=None), speaker_norm=True)
-    heads = {}
+    heads, subspace = {}, None
     for file_name, centre in (
         ("head.safetensors", None),
-        ("head_speaker_norm.safetensors", "all"),
+        ("head_speaker_norm.safetensors", str(cfg.get("speaker_norm_centre", "all"))),
         ("head_speaker_baseline.safetensors", "baseline"),
     ):
         _, module, data = fit(
             with_overrides(cfg, dataset__speaker_centre=centre, dataset__fold=None), quiet=True
         )
         heads[file_name] = module.model
+        subspace = data.subspace if file_name == "head_speaker_norm.safetensors" else subspace
     references = reference_predictions(heads["head.safetensors"], data.feature_set())
-    write_bundle(out, heads, report, cfg, data, references)
+    write_bundle(out, heads, report, cfg, data, references, subspace)
     return report

@@ -4,7 +4,7 @@
 the same ``emotion-train`` / ``EmotionModule`` trains on it as on raw audio, only the batches carry ``pooled``
 features instead of ``input_values``. Splits are by speaker, stratified per corpus (``speaker_folds``), so no
 voice is ever in training and test at once; ``test_corpus`` instead holds out a whole corpus (leave one corpus
-out) and trains on the classes every corpus shares.
+out) and trains on the other corpora, each on its own classes, as the product is trained.
 """
 
 from __future__ import annotations
@@ -30,8 +30,58 @@ log = logging.getLogger(__name__)
 
 BASELINE_CLASSES = (EMOTIONS.index("neutral"), EMOTIONS.index("calm"))
 """A calm baseline recording: the speaker's neutral and calm speech (CREMA-D has neutral only)."""
-CENTRES = {"all": None, "baseline": BASELINE_CLASSES}
-"""``speaker_centre`` modes → the labels whose clips make a speaker's mean (None: all of them)."""
+CENTRES = {"all": None, "baseline": BASELINE_CLASSES, "subspace": None}
+"""``speaker_centre`` modes → the labels whose clips make a speaker's mean (None: all of them). ``subspace``: the
+mean of all their clips, of which only the part in the speaker subspace is removed (``SpeakerSubspace``)."""
+
+
+@dataclass
+class SpeakerSubspace:
+    """What of a speaker's mean voice to remove: only its offset from the population mean ``mu`` ``[L+1, H]``
+    within the span of ``basis`` ``[D, k]`` (orthonormal columns, ``D = (L+1)·H``): the directions along which
+    speakers differ *within one emotion* (estimated on training speakers, ``fit_speaker_subspace``). A mean heard
+    from one mood shifts mostly along emotion directions, which this leaves alone; so the centre of a speaker who
+    keeps one mood stays near their voice, not their mood. ``basis`` with ``k = 0`` centres every speaker on
+    ``mu`` alone; a full basis is plain centring on the speaker's mean."""
+
+    mu: np.ndarray
+    basis: np.ndarray
+
+    def centre(self, means: np.ndarray) -> np.ndarray:
+        """``means [..., L+1, H]`` (speaker means) → the centres to subtract, same shape."""
+        means = np.asarray(means, dtype=np.float32)
+        flat = (means - self.mu).reshape(-1, self.basis.shape[0])
+        projected = (flat @ self.basis) @ self.basis.T
+        return (self.mu + projected.reshape(means.shape)).astype(np.float32)
+
+
+def fit_speaker_subspace(
+    fs: FeatureSet, speakers: Sequence[str], rank: int, view: int = 0
+) -> SpeakerSubspace:
+    """The ``rank`` principal directions of the speakers' per-emotion means around each emotion's mean (clip
+    windows of ``speakers`` in view ``view``), and the mean of those speakers' own means (``mu``)."""
+    clip = (fs.kind == CLIP) & (fs.view == view)
+    row_speaker, row_label = fs.utt_speaker[fs.utt], fs.utt_label[fs.utt]
+    means, labels, speaker_means = [], [], []
+    for speaker in speakers:
+        mine = clip & (row_speaker == speaker)
+        if not mine.any():
+            continue
+        speaker_means.append(fs.pooled[mine].astype(np.float32).mean(axis=0))
+        for label in np.unique(row_label[mine]):
+            means.append(fs.pooled[mine & (row_label == label)].astype(np.float32).mean(axis=0))
+            labels.append(label)
+    if not speaker_means:
+        raise DataError("no training speakers to estimate the speaker subspace from")
+    means_arr, labels_arr = np.stack(means), np.array(labels)
+    deviations = np.empty_like(means_arr)
+    for label in np.unique(labels_arr):
+        same = labels_arr == label
+        deviations[same] = means_arr[same] - means_arr[same].mean(axis=0)
+    flat = deviations.reshape(len(deviations), -1)
+    _, _, vt = np.linalg.svd(flat, full_matrices=False)
+    basis = vt[: min(rank, len(vt))].T.astype(np.float32)
+    return SpeakerSubspace(np.stack(speaker_means).mean(axis=0).astype(np.float32), basis)
 
 
 @dataclass
@@ -260,10 +310,12 @@ class FeatureDataModule(pl.LightningDataModule):
     eval_view: the view whose windows are scored (``clean``; ``clip`` has clip windows only). time_pooling: the
     statistics over time the head reads (``select_time_pooling``). gate: ``SpeechGate`` fields for the segment windows used. fold / num_folds / split_seed: speaker k-fold
     (test = fold; the rest train; None = train on every speaker). test_corpus: leave this corpus out instead
-    (training then uses only the classes all corpora share). agreement_weight: weight each utterance by its
-    crowd agreement (``Utterance.agreement``) mixed with 1 by this share (0 = unweighted). speaker_centre:
-    None, or subtract each speaker's mean features (``all`` their clips, or their calm ``baseline`` clips) in
-    training and test alike (the speaker-normalised heads). encoder_layers: train on the first this many
+    (training on the other corpora, each on its own classes). agreement_weight: weight each utterance by its
+    crowd agreement (``Utterance.agreement``) mixed with 1 by this share (0 = unweighted). corpus_balance: weigh
+    corpora towards equal shares of the loss (``corpus_weights``). speaker_centre: None, or subtract each
+    speaker's mean features (``all`` their clips, their calm ``baseline`` clips, or the ``subspace`` part of
+    the mean of all their clips, of rank ``speaker_rank``) in training and test alike (the speaker-normalised
+    heads). encoder_layers: train on the first this many
     transformer layers' features only (a truncated encoder; None = all the cache holds). test_model: another
     ONNX model (an int8 copy of ``model``) whose clip windows (view ``clip``) the protocol also scores with the
     same heads (``test_feature_set``).
@@ -282,7 +334,9 @@ class FeatureDataModule(pl.LightningDataModule):
         split_seed: int = 0,
         test_corpus: str | None = None,
         agreement_weight: float = 0.0,
+        corpus_balance: float = 0.0,
         speaker_centre: str | None = None,
+        speaker_rank: int = 64,
         window_s: float = 3.0,
         model: str | None = None,
         encoder_layers: int | None = None,
@@ -300,6 +354,9 @@ class FeatureDataModule(pl.LightningDataModule):
         self.fold, self.num_folds, self.split_seed = fold, num_folds, split_seed
         self.test_corpus = test_corpus
         self.agreement_weight = agreement_weight
+        self.corpus_balance = corpus_balance
+        self.speaker_rank = speaker_rank
+        self.subspace: SpeakerSubspace | None = None
         if speaker_centre is not None and speaker_centre not in CENTRES:
             raise DataError(
                 f"speaker_centre must be null or one of {sorted(CENTRES)}, got {speaker_centre!r}"
@@ -344,11 +401,11 @@ class FeatureDataModule(pl.LightningDataModule):
             self.test_fs = fs
         return self.test_fs
 
-    def classes(self) -> list[int] | None:
-        """Classes trained on: all (None), or under leave-one-corpus-out those every corpus holds."""
-        if self.test_corpus is None:
-            return None
-        return sorted(set.intersection(*(set(c.classes) for c in self.feature_set().corpora)))
+    def classes(self) -> list[int]:
+        """Classes the heads are trained on: every class of the training corpora (each corpus masked to its own
+        classes); under leave-one-corpus-out the held-out corpus adds none."""
+        corpora = [c for c in self.feature_set().corpora if c.name != self.test_corpus]
+        return sorted(set().union(*(set(c.classes) for c in corpora)))
 
     def speakers_by_corpus(self) -> dict[str, list[str]]:
         fs = self.feature_set()
@@ -374,19 +431,30 @@ class FeatureDataModule(pl.LightningDataModule):
             return
         fs = self.feature_set()
         self.split = self.make_split()
-        classes = self.classes()
-        rows = fs.rows(self.split["train"], self.train_views, gate=self.gate, classes=classes)
+        rows = fs.rows(self.split["train"], self.train_views, gate=self.gate)
         if not len(rows):
             raise DataError("no training windows (check corpora, views and the speech gate)")
         allowed = fs.allowed[fs.corpus[rows]].copy()
-        if classes is not None:
-            allowed[:, [c for c in range(len(EMOTIONS)) if c not in classes]] = False
         agreement = fs.utt_agreement[fs.utt[rows]]
         weights = (1.0 - self.agreement_weight) + self.agreement_weight * agreement
+        weights = weights * self.corpus_weights(fs.corpus[rows])
         if self.speaker_centre is not None:
             self.centre = fs.speaker_means(CENTRES[self.speaker_centre])
+            if self.speaker_centre == "subspace":
+                view = fs.views.index(self.eval_view)
+                self.subspace = fit_speaker_subspace(fs, self.split["train"], self.speaker_rank, view)
+                self.centre = self.subspace.centre(self.centre)
         self.datasets["train"] = PooledDataset(fs, rows, allowed, weights.astype(np.float32), self.centre)
         log.info("training windows: %d from %d speakers", len(rows), len(self.split["train"]))
+
+    def corpus_weights(self, corpus: np.ndarray) -> np.ndarray:
+        """Per training window: ``(mean windows per corpus / this corpus's windows) ** corpus_balance``, so that at
+        1 every corpus weighs the same in the loss, whatever its size (0: every window weighs the same)."""
+        counts = np.bincount(corpus, minlength=int(corpus.max()) + 1).astype(np.float64)
+        present = counts[counts > 0]
+        factor = np.ones_like(counts)
+        factor[counts > 0] = (present.mean() / present) ** self.corpus_balance
+        return factor[corpus]
 
     def split_info(self) -> dict:
         return {

@@ -7,11 +7,16 @@
 - **Live-window level**: the speech windows of the file's ``--segments`` timeline (the live monitor's windows and
   speech gate), each scored on its own against the file's label. ``coverage``: share of files with at least one
   such window (a clip with too little speech gets no live estimate at all).
-- **Leave one corpus out** (``loco``): train on the other corpora, test on this one, on the classes they share:
-  the estimate of what a voice, microphone and room never seen in training will get.
+- **Leave one corpus out** (``loco``): train on the other corpora (each on its own classes), test on this one:
+  the estimate of what a voice, language, microphone and room never seen in training will get.
+- **Sessions** (``session_scores``): the live monitor's speaker adaptation judged as it runs, on a running mean of
+  what it heard before: *mixed* sessions (all of a speaker's clips in random order, every emotion) and *one-mood*
+  sessions (only that speaker's clips of one emotion: a speaker who keeps one mood, as in natural speech).
 
-A prediction is the top class among those the test corpus can hold (CREMA-D: six). Metrics come from confusion
-matrices per fold (``emotion_monitor.core.metrics``) and are reported as mean ± std over folds.
+Every level is scored two ways: among the classes the test corpus can hold (``clip``, ``window``; CREMA-D: six),
+and as the product answers, the top class among every class the heads were trained on (``clip_all``,
+``window_all``; a ``calm`` answer on a corpus without calm is wrong). Metrics come from confusion matrices per fold
+(``emotion_monitor.core.metrics``) and are reported as mean ± std over folds.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from emotion_monitor.core.metrics import METRIC_NAMES, confusion_matrix, metrics
 from emotion_monitor.core.window_features import CLIP, SEGMENT
 from emotion_monitor.realtime.windowing import SpeechGate
 
-LEVELS = ("clip", "window")
+LEVELS = ("clip", "window", "clip_all", "window_all")
+"""Clip and live-window level, each among the corpus's own classes and among all the heads' classes (``_all``)."""
+SESSIONS = ("mixed", "one_mood")
 
 
 @torch.no_grad()
@@ -62,6 +69,8 @@ class FoldScores:
     confusion: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     coverage: dict[str, tuple[int, int]] = field(default_factory=dict)
     variant: FoldScores | None = None
+    clip_probs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
+    """Per corpus: the clips' probabilities ``[N, C]`` and true labels, for calibration (``core.calibration``)."""
 
 
 def scored_classes(corpus, classes: Sequence[int] | None) -> list[int]:
@@ -80,9 +89,11 @@ def score_speakers(
     view: str = "clean",
 ) -> FoldScores:
     """Score every test utterance of ``speakers`` at clip and live-window level, per corpus, on the windows of
-    ``view`` (a clip-only view has no live windows: their level counts none)."""
+    ``view`` (a clip-only view has no live windows: their level counts none). ``classes``: the classes the heads
+    were trained on (None: all); utterances of other classes are not scored."""
     scores = FoldScores()
     k = len(EMOTIONS)
+    every = sorted(classes) if classes is not None else list(range(k))
     for corpus in fs.corpora:
         corpus_speakers = [s for s in speakers if s in set(corpus.speakers)]
         if not corpus_speakers:
@@ -95,12 +106,15 @@ def score_speakers(
         mean = np.zeros((len(utts), k))
         np.add.at(mean, inverse, p * fs.speech_s[clip_rows, None])
         y = fs.utt_label[utts]
-        scores.confusion.setdefault(corpus.name, {})["clip"] = confusion_matrix(y, _top(mean, allowed), k)
         win_rows = fs.rows(corpus_speakers, [view], [SEGMENT], gate=gate, classes=allowed)
         pw = predict_rows(model, fs, win_rows, centre)
         yw = fs.utt_label[fs.utt[win_rows]]
-        scores.confusion[corpus.name]["window"] = confusion_matrix(yw, _top(pw, allowed), k)
+        cm = scores.confusion.setdefault(corpus.name, {})
+        for suffix, among in (("", allowed), ("_all", every)):
+            cm[f"clip{suffix}"] = confusion_matrix(y, _top(mean, among), k)
+            cm[f"window{suffix}"] = confusion_matrix(yw, _top(pw, among), k)
         scores.coverage[corpus.name] = (len(np.unique(fs.utt[win_rows])), len(utts))
+        scores.clip_probs.setdefault(corpus.name, []).append((mean / mean.sum(axis=1, keepdims=True), y))
     return scores
 
 
@@ -112,6 +126,8 @@ def summarise(folds: list[FoldScores]) -> dict:
         present = [f for f in folds if corpus in f.confusion]
         entry: dict = {"folds": len(present), "confusion": {}}
         for level in LEVELS:
+            if level not in present[0].confusion[corpus]:
+                continue
             per_fold = [metrics_from_confusion(f.confusion[corpus][level]) for f in present]
             entry[level] = {
                 m: [
@@ -183,36 +199,52 @@ def format_table(title: str, summary: dict) -> str:
     ]
     for corpus, entry in summary.items():
         for level in LEVELS:
-            r = entry[level]
-            if not r["n"]:
+            r = entry.get(level)
+            if not r or not r["n"]:
                 continue
             cells = " | ".join(f"{r[m][0]:.3f} ± {r[m][1]:.3f}" for m in METRIC_NAMES)
-            n = f"{r['n']}" + (f" ({entry['coverage']:.0%} of clips)" if level == "window" else "")
+            n = f"{r['n']}" + (f" ({entry['coverage']:.0%} of clips)" if level.startswith("window") else "")
             lines.append(f"| {corpus} | {level} | {n} | {cells} |")
     return "\n".join(lines)
 
 
-def running_norm_scores(
+def session_order(fs: FeatureSet, speaker: str, sessions: str, rng: np.random.Generator) -> list[np.ndarray]:
+    """The utterances of ``speaker`` as the sessions the monitor would hear: ``mixed`` = one session of all of
+    them in random order; ``one_mood`` = one session per emotion, of only that emotion's utterances."""
+    utts = rng.permutation(np.flatnonzero(fs.utt_speaker == speaker))
+    if sessions == "mixed":
+        return [utts]
+    if sessions == "one_mood":
+        labels = fs.utt_label[utts]
+        return [utts[labels == label] for label in np.unique(labels)]
+    raise ValueError(f"sessions {sessions!r}: choose from {', '.join(SESSIONS)}")
+
+
+def session_scores(
     plain,
     centred,
     fs: FeatureSet,
     speakers: Sequence[str],
     gate: SpeechGate,
+    sessions: str = "mixed",
+    centre_map=None,
     min_speech_s: float = 10.0,
     seed: int = 0,
     view: str = "clean",
     classes: Sequence[int] | None = None,
 ) -> FoldScores:
-    """Scores with the live monitor's running speaker normalisation (``--speaker-norm``, blend).
+    """Scores with the live monitor's running speaker adaptation (``--speaker-norm``, blend), session by session.
 
-    Each test speaker's utterances come in a seeded random order; utterance i is judged against the mean pooled
-    features of utterances 0..i (what the monitor has heard by then), by the mean of the plain head's and the
-    centred head's probabilities, and by the plain head alone until ``min_speech_s`` seconds were heard.
-    ``classes``: the heads' classes (leave-one-corpus-out: the shared ones); utterances of other classes are
-    neither heard nor scored, as in ``score_speakers``.
+    In each session (``session_order``) utterance i is judged against the mean pooled features of utterances
+    0..i (what the monitor has heard by then), mapped by ``centre_map`` (``SpeakerSubspace.centre``; None: the
+    mean itself), by the mean of the plain head's and the centred head's probabilities, and by the plain head alone
+    until ``min_speech_s`` seconds were heard. ``centred`` None: the plain head throughout (the no-adaptation
+    baseline of the same sessions). ``classes``: the heads' classes; utterances of other classes are neither heard
+    nor scored, as in ``score_speakers``.
     """
     scores = FoldScores()
     k = len(EMOTIONS)
+    every = sorted(classes) if classes is not None else list(range(k))
     rng = np.random.default_rng(seed)
     for corpus in fs.corpora:
         corpus_speakers = [s for s in speakers if s in set(corpus.speakers)]
@@ -222,34 +254,39 @@ def running_norm_scores(
         cm = {level: np.zeros((k, k), np.int64) for level in LEVELS}
         covered = total = 0
         for speaker in corpus_speakers:
-            utts = rng.permutation(np.flatnonzero(fs.utt_speaker == speaker))
-            total_feat, count, heard_s = np.zeros(fs.pooled.shape[1:], np.float64), 0, 0.0
             speaker_clips = fs.rows([speaker], [view], [CLIP], classes=allowed)
             speaker_windows = fs.rows([speaker], [view], [SEGMENT], gate=gate, classes=allowed)
-            for u in utts:
-                clip_rows = speaker_clips[fs.utt[speaker_clips] == u]
-                if not len(clip_rows):
-                    continue
-                total_feat += fs.pooled[clip_rows].astype(np.float64).sum(axis=0)
-                count += len(clip_rows)
-                heard_s += float(fs.speech_s[clip_rows].sum())
-                mean = (total_feat / count).astype(np.float32)[None]
-                win_rows = speaker_windows[fs.utt[speaker_windows] == u]
-                y = fs.utt_label[u]
-                for level, rows in (("clip", clip_rows), ("window", win_rows)):
-                    if not len(rows):
+            for session in session_order(fs, speaker, sessions, rng):
+                total_feat, count, heard_s = np.zeros(fs.pooled.shape[1:], np.float64), 0, 0.0
+                for u in session:
+                    clip_rows = speaker_clips[fs.utt[speaker_clips] == u]
+                    if not len(clip_rows):
                         continue
-                    p = predict_rows(plain, fs, rows)
-                    if heard_s >= min_speech_s:
-                        centre = np.broadcast_to(mean, (len(fs.utterances) * len(fs.views), *mean.shape[1:]))
-                        p = (p + predict_rows(centred, fs, rows, centre)) / 2
-                    if level == "clip":
-                        weighted = np.average(p, axis=0, weights=fs.speech_s[rows])[None]
-                        cm["clip"][y, _top(weighted, allowed)[0]] += 1
-                    else:
-                        np.add.at(cm["window"], (np.full(len(rows), y), _top(p, allowed)), 1)
-                covered += bool(len(win_rows))
-                total += 1
+                    total_feat += fs.pooled[clip_rows].astype(np.float64).sum(axis=0)
+                    count += len(clip_rows)
+                    heard_s += float(fs.speech_s[clip_rows].sum())
+                    mean = (total_feat / count).astype(np.float32)[None]
+                    if centre_map is not None:
+                        mean = centre_map(mean)
+                    win_rows = speaker_windows[fs.utt[speaker_windows] == u]
+                    y = fs.utt_label[u]
+                    for level, rows in (("clip", clip_rows), ("window", win_rows)):
+                        if not len(rows):
+                            continue
+                        p = predict_rows(plain, fs, rows)
+                        if centred is not None and heard_s >= min_speech_s:
+                            centre = np.broadcast_to(
+                                mean, (len(fs.utterances) * len(fs.views), *mean.shape[1:])
+                            )
+                            p = (p + predict_rows(centred, fs, rows, centre)) / 2
+                        for suffix, among in (("", allowed), ("_all", every)):
+                            if level == "clip":
+                                weighted = np.average(p, axis=0, weights=fs.speech_s[rows])[None]
+                                cm[f"clip{suffix}"][y, _top(weighted, among)[0]] += 1
+                            else:
+                                np.add.at(cm[f"window{suffix}"], (np.full(len(rows), y), _top(p, among)), 1)
+                    covered += bool(len(win_rows))
+                    total += 1
         scores.confusion[corpus.name] = cm
         scores.coverage[corpus.name] = (covered, total)
     return scores

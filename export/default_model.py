@@ -18,6 +18,8 @@ SPEAKER_HEAD_FILES = {
 }
 """Heads trained on features centred per speaker (``emotion_monitor.realtime.speaker_norm``), by kind: ``running`` (the speaker's
 mean over all their speech) and ``baseline`` (the mean of their calm speech)."""
+SUBSPACE_FILE = "speaker_subspace.safetensors"
+"""``mu`` and ``basis`` of the speaker subspace the ``running`` head centres in (absent: it centres on the mean)."""
 INFO_FILE = "model.json"
 
 
@@ -155,4 +157,12 @@ def build_speaker_heads(bundle_dir: Path = BUNDLE_DIR, hidden_size: int = 512, n
         path = Path(bundle_dir) / file_name
         if path.is_file():
             heads[kind] = _load_head(_new_classifier(ShapeOnlyBackbone(hidden_size, num_layers), info), path)
+    subspace = Path(bundle_dir) / SUBSPACE_FILE
+    if "running" in heads and subspace.is_file():
+        from safetensors.torch import load_file
+
+        from emotion_monitor.export.onnx_export import SubspaceCentre
+
+        tensors = load_file(str(subspace))
+        heads["running"].centre_map = SubspaceCentre(tensors["mu"], tensors["basis"])
     return heads

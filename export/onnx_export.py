@@ -61,15 +61,32 @@ class ProbsWrapper(nn.Module):
         return logits, torch.softmax(logits, dim=-1), pooled
 
 
+class SubspaceCentre(nn.Module):
+    """A speaker's mean voice → the centre to subtract: ``mu + P (mean - mu)``, with ``P`` the projection onto the
+    speaker subspace (``basis [D, k]``, orthonormal columns; ``emotion_monitor.core.feature_data.SpeakerSubspace``)."""
+
+    def __init__(self, mu: torch.Tensor, basis: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mu", mu.float())
+        self.register_buffer("basis", basis.float())
+
+    def forward(self, speaker_mean: torch.Tensor) -> torch.Tensor:
+        offset = (speaker_mean - self.mu).reshape(1, -1)
+        return self.mu + ((offset @ self.basis) @ self.basis.T).reshape(self.mu.shape)
+
+
 class CentredHead(nn.Module):
-    """``(pooled [B, L+1, H], speaker_mean [L+1, H])`` → ``(logits, probs)`` of a head trained on centred features."""
+    """``(pooled [B, L+1, H], speaker_mean [L+1, H])`` → ``(logits, probs)`` of a head trained on centred features;
+    a head with a ``centre_map`` (``SubspaceCentre``) subtracts what that makes of the mean, else the mean itself."""
 
     def __init__(self, head: nn.Module):
         super().__init__()
         self.head = head
 
     def forward(self, pooled: torch.Tensor, speaker_mean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.head.classify_pooled(pooled - speaker_mean)
+        centre_map = getattr(self.head, "centre_map", None)
+        centre = centre_map(speaker_mean) if centre_map is not None else speaker_mean
+        logits = self.head.classify_pooled(pooled - centre)
         return logits, torch.softmax(logits, dim=-1)
 
 

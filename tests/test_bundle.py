@@ -50,12 +50,12 @@ def test_bundled_speaker_heads_load_and_model_json_reports_their_protocol():
         probs = torch.softmax(head.classify_pooled(torch.randn(3, 7, 512)), -1)
         assert probs.shape == (3, len(EMOTIONS)) and not head.training
     info = json.loads((BUNDLED / "model.json").read_text())
-    assert set(info["metrics"]) == {"ravdess", "crema-d"}
+    assert set(info["metrics"]) == {"ravdess", "crema-d", "ased", "nemo"}
     for corpus in info["metrics"].values():
         for level in ("clip", "window"):
             mean, std = corpus[level]["accuracy"]
             assert 0.0 < mean <= 1.0 and std >= 0.0
-    assert set(info["speaker_norm"]["results"]) == {"ravdess", "crema-d"}
+    assert set(info["speaker_norm"]["results"]) == set(info["metrics"])
     assert info["speech_gate"]["min_speech_s"] > 0
 
 
@@ -107,3 +107,33 @@ def test_another_installed_encoder_gives_a_features_only_model():
     with torch.no_grad():
         pooled = model.pool(0.1 * torch.randn(2, 16_000))
     assert pooled.shape == (2, 5, 384)  # the embeddings and 4 layers, 384 wide
+
+
+def test_speaker_head_graph_centres_in_the_speaker_subspace_as_training_did():
+    """The exported speaker-normalised head (ONNX, run by the runtime with the speaker's running mean) subtracts
+    exactly the centre training used: ``SpeakerSubspace.centre`` of that mean; the temperature divides its logits."""
+    import onnxruntime as ort
+
+    from emotion_monitor.core.bundle import with_temperature
+    from emotion_monitor.core.feature_data import SpeakerSubspace
+    from emotion_monitor.core.model import EmotionClassifier, ShapeOnlyBackbone
+    from emotion_monitor.export.onnx_export import SubspaceCentre, speaker_norm_head_bytes
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    head = EmotionClassifier(ShapeOnlyBackbone(16, 2), len(EMOTIONS), layer_pooling="concat").eval()
+    basis = np.linalg.qr(rng.standard_normal((3 * 16, 4)))[0].astype(np.float32)
+    subspace = SpeakerSubspace(rng.standard_normal((3, 16)).astype(np.float32), basis)
+    head.centre_map = SubspaceCentre(torch.from_numpy(subspace.mu), torch.from_numpy(subspace.basis))
+    pooled = rng.standard_normal((5, 3, 16)).astype(np.float32)
+    mean = rng.standard_normal((3, 16)).astype(np.float32)
+    with torch.no_grad():
+        expected = head.classify_pooled(torch.from_numpy(pooled - subspace.centre(mean[None])[0])).numpy()
+    session = ort.InferenceSession(speaker_norm_head_bytes(head, 3, 16), providers=["CPUExecutionProvider"])
+    logits = session.run(["logits"], {"pooled": pooled, "speaker_mean": mean})[0]
+    np.testing.assert_allclose(logits, expected, atol=1e-4)
+    with torch.no_grad():
+        cooler = with_temperature(head, 2.0).classify_pooled(
+            torch.from_numpy(pooled - subspace.centre(mean[None])[0])
+        )
+    np.testing.assert_allclose(cooler.numpy(), expected / 2.0, atol=1e-4)

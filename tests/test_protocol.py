@@ -10,12 +10,13 @@ import torch.nn.functional as F
 from support import CALM, HAPPY, SAD, C, FirstDims, make_set, scores_window
 
 from emotion_monitor.core.data import DataError
-from emotion_monitor.core.feature_data import FeatureSet, speaker_folds
+from emotion_monitor.core.feature_data import FeatureSet, SpeakerSubspace, fit_speaker_subspace, speaker_folds
 from emotion_monitor.core.losses import FocalLoss
 from emotion_monitor.core.protocol import (
     format_deltas,
-    running_norm_scores,
     score_speakers,
+    session_order,
+    session_scores,
     summarise,
     variant_deltas,
 )
@@ -31,6 +32,9 @@ def test_scores_clips_by_mean_of_windows_and_live_windows_through_the_gate():
     assert a["window"].sum() == 1 and a["window"][HAPPY, HAPPY] == 1
     assert b["clip"][SAD, SAD] == 1 and b["clip"][:, CALM].sum() == 0
     assert b["window"][SAD, HAPPY] == 1
+    # As the product answers (argmax over every class the heads know): b's clip says calm, which b cannot hold.
+    assert b["clip_all"][SAD, CALM] == 1 and b["clip_all"].sum() == 1 and b["window_all"][SAD, CALM] == 1
+    assert (a["clip_all"] == a["clip"]).all()
     assert scores.coverage == {"a": (1, 2), "b": (1, 1)}
     summary = summarise([scores])
     assert summary["a"]["clip"]["accuracy"] == [0.5, 0.0] and summary["b"]["clip"]["accuracy"] == [1.0, 0.0]
@@ -47,16 +51,14 @@ def test_running_speaker_norm_hears_and_scores_only_the_heads_classes():
     fs = make_set()
     gate, speakers = SpeechGate(1.0, 1.0), ["a:1", "a:2", "b:1"]
     # Until min_speech_s of a speaker was heard the live rule is the plain head: score_speakers' confusions.
-    never = running_norm_scores(FirstDims(), FirstDims(), fs, speakers, gate, min_speech_s=1e9)
+    never = session_scores(FirstDims(), FirstDims(), fs, speakers, gate, min_speech_s=1e9)
     plain = score_speakers(FirstDims(), fs, speakers, gate)
     for corpus in ("a", "b"):
-        for level in ("clip", "window"):
+        for level in ("clip", "window", "clip_all", "window_all"):
             assert (never.confusion[corpus][level] == plain.confusion[corpus][level]).all()
     assert never.coverage == plain.coverage == {"a": (1, 2), "b": (1, 1)}
     # Leave-one-corpus-out heads know the shared classes only: other utterances are neither heard nor scored.
-    shared = running_norm_scores(
-        FirstDims(), FirstDims(), fs, speakers, gate, min_speech_s=1e9, classes=[SAD]
-    )
+    shared = session_scores(FirstDims(), FirstDims(), fs, speakers, gate, min_speech_s=1e9, classes=[SAD])
     assert shared.confusion["a"]["clip"].sum() == 1 and shared.confusion["a"]["clip"][SAD, SAD] == 1
     assert shared.coverage == {"a": (0, 1), "b": (1, 1)}
 
@@ -149,3 +151,54 @@ def test_variant_deltas_compare_the_same_heads_on_another_encoders_clip_windows(
 
 def _fields(fs: FeatureSet) -> dict:
     return {name: getattr(fs, name) for name in FeatureSet.__dataclass_fields__}
+
+
+def test_one_mood_sessions_hold_one_emotion_each_and_cover_every_utterance():
+    fs = make_set()
+    fs.utterances.append(fs.utterances[0])  # a:1 gets a second (happy) clip and a sad one
+    fs.utterances.append(fs.utterances[1].__class__(fs.utterances[1].path, SAD, "a:1", "a"))
+    fs.__post_init__()  # the per-utterance label and speaker arrays
+    rng = np.random.default_rng(0)
+    mixed = session_order(fs, "a:1", "mixed", rng)
+    moods = session_order(fs, "a:1", "one_mood", rng)
+    assert len(mixed) == 1 and sorted(mixed[0]) == [0, 3, 4]
+    assert sorted(sorted(s.tolist()) for s in moods) == [[0, 3], [4]]
+    assert all(len(set(fs.utt_label[s])) == 1 for s in moods)
+    with pytest.raises(ValueError, match="sessions"):
+        session_order(fs, "a:1", "weekly", rng)
+
+
+def test_one_mood_running_mean_hides_the_mood_and_a_speaker_subspace_keeps_it():
+    """A speaker who keeps one mood: centring on their running mean removes the mood itself; centring only along
+    the directions speakers differ in within an emotion keeps it."""
+    shift = np.zeros((2, C), np.float32)
+    shift[1, 0] = 5.0  # the voice: a direction of its own (layer 1)
+    mood = scores_window({HAPPY: 1.0})
+    subspace = SpeakerSubspace(np.zeros((2, C), np.float32), np.eye(2 * C, dtype=np.float32)[:, [C]])
+    running = mood + shift
+    assert np.allclose(subspace.centre(running[None])[0], shift)  # only the voice is removed
+    assert np.allclose((running - subspace.centre(running[None])[0])[0], mood[0])
+
+
+def test_speaker_subspace_is_fitted_on_within_emotion_speaker_differences():
+    fs = make_set()
+    # Two speakers of corpus a, both happy and sad; they differ by a constant offset in one dimension.
+    utts = [(HAPPY, "a:1"), (SAD, "a:1"), (HAPPY, "a:2"), (SAD, "a:2")]
+    fs.utterances = [fs.utterances[0].__class__(fs.utterances[0].path, y, s, "a") for y, s in utts]
+    pooled = []
+    for y, s in utts:
+        x = scores_window({y: 1.0})
+        x[1, 3] = 2.0 if s == "a:1" else -2.0
+        pooled.append(x)
+    fs.pooled = np.stack(pooled).astype(np.float16)
+    fs.utt, fs.view = np.arange(4), np.zeros(4, np.int64)
+    fs.kind, fs.speech_s, fs.trailing_s = (
+        np.full(4, CLIP, np.int8),
+        np.ones(4, np.float32),
+        np.zeros(4, np.float32),
+    )
+    fs.__post_init__()  # the per-utterance label and speaker arrays
+    subspace = fit_speaker_subspace(fs, ["a:1", "a:2"], rank=1)
+    direction = subspace.basis[:, 0].reshape(2, C)
+    assert abs(direction[1, 3]) == pytest.approx(1.0, abs=1e-4)  # the speaker offset, not the emotion
+    assert np.allclose(subspace.mu[1, 3], 0.0)
