@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from emotion_monitor.core.data import EMOTIONS
+from emotion_monitor.core.protocol import LEVELS
 from emotion_monitor.core.window_features import CLIP
 from emotion_monitor.export.default_model import SUBSPACE_FILE
 from emotion_monitor.realtime.metadata import DEFAULT_HOP_S
@@ -86,8 +87,28 @@ def with_temperature(model, temperature: float):
 def _metrics(summary: dict) -> dict:
     """``{corpus: {level: {metric: [mean, std]}}}`` of a protocol summary, without confusion matrices."""
     return {
-        corpus: {level: entry[level] for level in ("clip", "window")} | {"coverage": entry["coverage"]}
+        corpus: {level: entry[level] for level in LEVELS if level in entry} | {"coverage": entry["coverage"]}
         for corpus, entry in summary.items()
+    }
+
+
+def calibration_info(report: dict, temperature: float) -> dict:
+    """What ``model.json`` and the ONNX metadata say of the calibration (``core.calibration``)."""
+    calibration = report.get("calibration_loco")
+    if not calibration:
+        return {}
+    return {
+        "method": "temperature",
+        "temperature": temperature,
+        "fitted_on": "the clips of every held-out corpus under leave-one-corpus-out (argmax over all labels)",
+        "corpora": {
+            name: {
+                k: r[k]
+                for k in ("clips", "accuracy", "mean_confidence", "ece", "ece_calibrated", "ece_cross")
+            }
+            | {"label_shares": r["label_shares"]}
+            for name, r in calibration["corpora"].items()
+        },
     }
 
 
@@ -139,14 +160,20 @@ def write_bundle(
         "preprocessing": data.preprocessing.to_dict(),
         "metrics": _metrics(report["kfold"]),
         "leave_one_corpus_out": _metrics(report["leave_one_corpus_out"]),
+        "leave_one_corpus_out_mean": report.get("leave_one_corpus_out_mean", {}),
+        "calibration": calibration_info(report, temperature),
         "protocol": report["protocol"],
         "speaker_norm": {
             "default_mode": "blend",
-            "protocol": "the live rule on the splits above: each test speaker's utterances in a seeded random "
-            "order, each judged against the mean of the utterances heard so far once 10 s were heard, plain and "
-            "centred heads' probabilities blended",
+            "centre": str(cfg.get("speaker_norm_centre", "all")),
+            "protocol": "the live rule on the splits above: each session's utterances in a seeded random order, "
+            "each judged against the centre of the utterances heard so far once 10 s were heard, plain and "
+            "centred heads' probabilities blended; mixed sessions hold all of a speaker's clips, one-mood "
+            "sessions only their clips of one emotion",
             "results": _metrics(report.get("speaker_norm", {})),
+            "one_mood": _metrics(report.get("speaker_norm_one_mood", {})),
             "leave_one_corpus_out": _metrics(report.get("speaker_norm_loco", {})),
+            "one_mood_leave_one_corpus_out": _metrics(report.get("speaker_norm_one_mood_loco", {})),
         },
         "trained_on": ", ".join(
             f"{c.name} ({len(c.speakers)} speakers, {len(c.utterances)} clips)" for c in corpora

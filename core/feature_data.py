@@ -311,8 +311,9 @@ class FeatureDataModule(pl.LightningDataModule):
     statistics over time the head reads (``select_time_pooling``). gate: ``SpeechGate`` fields for the segment windows used. fold / num_folds / split_seed: speaker k-fold
     (test = fold; the rest train; None = train on every speaker). test_corpus: leave this corpus out instead
     (training on the other corpora, each on its own classes). agreement_weight: weight each utterance by its
-    crowd agreement (``Utterance.agreement``) mixed with 1 by this share (0 = unweighted). corpus_balance: weigh
-    corpora towards equal shares of the loss (``corpus_weights``). speaker_centre: None, or subtract each
+    crowd agreement (``Utterance.agreement``) mixed with 1 by this share (0 = unweighted). corpus_balance /
+    class_balance: weigh corpora towards equal shares of the loss, classes equally within each corpus
+    (``corpus_weights``). speaker_centre: None, or subtract each
     speaker's mean features (``all`` their clips, their calm ``baseline`` clips, or the ``subspace`` part of
     the mean of all their clips, of rank ``speaker_rank``) in training and test alike (the speaker-normalised
     heads). encoder_layers: train on the first this many
@@ -335,6 +336,7 @@ class FeatureDataModule(pl.LightningDataModule):
         test_corpus: str | None = None,
         agreement_weight: float = 0.0,
         corpus_balance: float = 0.0,
+        class_balance: bool = False,
         speaker_centre: str | None = None,
         speaker_rank: int = 64,
         window_s: float = 3.0,
@@ -355,6 +357,7 @@ class FeatureDataModule(pl.LightningDataModule):
         self.test_corpus = test_corpus
         self.agreement_weight = agreement_weight
         self.corpus_balance = corpus_balance
+        self.class_balance = class_balance
         self.speaker_rank = speaker_rank
         self.subspace: SpeakerSubspace | None = None
         if speaker_centre is not None and speaker_centre not in CENTRES:
@@ -437,7 +440,7 @@ class FeatureDataModule(pl.LightningDataModule):
         allowed = fs.allowed[fs.corpus[rows]].copy()
         agreement = fs.utt_agreement[fs.utt[rows]]
         weights = (1.0 - self.agreement_weight) + self.agreement_weight * agreement
-        weights = weights * self.corpus_weights(fs.corpus[rows])
+        weights = weights * self.corpus_weights(fs.corpus[rows], fs.utt_label[fs.utt[rows]])
         if self.speaker_centre is not None:
             self.centre = fs.speaker_means(CENTRES[self.speaker_centre])
             if self.speaker_centre == "subspace":
@@ -447,14 +450,23 @@ class FeatureDataModule(pl.LightningDataModule):
         self.datasets["train"] = PooledDataset(fs, rows, allowed, weights.astype(np.float32), self.centre)
         log.info("training windows: %d from %d speakers", len(rows), len(self.split["train"]))
 
-    def corpus_weights(self, corpus: np.ndarray) -> np.ndarray:
-        """Per training window: ``(mean windows per corpus / this corpus's windows) ** corpus_balance``, so that at
-        1 every corpus weighs the same in the loss, whatever its size (0: every window weighs the same)."""
+    def corpus_weights(self, corpus: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Per training window ``(corpus index, label)``: with ``class_balance`` every class of a corpus weighs the
+        same within it (a class only one corpus holds, RAVDESS's calm, then weighs what it does there, instead of
+        being lifted by global inverse-frequency class weights); times ``(mean windows per corpus / this
+        corpus's windows) ** corpus_balance``, so that at 1 every corpus weighs the same in the loss."""
+        weights = np.ones(len(corpus), np.float64)
+        if self.class_balance:
+            for c in np.unique(corpus):
+                mine = corpus == c
+                classes, counts = np.unique(labels[mine], return_counts=True)
+                per_class = dict(zip(classes, mine.sum() / (len(classes) * counts), strict=True))
+                weights[mine] = [per_class[y] for y in labels[mine]]
         counts = np.bincount(corpus, minlength=int(corpus.max()) + 1).astype(np.float64)
         present = counts[counts > 0]
         factor = np.ones_like(counts)
         factor[counts > 0] = (present.mean() / present) ** self.corpus_balance
-        return factor[corpus]
+        return weights * factor[corpus]
 
     def split_info(self) -> dict:
         return {

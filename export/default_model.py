@@ -64,6 +64,7 @@ def model_info(info: dict, encoder_layers: int, depth: int):
         speaker_norm=dict(info.get("speaker_norm") or {}),
         speech_gate=dict(info.get("speech_gate") or {}),
         time_pooling=time_pooling_of(info),
+        calibration=dict(info.get("calibration") or {}),
     )
 
 

@@ -62,6 +62,8 @@ class ModelInfo:
         ``pooled`` holds this many + 1 states. 0 = not stated (models exported before it was recorded).
     time_pooling: what ``pooled`` holds per layer: ``mean`` over time, or ``mean_std`` (mean and standard
         deviation side by side).
+    calibration: how ``probs`` were calibrated (``{"method": "temperature", "temperature": T, …}``: the heads'
+        logits are already divided by T, so every ``confidence`` is the calibrated one); empty = not calibrated.
     """
 
     labels: tuple[str, ...]
@@ -77,6 +79,7 @@ class ModelInfo:
     speech_gate: dict = field(default_factory=dict)
     encoder_layers: int = 0
     time_pooling: str = "mean"
+    calibration: dict = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def to_metadata(self) -> dict[str, str]:
