@@ -266,36 +266,37 @@ class FeatureDataModule(pl.LightningDataModule):
     training and test alike (the speaker-normalised heads). encoder_layers: train on the first this many
     transformer layers' features only (a truncated encoder; None = all the cache holds). test_model: another
     ONNX model (an int8 copy of ``model``) whose clip windows (view ``clip``) the protocol also scores with the
-    same heads (``test_feature_set``).
+    same heads (``test_feature_set``). No argument has a default: ``configs/dataset/features.yaml`` is their
+    one home (``hydra.utils.instantiate``).
     """
 
     def __init__(
         self,
+        *,
         corpora: dict,
-        train_views: Sequence[str] = ("clean",),
-        eval_view: str = "clean",
-        time_pooling: str = "mean",
-        gate: dict | None = None,
-        batch_size: int = 256,
-        fold: int | None = None,
-        num_folds: int = 5,
-        split_seed: int = 0,
-        test_corpus: str | None = None,
-        agreement_weight: float = 0.0,
-        speaker_centre: str | None = None,
-        window_s: float = 3.0,
-        model: str | None = None,
-        encoder_layers: int | None = None,
-        test_model: str | None = None,
-        num_workers: int = 0,
-        seed: int = 0,
+        train_views: Sequence[str],
+        eval_view: str,
+        time_pooling: str,
+        gate: dict,
+        batch_size: int,
+        fold: int | None,
+        num_folds: int,
+        split_seed: int,
+        test_corpus: str | None,
+        agreement_weight: float,
+        speaker_centre: str | None,
+        window_s: float,
+        model: str | None,
+        encoder_layers: int | None,
+        test_model: str | None,
+        seed: int,
     ):
         super().__init__()
         self.corpora_cfg = dict(corpora)
         self.train_views = tuple(train_views)
         self.eval_view = eval_view
         self.time_pooling = time_pooling
-        self.gate = SpeechGate(**(gate or {}))
+        self.gate = SpeechGate(**gate)
         self.batch_size = batch_size
         self.fold, self.num_folds, self.split_seed = fold, num_folds, split_seed
         self.test_corpus = test_corpus

@@ -214,7 +214,7 @@ def train_settings(
     return TrainSettings(
         lr=float(opt["lr"]),
         weight_decay=float(opt["weight_decay"]),
-        betas=tuple(opt.get("betas", (0.9, 0.999))),
+        betas=tuple(opt["betas"]),
         lr_scales={k: float(v) for k, v in opt["lr_scales"].items()},
         freeze_layers=freeze_layers,
         t0_epochs=float(sched["t0_epochs"]),

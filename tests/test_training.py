@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_module
-from support import tiny_classifier, tiny_encoder_config
+from support import recipe_train_settings, tiny_classifier, tiny_encoder_config
 from torch import nn
 
 import emotion_monitor.core.lightning_module as lm
 from emotion_monitor.core.checkpoint import REQUIRED_HPARAMS, load_classifier
 from emotion_monitor.core.data import EMOTIONS
 from emotion_monitor.core.evaluate import main as eval_main
-from emotion_monitor.core.lightning_module import EmotionModule, TrainSettings, parameter_groups
+from emotion_monitor.core.lightning_module import EmotionModule, parameter_groups
 from emotion_monitor.core.train import (
     BackboneUnavailable,
     _hub_offline_if_unreachable,
@@ -44,7 +44,7 @@ def make_module(**settings) -> EmotionModule:
         16_000,
         1.0,
         PreprocessOptions().to_dict(),
-        TrainSettings(**settings).to_dict(),
+        recipe_train_settings(**settings).to_dict(),
         model=model,
     )
 
@@ -107,7 +107,7 @@ def test_training_prep_disables_layerdrop_and_unused_weights():
 
     backbone = build_backbone("wav2vec2", None, config=tiny_encoder_config(layerdrop=0.5))
     model = EmotionClassifier(backbone, 8, (16,), layer_pooling="last")
-    EmotionModule(model.spec(), list(EMOTIONS), model=model)
+    EmotionModule(model.spec(), list(EMOTIONS), train=recipe_train_settings().to_dict(), model=model)
     assert backbone.model.config.layerdrop == 0.0
     assert not model.layer_logits.requires_grad  # unused under "last": would break DDP
 
@@ -456,7 +456,7 @@ def test_gradient_checkpointing_still_trains_every_tier():
     )
     model = EmotionClassifier(backbone, 8, (16,))
     module = EmotionModule(
-        model.spec(), list(EMOTIONS), train=TrainSettings(freeze_layers=1).to_dict(), model=model
+        model.spec(), list(EMOTIONS), train=recipe_train_settings(freeze_layers=1).to_dict(), model=model
     )
     model.train()
     module.loss_fn(model(torch.randn(4, 16_000)), torch.tensor([0, 1, 2, 3])).backward()
