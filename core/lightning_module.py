@@ -30,8 +30,8 @@ layers; head: layer weights + feature extractor + output layer."""
 class TrainSettings:
     """Optimisation settings (``train`` config group + ``model.freeze_layers``), stored in checkpoints.
 
-    No field has a default: ``configs/train/train.yaml`` is their one home (``emotion_monitor.core.train.
-    train_settings`` builds this from the composed config; checkpoints store every field).
+    No field has a default: ``configs/train/train.yaml`` is their one home (``core.builders.train_settings``
+    builds this from the composed config; checkpoints store every field).
 
     lr: learning rate of the head tier; the backbone tiers use ``lr * lr_scales[tier]``. A scale of 0
         hard-freezes that tier (``requires_grad=False``, left out of the optimiser).
@@ -68,7 +68,7 @@ class TrainSettings:
         missing = set(cls.__dataclass_fields__) - set(data)
         if missing:
             raise ValueError(
-                f"training settings lack {sorted(missing)} (build them with core.train.train_settings)"
+                f"training settings lack {sorted(missing)} (build them with core.builders.train_settings)"
             )
         data["betas"] = tuple(data["betas"])
         return cls(**data)

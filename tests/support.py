@@ -74,7 +74,7 @@ def recipe_train_settings(freeze_layers: int = 0, **overrides):
     ``overrides`` (field=value)."""
     from dataclasses import replace
 
-    from emotion_monitor.core.train import train_settings
+    from emotion_monitor.core.builders import train_settings
 
     cfg = yaml.safe_load((REPO_ROOT / "configs" / "train" / "train.yaml").read_text())
     cfg["loss"]["class_weights"] = None

@@ -15,8 +15,8 @@ import yaml
 from omegaconf import OmegaConf
 from support import compose_config, tiny_encoder_config
 
+from emotion_monitor.core.builders import build_loggers, build_model, train_settings
 from emotion_monitor.core.paths import data_root
-from emotion_monitor.core.train import build_loggers, build_model, train_settings
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -224,7 +224,7 @@ def test_no_options_default_disagrees_with_its_yaml():
     for an option, or the YAML's own value; every option the YAML sets exists, every required one is set."""
     from emotion_monitor.core.lightning_module import TrainSettings
 
-    assert _defaults(TrainSettings) == {}  # configs/train/train.yaml only (core.train.train_settings)
+    assert _defaults(TrainSettings) == {}  # configs/train/train.yaml only (core.builders.train_settings)
     disagreements = []
     for name, target, node in _mirrors():
         defaults = _defaults(target)
@@ -247,7 +247,7 @@ def test_no_options_default_disagrees_with_its_yaml():
 
 
 def test_train_settings_cover_every_yaml_key():
-    """core.train.train_settings reads every key of the train group that TrainSettings stores."""
+    """core.builders.train_settings reads every key of the train group that TrainSettings stores."""
     cfg = compose_cfg()
     settings = train_settings(cfg.train, 2, [0, 1], 8)
     train = OmegaConf.to_container(cfg.train, resolve=True)
