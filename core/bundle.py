@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emotion_monitor.core.data import EMOTIONS
+from emotion_monitor.core.emotions import EMOTIONS
 from emotion_monitor.core.window_features import CLIP
 from emotion_monitor.realtime.metadata import DEFAULT_HOP_S
 

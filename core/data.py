@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from emotion_monitor.core.augment import Augmenter, AugmentOptions
+from emotion_monitor.core.emotions import EMOTIONS
 from emotion_monitor.realtime.audio import (
     SAMPLE_RATE,
     AudioError,
@@ -29,8 +30,6 @@ from emotion_monitor.realtime.audio import (
 
 log = logging.getLogger(__name__)
 
-EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
-"""Class names in output order; RAVDESS emotion code ``k`` (01–08) is ``EMOTIONS[k - 1]``."""
 MODALITIES = {1: "audio-video", 2: "video-only", 3: "audio-only"}
 VOCAL_CHANNELS = {1: "speech", 2: "song"}
 INTENSITIES = {1: "normal", 2: "strong"}
@@ -61,7 +60,7 @@ class RavdessFile:
 
     @property
     def label(self) -> int:
-        """Class index into ``EMOTIONS``."""
+        """Class index into ``EMOTIONS``: RAVDESS emotion code ``k`` (01–08) is ``EMOTIONS[k - 1]``."""
         return self.emotion - 1
 
     @property

@@ -21,7 +21,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from emotion_monitor.core.corpora import Corpus, read_corpus
-from emotion_monitor.core.data import EMOTIONS, DataError
+from emotion_monitor.core.data import DataError
+from emotion_monitor.core.emotions import EMOTIONS
 from emotion_monitor.core.window_features import CLIP, SEGMENT, VIEWS, load_or_compute
 from emotion_monitor.realtime.audio import PreprocessOptions
 from emotion_monitor.realtime.windowing import SpeechGate

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from emotion_monitor.core.backbones import SpeechBackbone
-from emotion_monitor.core.data import EMOTIONS
+from emotion_monitor.core.emotions import EMOTIONS
 from emotion_monitor.core.feature_data import FeatureDataModule, FeatureSet, PooledDataset
 from emotion_monitor.core.model import EmotionClassifier, masked_mean
 

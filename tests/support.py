@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import torch
 
 from emotion_monitor.core.corpora import Corpus, Utterance
-from emotion_monitor.core.data import EMOTIONS
+from emotion_monitor.core.emotions import EMOTIONS
 from emotion_monitor.core.feature_data import FeatureSet
 from emotion_monitor.core.paths import data_root
 from emotion_monitor.core.window_features import CLIP, SEGMENT

@@ -8,7 +8,8 @@ import soundfile as sf
 from support import data_dir, synthetic_speechlike
 
 from emotion_monitor.core.corpora import read_corpus
-from emotion_monitor.core.data import EMOTIONS, DataError
+from emotion_monitor.core.data import DataError
+from emotion_monitor.core.emotions import EMOTIONS
 
 
 @pytest.fixture(scope="session")

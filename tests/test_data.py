@@ -12,7 +12,6 @@ from support import ravdess_datamodule, synthetic_speechlike
 
 from emotion_monitor.core.augment import Augmenter, AugmentOptions, add_noise, time_shift
 from emotion_monitor.core.data import (
-    EMOTIONS,
     ClipDataset,
     DataError,
     center_crop,
@@ -25,6 +24,7 @@ from emotion_monitor.core.data import (
     report_problems,
     split_actors,
 )
+from emotion_monitor.core.emotions import EMOTIONS
 from emotion_monitor.realtime.audio import PreprocessOptions, rms_dbfs
 
 

@@ -7,7 +7,7 @@ import json
 
 from support import MANIFEST_LABELS, TINY_HEAD_RUN, run_emotion_train, write_manifest
 
-from emotion_monitor.core.data import EMOTIONS
+from emotion_monitor.core.emotions import EMOTIONS
 from emotion_monitor.realtime.model import load_model
 
 

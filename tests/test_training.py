@@ -17,7 +17,7 @@ from torch import nn
 
 import emotion_monitor.core.lightning_module as lm
 from emotion_monitor.core.checkpoint import REQUIRED_HPARAMS, load_classifier
-from emotion_monitor.core.data import EMOTIONS
+from emotion_monitor.core.emotions import EMOTIONS
 from emotion_monitor.core.evaluate import main as eval_main
 from emotion_monitor.core.hub import (
     BackboneUnavailable,
