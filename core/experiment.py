@@ -44,7 +44,7 @@ def _fold_scores(cfg: DictConfig, **overrides: Any) -> tuple[FoldScores, Any, An
     from emotion_monitor.core.train import fit
 
     _, module, data = fit(with_overrides(cfg, **overrides), quiet=True)
-    fs = data.scoring_feature_set(module.model)
+    fs = data.feature_set()
     scores = score_speakers(
         module.model, fs, data.split["test"], data.gate, data.classes(), data.centre, data.eval_view
     )

@@ -326,11 +326,6 @@ class FeatureDataModule(pl.LightningDataModule):
             self.fs = fs.first_layers(self.encoder_layers)
         return self.fs
 
-    def scoring_feature_set(self, model) -> FeatureSet:
-        """The features the protocol scores ``model`` on: the cache itself (the encoder is frozen; a data module
-        that trains encoder layers, ``emotion_monitor.core.top_layers``, passes them through the trained ones)."""
-        return self.feature_set()
-
     def test_feature_set(self) -> FeatureSet | None:
         """The corpora's clip windows through ``test_model`` (cut to ``encoder_layers``); None without one."""
         if self.test_model is None:

@@ -254,8 +254,6 @@ class EmotionModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x = batch["pooled"] if "pooled" in batch else batch["input_values"]
-        if "frames" in batch:  # cached encoder frames: the trainable top layers make the pooled features
-            x = self.model.pool_frames(batch["frames"], batch["frame_mask"], x)
         y = batch["label"]
         loss, logits = self.mixup_step(x, y, batch.get("allowed"), batch.get("weight"))
         if logits is not None:

@@ -48,7 +48,7 @@ def test_default_config_composes_and_resolves(monkeypatch):
     assert compose_cfg().data_dir == "/data/x/ravdess-16k"
 
 
-CACHED_FEATURE_MODELS = ("head", "head_finetune")
+CACHED_FEATURE_MODELS = ("head",)
 """Model options for cached features (no raw-audio encoder): composed by their experiments' tests."""
 
 
@@ -82,19 +82,6 @@ def test_head_experiment_composes_the_cached_feature_path(monkeypatch):
     assert model.features[0].in_features == 7 * 512 and freeze_layers == 0
     one = compose_cfg(["experiment=head", "corpora=ravdess", "task=evaluate"])
     assert set(one.corpora) == {"ravdess"} and one.task == "evaluate"
-
-
-def test_head_finetune_experiment_composes_the_frame_path(monkeypatch):
-    """experiment=head_finetune (issue 12 pilot): the head's settings, the top layer on cached frames."""
-    monkeypatch.delenv("EMOTION_DATA_DIR", raising=False)
-    cfg = compose_cfg(["experiment=head_finetune"])
-    head = compose_cfg(["experiment=head"])
-    assert cfg.model._target_ == "emotion_monitor.core.top_layers.TopLayersClassifier"
-    assert cfg.model.backbone.trainable_layers == 1 and cfg.dataset.trainable_layers == 1
-    assert cfg.dataset._target_ == "emotion_monitor.core.top_layers.FrameDataModule"
-    assert list(cfg.dataset.train_views) == ["clip"] and cfg.dataset.eval_view == "clip"
-    assert cfg.train == head.train and cfg.model.hidden_dims == head.model.hidden_dims
-    assert cfg.model.layer_pooling == "concat" and cfg.corpora == head.corpora
 
 
 def test_family_options_select_their_encoders():
