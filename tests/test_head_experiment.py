@@ -83,6 +83,11 @@ def test_manifest_trains_and_evaluates_with_the_same_commands(tiny_model, tmp_pa
     assert set(info["speaker_norm"]["results"]) == {"mine"}
     for name in ("head.safetensors", "head_speaker_norm.safetensors", "head_speaker_baseline.safetensors"):
         assert (heads / name).stat().st_size > 0
+    # The whole report travels in model.json, and the bundle's card is written from it.
+    assert {"kfold", "leave_one_corpus_out", "speaker_norm", "speaker_norm_all"} <= set(info["evaluation"])
+    card = (heads / "model-card.md").read_text()
+    assert "| mine | clip | 18 |" in card and "](confusion-mine.png)" in card
+    assert "Speaker-normalised head alone, each test speaker centred on all their clips" in card
 
 
 def test_manifest_without_a_path_is_one_line(tmp_path):
