@@ -52,3 +52,22 @@ def test_help_epilogs_point_to_docs_that_exist():
     for epilog in (live.EPILOG, score.EPILOG):
         named = re.findall(r"docs/[\w-]+\.md", epilog)
         assert named and all((REPO / name).is_file() for name in named)
+
+
+def test_readme_headline_figures_are_the_bundled_models():
+    """The README's three headline rows (clip accuracy) are model.json's k-fold, speaker-normalised k-fold and
+    leave-one-corpus-out figures: a new task=bundle run that changes them fails here until the README follows."""
+    import json
+
+    info = json.loads((REPO / "export" / "bundled" / "model.json").read_text())
+    report = info.get("evaluation") or {}
+    rows = {
+        "a single clip of a new speaker": report.get("kfold") or info["metrics"],
+        "after 10 s of that speaker's speech": report.get("speaker_norm") or info["speaker_norm"]["results"],
+        "a corpus never trained on": report.get("leave_one_corpus_out") or info["leave_one_corpus_out"],
+    }
+    readme = (REPO / "README.md").read_text()
+    for start, section in rows.items():
+        line = next(line for line in readme.splitlines() if line.startswith(f"| {start}"))
+        expected = [f"{section[c]['clip']['accuracy'][0]:.2f}" for c in ("ravdess", "crema-d")]
+        assert line.split("|")[2:4] == [f" {x} " for x in expected], line
