@@ -71,3 +71,16 @@ def test_readme_headline_figures_are_the_bundled_models():
         line = next(line for line in readme.splitlines() if line.startswith(f"| {start}"))
         expected = [f"{section[c]['clip']['accuracy'][0]:.2f}" for c in ("ravdess", "crema-d")]
         assert line.split("|")[2:4] == [f" {x} " for x in expected], line
+
+
+def test_configuration_page_lists_every_config_option():
+    """docs/configuration.md's group table names exactly the YAML files of each group in configs/."""
+    table = {}
+    for line in (REPO / "docs" / "configuration.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 3 and (REPO / "configs" / cells[0].strip("`")).is_dir():
+            table[cells[0].strip("`")] = set(re.findall(r"`([\w-]+)`", cells[1]))
+    groups = {p.name for p in (REPO / "configs").iterdir() if p.is_dir() and list(p.glob("*.yaml"))}
+    assert set(table) == groups
+    for group, options in table.items():
+        assert options == {p.stem for p in (REPO / "configs" / group).glob("*.yaml")}, group
