@@ -15,6 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from emotion_monitor.core.paths import BUNDLE_DIR
 from emotion_monitor.core.protocol import (
     FoldScores,
     format_deltas,
@@ -26,8 +27,6 @@ from emotion_monitor.core.protocol import (
 )
 
 log = logging.getLogger("emotion-train")
-
-BUNDLE_DIR = Path(__file__).resolve().parents[1] / "export" / "bundled"
 
 
 def with_overrides(cfg: DictConfig, **overrides: Any) -> DictConfig:

@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-BUNDLE_DIR = Path(__file__).resolve().parents[1] / "export" / "bundled"
-"""The shipped heads and their ``model.json`` (``emotion_monitor.export.bundled``)."""
+from emotion_monitor.core.paths import BUNDLE_DIR
+
 CHECKOUT_CARD = Path(__file__).resolve().parents[1] / "docs" / "model-card.md"
 """Where the shipped bundle's card lives in a source checkout."""
 GENERATOR = "python -m emotion_monitor.core.model_card"

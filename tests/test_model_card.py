@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from emotion_monitor.core.model_card import BUNDLE_DIR, CHECKOUT_CARD, GENERATOR, card_text, main, render
+from emotion_monitor.core.model_card import CHECKOUT_CARD, GENERATOR, card_text, main, render
+from emotion_monitor.core.paths import BUNDLE_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 
