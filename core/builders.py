@@ -1,7 +1,7 @@
 """Objects of ``emotion-train``'s composed config: model, training settings, data, loggers and callbacks.
 
-Each builder takes its config group and returns the object ``emotion_monitor.core.train.fit`` uses; the values
-come from ``configs/`` only (the options classes have no defaults of their own).
+Each builder takes its config group and returns the object ``emotion_monitor.core.train.fit`` uses; every value
+comes from ``configs/`` (``TrainSettings`` and the data modules have no defaults of their own).
 """
 
 from __future__ import annotations
