@@ -60,10 +60,15 @@ TITLES = {
     "speaker_norm_loco": "Leave one corpus out, speaker-normalised (blend), running mean (the live rule)",
     "speaker_norm_all_loco": "Leave one corpus out, speaker-normalised head alone, centred on all their clips",
     "test_model": "The same k-fold heads on another encoder's clip windows (clip level)",
+    "speaker_norm_one_mood": "Speaker adaptation (blend), one-mood sessions (each speaker's clips of one emotion)",
+    "speaker_norm_one_mood_loco": "Leave one corpus out, speaker adaptation (blend), one-mood sessions",
+    "calibration_loco": "Calibration of held-out corpora (leave one corpus out)",
 }
 """Headings of known result sections by dotted key; an unknown section is headed by its key."""
 
 METRICS = ("accuracy", "macro_f1", "weighted_f1", "uar")
+MEAN_STD_KEYS = {*METRICS, "variant_accuracy", "delta"}
+"""Keys whose two-number lists are ``[mean, std]`` over folds."""
 METRIC_HEADINGS = {"accuracy": "accuracy", "macro_f1": "macro-F1", "weighted_f1": "weighted-F1", "uar": "UAR"}
 
 INTRO = """\
@@ -168,33 +173,54 @@ def metric_table(node: dict) -> list[str]:
     return lines
 
 
+def _cell(key: str, value: Any) -> str:
+    """A table cell for ``key``: ``[mean, std]`` pairs only under metric names (``MEAN_STD_KEYS``), other lists
+    joined with `` / ``."""
+    if key in MEAN_STD_KEYS:
+        return _number(value)
+    if isinstance(value, list | tuple):
+        return " / ".join(_number(v, mean_std=False) for v in value)
+    return _number(value, mean_std=False)
+
+
 def value_table(node: dict) -> list[str]:
-    """Markdown rows of ``{row: {column: value}}``, or of ``{key: value}``."""
+    """Markdown rows of ``{row: {column: value}}`` (the rows' non-mapping values), or of ``{key: value}``."""
     if all(isinstance(v, dict) for v in node.values()):
-        columns = list(dict.fromkeys(k for v in node.values() for k in v))
+        columns = list(
+            dict.fromkeys(k for v in node.values() for k, x in v.items() if not isinstance(x, dict))
+        )
         lines = ["| | " + " | ".join(columns) + " |", "| --- | " + " | ".join("---" for _ in columns) + " |"]
         for key, row in node.items():
-            lines.append(f"| {key} | " + " | ".join(_number(row.get(c, "")) for c in columns) + " |")
+            lines.append(
+                f"| {key} | " + " | ".join(_cell(c, row[c]) if c in row else "" for c in columns) + " |"
+            )
         return lines
     lines = ["| | |", "| --- | --- |"]
-    lines += [f"| {key} | {_number(value)} |" for key, value in node.items()]
+    lines += [f"| {key} | {_cell(key, value)} |" for key, value in node.items()]
     return lines
 
 
 def _title(path: tuple[str, ...], info: dict) -> str:
-    key = ".".join(path)
-    title = TITLES.get(key) or TITLES.get(path[-1]) or key.replace("_", " ").capitalize()
+    """A known title (``TITLES``, by dotted key or last key), else the last key (after its parent's, below the
+    top level) in words; ``k-fold`` names the fold count."""
+    title = TITLES.get(".".join(path)) or TITLES.get(path[-1])
+    if title is None:
+        words = [part.replace("_", " ") for part in path[-2:] if len(path) > 1 or part == path[-1]]
+        title = ": ".join(words)
+        title = title[:1].upper() + title[1:]
     folds = (info.get("train_config") or {}).get("dataset", {}).get("num_folds")
     return title.replace("k-fold", f"{folds}-fold") if folds else title
 
 
 def render_section(path: tuple[str, ...], node: Any, info: dict, depth: int = 3) -> list[str]:
-    """One result section (and its sub-sections) as Markdown."""
+    """One result section as Markdown: a metrics table when it has that shape; else its texts, a table of its
+    plain values, one table of its entries that are rows of plain values (with their own nested entries as
+    sub-sections), and its other entries as sub-sections."""
     heading = "#" * min(depth, 6) + " " + _title(path, info)
     if is_metric_table(node):
         return [heading, "", *metric_table(node), ""]
     if not isinstance(node, dict):
-        return [heading, "", _number(node), ""]
+        return [heading, "", _cell(path[-1], node), ""]
     out = [heading, ""]
     texts = {k: v for k, v in node.items() if isinstance(v, str)}
     for key, text in texts.items():
@@ -203,14 +229,20 @@ def render_section(path: tuple[str, ...], node: Any, info: dict, depth: int = 3)
     if scalars:
         out += [*value_table(scalars), ""]
     children = {k: v for k, v in node.items() if isinstance(v, dict)}
-    if (
-        children
-        and not any(is_metric_table(v) for v in children.values())
-        and all(all(not isinstance(x, dict) for x in v.values()) for v in children.values())
-    ):
-        return out + [*value_table(children), ""]
+    rows = {
+        k: v
+        for k, v in children.items()
+        if not is_metric_table(v) and any(not isinstance(x, dict) for x in v.values())
+    }
+    if rows:
+        out += [*value_table(rows), ""]
+        for row, entry in rows.items():
+            for key, nested in entry.items():
+                if isinstance(nested, dict):
+                    out += render_section((*path, row, key), nested, info, depth + 1)
     for key, child in children.items():
-        out += render_section((*path, key), child, info, depth + 1)
+        if key not in rows:
+            out += render_section((*path, key), child, info, depth + 1)
     return out
 
 
