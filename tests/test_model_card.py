@@ -51,6 +51,10 @@ def test_new_report_sections_appear_without_new_code():
             "blend": 0.7,
             "baseline": 0.8,
         },
+        "calibration_loco": {
+            "temperature": 1.42,
+            "corpora": {"ased": {"clips": 300, "ece": 0.2, "label_shares": {"angry": [0.3, 0.125]}}},
+        },
     }
     card = render(info)
     assert "### Speaker-independent 5-fold, mean ± std over folds" in card
@@ -61,6 +65,12 @@ def test_new_report_sections_appear_without_new_code():
     )
     assert "### One mood sessions" in card and "Protocol: one speaker, one emotion throughout" in card
     assert "| blend | 0.700 |" in card
+    # Nested rows: a table of their plain values, their own mappings below; pairs are [mean, std] only for metrics.
+    assert (
+        "### Calibration of held-out corpora (leave one corpus out)" in card
+        and "| temperature | 1.420 |" in card
+    )
+    assert "| ased | 300 | 0.200 |" in card and "| angry | 0.300 / 0.125 |" in card
     # Once the report travels whole, the model's own entries are not repeated as results.
     assert "Speaker-normalised (blend), 5-fold" not in card
 
