@@ -53,7 +53,7 @@ TITLES = {
     "metrics": "Speaker-independent k-fold, mean ± std over folds",
     "kfold": "Speaker-independent k-fold, mean ± std over folds",
     "leave_one_corpus_out": "Leave one corpus out (trained on the other corpora's shared classes; one run, std 0)",
-    "speaker_norm": "Speaker normalisation",
+    "speaker_norm": "Speaker adaptation (blend), mixed sessions: running mean of what was heard (the live rule)",
     "speaker_norm.results": "Speaker-normalised (blend), k-fold",
     "speaker_norm.leave_one_corpus_out": "Speaker-normalised (blend), leave one corpus out",
     "speaker_norm_all": "Speaker-normalised head alone, each test speaker centred on all their clips",
