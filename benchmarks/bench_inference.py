@@ -33,7 +33,7 @@ import onnxruntime as ort
 import torch
 
 from emotion_monitor.core.backbones import build_backbone
-from emotion_monitor.core.data import EMOTIONS
+from emotion_monitor.core.emotions import EMOTIONS
 from emotion_monitor.core.model import EmotionClassifier
 from emotion_monitor.export.onnx_export import export_onnx
 from emotion_monitor.export.quantize import cpu_flags, quantize_int8

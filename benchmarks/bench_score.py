@@ -36,7 +36,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from emotion_monitor.core.data import EMOTIONS
+from emotion_monitor.core.emotions import EMOTIONS
 from emotion_monitor.core.paths import ravdess_dir
 from emotion_monitor.export.quantize import cpu_flags
 from emotion_monitor.realtime.analysis import clip_bounds

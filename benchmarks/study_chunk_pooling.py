@@ -1,4 +1,4 @@
-"""Study (issue 14): timeline windows pooled from frames of longer chunks encoded once, against today's timeline.
+"""Study: timeline windows pooled from frames of longer chunks encoded once, against today's timeline.
 
 Today ``emotion-score --segments`` encodes every timeline window on its own (trimmed, level-normalised), so each
 second of audio is encoded window_s / hop_s times. Here each file is encoded once, in chunks of ``--chunks``
@@ -24,7 +24,7 @@ Usage:
     python benchmarks/study_chunk_pooling.py --model k6.onnx --actors 1 2 --hops 1.5 \
         --probe-train-actors 3 4 5 6 7 8 9 10
 
-Findings (2026-11-25, README "Benchmarks" 2d): with the shipped head, chunk-pooled windows lose 23-42 points of
+Findings (2026-11-25, docs/benchmarks.md 2d): with the shipped head, chunk-pooled windows lose 23-42 points of
 speech-window accuracy against today's timeline (actors 1-2: 0.731 -> 0.35-0.47 at hop 1.5, 0.744 -> 0.33-0.52
 at hop 0.5; 35-65 % of labels agree), worse for longer chunks; the cause is the features (Whisper frames depend on
 absolute position and context), not the level. A linear probe trained on chunk-pooled features matches one trained

@@ -5,7 +5,8 @@ the one trainer and the one evaluation protocol). This module only turns the tra
 report into files: ``head.safetensors`` (plain), ``head_speaker_norm.safetensors`` (features centred on the
 speaker's mean), ``head_speaker_baseline.safetensors`` (centred on their calm baseline), ``model.json`` (what the
 exporter and the runtime read: labels, window, speech gate, preprocessing, metrics, protocol, how to rebuild) and
-``confusion-<corpus>.png`` (clip level, k-fold).
+``confusion-<corpus>.png`` (clip level, k-fold); then the model card (``emotion_monitor.core.model_card``:
+``docs/model-card.md`` for the shipped bundle, ``model-card.md`` in any other bundle folder).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from emotion_monitor.core.data import EMOTIONS
+from emotion_monitor.core.emotions import EMOTIONS
 from emotion_monitor.core.protocol import LEVELS
 from emotion_monitor.core.window_features import CLIP
 from emotion_monitor.export.default_model import SUBSPACE_FILE
@@ -112,6 +113,13 @@ def calibration_info(report: dict, temperature: float) -> dict:
     }
 
 
+def _without_confusion(node):
+    """``node`` with every ``confusion`` entry removed (the card shows the PNGs; model.json stays small)."""
+    if isinstance(node, dict):
+        return {k: _without_confusion(v) for k, v in node.items() if k != "confusion"}
+    return node
+
+
 def encoder_weights(encoder: str) -> str:
     """The installed encoder weights (``emotion_monitor.core.ct2.PACKAGED``) named by a features model's ``backbone``
     metadata (``whisper-tiny.en:frozen+bundled-head`` → ``whisper-tiny.en``); the default's when it names none."""
@@ -127,6 +135,7 @@ def write_bundle(
     from safetensors.torch import save_file
 
     from emotion_monitor.core.metrics import plot_confusion
+    from emotion_monitor.core.model_card import write_card
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -179,6 +188,10 @@ def write_bundle(
             f"{c.name} ({len(c.speakers)} speakers, {len(c.utterances)} clips)" for c in corpora
         ),
         "train_config": report["config"],
+        # The whole report (every section, confusion matrices left out): what docs/model-card.md is made from.
+        "evaluation": _without_confusion(
+            {k: v for k, v in report.items() if k not in ("protocol", "config")}
+        ),
         "rebuild": REBUILD,
         "reference_predictions": references,
     }
@@ -187,5 +200,6 @@ def write_bundle(
         cm = np.array(entry["confusion"]["clip"])
         title = f"{name}: clips of unseen speakers, {entry['folds']}-fold"
         plot_confusion(cm, list(EMOTIONS), out / f"confusion-{name}.png", title=title)
+    write_card(out)
     log.info("wrote %s", out)
     return out

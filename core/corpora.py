@@ -19,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emotion_monitor.core.data import EMOTIONS, DataError, Problem, index_ravdess
+from emotion_monitor.core.data import DataError, Problem, index_ravdess
+from emotion_monitor.core.emotions import EMOTIONS
 
 CREMA_CODES = {
     "ANG": "angry",

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from emotion_monitor.core.augment import Augmenter, AugmentOptions
+from emotion_monitor.core.emotions import EMOTIONS
 from emotion_monitor.realtime.audio import (
     SAMPLE_RATE,
     AudioError,
@@ -29,8 +30,6 @@ from emotion_monitor.realtime.audio import (
 
 log = logging.getLogger(__name__)
 
-EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
-"""Class names in output order; RAVDESS emotion code ``k`` (01–08) is ``EMOTIONS[k - 1]``."""
 MODALITIES = {1: "audio-video", 2: "video-only", 3: "audio-only"}
 VOCAL_CHANNELS = {1: "speech", 2: "song"}
 INTENSITIES = {1: "normal", 2: "strong"}
@@ -61,7 +60,7 @@ class RavdessFile:
 
     @property
     def label(self) -> int:
-        """Class index into ``EMOTIONS``."""
+        """Class index into ``EMOTIONS``: RAVDESS emotion code ``k`` (01–08) is ``EMOTIONS[k - 1]``."""
         return self.emotion - 1
 
     @property
@@ -327,25 +326,27 @@ class RavdessDataModule(pl.LightningDataModule):
     fold / num_folds: k-fold by actor groups (``fold_actors``). split_seed: seed of the actor shuffle.
     actors: restrict to these actor numbers (None = all found). max_files_per_actor: debug/smoke limit.
     preprocessing: ``PreprocessOptions`` fields. augment: ``AugmentOptions`` fields (training only).
-    seed: crop/augmentation seed.
+    seed: crop/augmentation seed. No argument has a default: ``configs/dataset/ravdess.yaml`` is their one home
+    (``hydra.utils.instantiate``).
     """
 
     def __init__(
         self,
+        *,
         root: str | Path,
-        window_s: float = 3.0,
-        batch_size: int = 8,
-        eval_batch_size: int = 16,
-        num_workers: int = 0,
-        split_ratios: Sequence[float] = (0.7, 0.15, 0.15),
-        fold: int | None = None,
-        num_folds: int = 5,
-        split_seed: int = 0,
-        actors: Sequence[int] | None = None,
-        max_files_per_actor: int | None = None,
-        preprocessing: dict | None = None,
-        augment: dict | None = None,
-        seed: int = 0,
+        window_s: float,
+        batch_size: int,
+        eval_batch_size: int,
+        num_workers: int,
+        split_ratios: Sequence[float],
+        fold: int | None,
+        num_folds: int,
+        split_seed: int,
+        actors: Sequence[int] | None,
+        max_files_per_actor: int | None,
+        preprocessing: dict,
+        augment: dict,
+        seed: int,
     ):
         super().__init__()
         self.root = Path(root)

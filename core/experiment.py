@@ -17,7 +17,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from emotion_monitor.core.calibration import calibration_report, format_calibration
-from emotion_monitor.core.data import EMOTIONS
+from emotion_monitor.core.emotions import EMOTIONS
+from emotion_monitor.core.paths import BUNDLE_DIR
 from emotion_monitor.core.protocol import (
     FoldScores,
     format_deltas,
@@ -29,8 +30,6 @@ from emotion_monitor.core.protocol import (
 )
 
 log = logging.getLogger("emotion-train")
-
-BUNDLE_DIR = Path(__file__).resolve().parents[1] / "export" / "bundled"
 
 
 def with_overrides(cfg: DictConfig, **overrides: Any) -> DictConfig:
@@ -47,7 +46,7 @@ def _fold_scores(cfg: DictConfig, **overrides: Any) -> tuple[FoldScores, Any, An
     from emotion_monitor.core.train import fit
 
     _, module, data = fit(with_overrides(cfg, **overrides), quiet=True)
-    fs = data.scoring_feature_set(module.model)
+    fs = data.feature_set()
     scores = score_speakers(
         module.model, fs, data.split["test"], data.gate, data.classes(), data.centre, data.eval_view
     )

@@ -21,7 +21,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from emotion_monitor.core.corpora import Corpus, read_corpus
-from emotion_monitor.core.data import EMOTIONS, DataError
+from emotion_monitor.core.data import DataError
+from emotion_monitor.core.emotions import EMOTIONS
 from emotion_monitor.core.window_features import CLIP, SEGMENT, VIEWS, load_or_compute
 from emotion_monitor.realtime.audio import PreprocessOptions
 from emotion_monitor.realtime.windowing import SpeechGate
@@ -319,39 +320,40 @@ class FeatureDataModule(pl.LightningDataModule):
     heads). encoder_layers: train on the first this many
     transformer layers' features only (a truncated encoder; None = all the cache holds). test_model: another
     ONNX model (an int8 copy of ``model``) whose clip windows (view ``clip``) the protocol also scores with the
-    same heads (``test_feature_set``).
+    same heads (``test_feature_set``). No argument has a default: ``configs/dataset/features.yaml`` is their
+    one home (``hydra.utils.instantiate``).
     """
 
     def __init__(
         self,
+        *,
         corpora: dict,
-        train_views: Sequence[str] = ("clean",),
-        eval_view: str = "clean",
-        time_pooling: str = "mean",
-        gate: dict | None = None,
-        batch_size: int = 256,
-        fold: int | None = None,
-        num_folds: int = 5,
-        split_seed: int = 0,
-        test_corpus: str | None = None,
-        agreement_weight: float = 0.0,
-        corpus_balance: float = 0.0,
-        class_balance: bool = False,
-        speaker_centre: str | None = None,
-        speaker_rank: int = 64,
-        window_s: float = 3.0,
-        model: str | None = None,
-        encoder_layers: int | None = None,
-        test_model: str | None = None,
-        num_workers: int = 0,
-        seed: int = 0,
+        train_views: Sequence[str],
+        eval_view: str,
+        time_pooling: str,
+        gate: dict,
+        batch_size: int,
+        fold: int | None,
+        num_folds: int,
+        split_seed: int,
+        test_corpus: str | None,
+        agreement_weight: float,
+        corpus_balance: float,
+        class_balance: bool,
+        speaker_centre: str | None,
+        speaker_rank: int,
+        window_s: float,
+        model: str | None,
+        encoder_layers: int | None,
+        test_model: str | None,
+        seed: int,
     ):
         super().__init__()
         self.corpora_cfg = dict(corpora)
         self.train_views = tuple(train_views)
         self.eval_view = eval_view
         self.time_pooling = time_pooling
-        self.gate = SpeechGate(**(gate or {}))
+        self.gate = SpeechGate(**gate)
         self.batch_size = batch_size
         self.fold, self.num_folds, self.split_seed = fold, num_folds, split_seed
         self.test_corpus = test_corpus
@@ -383,11 +385,6 @@ class FeatureDataModule(pl.LightningDataModule):
             fs = load_feature_set(self.corpora_cfg, views, self.model_path, self.time_pooling)
             self.fs = fs.first_layers(self.encoder_layers)
         return self.fs
-
-    def scoring_feature_set(self, model) -> FeatureSet:
-        """The features the protocol scores ``model`` on: the cache itself (the encoder is frozen; a data module
-        that trains encoder layers, ``emotion_monitor.core.top_layers``, passes them through the trained ones)."""
-        return self.feature_set()
 
     def test_feature_set(self) -> FeatureSet | None:
         """The corpora's clip windows through ``test_model`` (cut to ``encoder_layers``); None without one."""

@@ -8,7 +8,7 @@ Checkpoint contract (``emotion_monitor.core.checkpoint`` and ``emotion-export`` 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,9 @@ layers; head: layer weights + feature extractor + output layer."""
 class TrainSettings:
     """Optimisation settings (``train`` config group + ``model.freeze_layers``), stored in checkpoints.
 
+    No field has a default: ``configs/train/train.yaml`` is their one home (``core.builders.train_settings``
+    builds this from the composed config; checkpoints store every field).
+
     lr: learning rate of the head tier; the backbone tiers use ``lr * lr_scales[tier]``. A scale of 0
         hard-freezes that tier (``requires_grad=False``, left out of the optimiser).
     weight_decay: AdamW decoupled decay, not applied to biases and normalisation parameters.
@@ -41,20 +44,20 @@ class TrainSettings:
         un-mixed batch in eval mode; when False, mixed batches are left out of the training metrics.
     """
 
-    lr: float = 5e-4
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.999)
-    lr_scales: dict = field(default_factory=lambda: {"lower": 0.01, "upper": 0.1, "head": 1.0})
-    freeze_layers: int = 0
-    t0_epochs: float = 5.0
-    t_mult: int = 1
-    eta_min: float = 0.0
-    gamma: float = 1.0
-    label_smoothing: float = 0.05
-    class_weights: list | None = None
-    mixup_alpha: float = 0.0
-    mixup_prob: float = 0.0
-    mixup_clean_forward: bool = True
+    lr: float
+    weight_decay: float
+    betas: tuple[float, float]
+    lr_scales: dict
+    freeze_layers: int
+    t0_epochs: float
+    t_mult: int
+    eta_min: float
+    gamma: float
+    label_smoothing: float
+    class_weights: list | None
+    mixup_alpha: float
+    mixup_prob: float
+    mixup_clean_forward: bool
 
     @classmethod
     def from_dict(cls, data: dict | None) -> TrainSettings:
@@ -62,8 +65,12 @@ class TrainSettings:
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown training settings {sorted(unknown)}")
-        if "betas" in data:
-            data["betas"] = tuple(data["betas"])
+        missing = set(cls.__dataclass_fields__) - set(data)
+        if missing:
+            raise ValueError(
+                f"training settings lack {sorted(missing)} (build them with core.builders.train_settings)"
+            )
+        data["betas"] = tuple(data["betas"])
         return cls(**data)
 
     def to_dict(self) -> dict:
@@ -247,8 +254,6 @@ class EmotionModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x = batch["pooled"] if "pooled" in batch else batch["input_values"]
-        if "frames" in batch:  # cached encoder frames: the trainable top layers make the pooled features
-            x = self.model.pool_frames(batch["frames"], batch["frame_mask"], x)
         y = batch["label"]
         loss, logits = self.mixup_step(x, y, batch.get("allowed"), batch.get("weight"))
         if logits is not None:

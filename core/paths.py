@@ -16,6 +16,9 @@ from pathlib import Path
 DATA_DIR_ENV = "EMOTION_DATA_DIR"
 CHECKOUT_DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 """``shared/data`` beside the source checkout this module lives in (an editable install or a clone)."""
+BUNDLE_DIR = Path(__file__).resolve().parents[1] / "export" / "bundled"
+"""The shipped heads and their ``model.json`` (installed as ``emotion_monitor.export.bundled``): where
+``task=bundle`` writes by default and what the model card is made from."""
 RAVDESS_FOLDER = "ravdess-16k"
 CREMA_D_FOLDER = "crema-d-16k"
 RESOLVER = "emotion_data_dir"

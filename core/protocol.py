@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from emotion_monitor.core.data import EMOTIONS
+from emotion_monitor.core.emotions import EMOTIONS
 from emotion_monitor.core.feature_data import FeatureSet
 from emotion_monitor.core.metrics import METRIC_NAMES, confusion_matrix, metrics_from_confusion
 from emotion_monitor.core.window_features import CLIP, SEGMENT

@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write an int8 copy (<output>.int8.onnx) of the transformer matmuls, smaller than fp32; "
         "its agreement with fp32 and its speed against fp32 on this machine are printed, with a notice when "
         "it is not faster here (whether int8 pays depends on the CPU; sizes and speeds measured so far are "
-        "in the README's Export section). int8: onnxruntime dynamic quantisation of the layers' matmuls "
+        "in docs/benchmarks.md). int8: onnxruntime dynamic quantisation of the layers' matmuls "
         "except the feed-forward outputs, one weight scale per tensor; int8-per-channel: one weight scale "
         "per channel; int8-blockwise: one weight scale per 32 weights",
     )

@@ -47,7 +47,7 @@ FFN_OUTPUT_MARKS = ("/fc2/", "/output_dense/")
 """Node-name parts of each layer's feed-forward output projection (Whisper ``fc2``, wav2vec2 ``output_dense``),
 kept in float. Its input, the GELU output, has outlier channels that one activation scale per tensor cannot
 follow: with every layer matmul in int8 the top label changes on many continuous-speech windows while whole
-clips still agree (the README's Export section has the measurements)."""
+clips still agree (docs/benchmarks.md, 7d, has the measurements)."""
 
 
 def quantizable_nodes(model: onnx.ModelProto) -> list[str]:
@@ -91,8 +91,8 @@ def quantize_int8(source: str | Path, target: str | Path, method: str = "dynamic
       ``blockwise``: ``MatMulNBits`` with 8-bit symmetric weights, one scale per ``BLOCK_SIZE`` weights,
         ``accuracy_level=4`` (int8 activations per block). Same size. A contrib op: ONNX Runtime only.
     None needs calibration data. The feed-forward outputs stay float (``FFN_OUTPUT_MARKS``). Sizes, speeds and
-    agreement with fp32 of each method (and of static QDQ, which was tried) are in the README's Export and
-    Benchmarks sections. Whether int8 pays depends on the CPU: ``speed_check`` measures it on this one.
+    agreement with fp32 of each method (and of static QDQ, which was tried) are in docs/benchmarks.md
+    (1b, 7). Whether int8 pays depends on the CPU: ``speed_check`` measures it on this one.
     """
     if method not in INT8_METHODS:
         raise ValueError(f"unknown int8 method {method!r}; expected one of {INT8_METHODS}")

@@ -58,26 +58,13 @@ examples:
   emotion-live                                  # default microphone, bundled model
   emotion-live --list-devices                   # which inputs exist
   emotion-live --device pulse --max-seconds 30  # a given input, stop after 30 s of audio
-  emotion-live --input talk.wav                 # replay a recording at real-time pace
-  emotion-live --input talk.wav --fast --jsonl out.jsonl   # as fast as possible, one JSON line per hop
+  emotion-live --input talk.wav --fast --jsonl out.jsonl   # replay a file, one JSON line per hop
   arecord -f S16_LE -r 16000 -c 1 | emotion-live --stdin-pcm --rate 16000
-  emotion-live --speaker-baseline me-calm.wav   # judge against a calm recording of the speaker (10 s or more)
+  emotion-live --speaker-baseline me-calm.wav   # judge against a calm recording of the speaker
 
-Every --hop-s seconds the last --window-s seconds of audio are analysed. Windows without speech (Silero VAD)
-show as "silence"; speech windows are scored and smoothed (EMA + hysteresis) so the label stays steady.
-Ctrl-C, SIGTERM, SIGHUP (or the end of --input / stdin) print a summary, flush --jsonl and exit 0. Errors
-(model, device, unusable --input, --jsonl locked by another run) print one line and exit 2. A window for which
-the model returns NaN or infinite probabilities gets no estimate and no JSONL line; a note says so.
-
-Speaker normalisation is on by default (bundled model): after --speaker-min-s seconds of speech, each window is
-judged against the current speaker's own average voice (a running mean over their speech windows), blended with
-the plain estimate; the panel and the summary show its state. It helps when the speaker's history is varied and
-hides part of a mood that lasts the whole session (the README's model card has the measurements).
---no-speaker-norm turns it off. For a new speaker, press Enter (interactive terminal) or send SIGUSR1
-(kill -USR1 PID) to forget the previous one.
---speaker-baseline FILE judges every window against a recording of the speaker talking calmly instead (10 s
-or more): it does not drift towards a mood that lasts, so a speaker who is angry throughout still reads as angry.
-The model: --model FILE, else $EMOTION_MODEL, else the bundled model (built once into ~/.cache).
+Windows without enough speech show as "silence". Speaker normalisation is on by default: press Enter or send
+SIGUSR1 when the speaker changes. Ctrl-C, SIGTERM or the end of the input print a summary and exit 0; errors
+print one line and exit 2. Details: docs/live.md; accuracy: docs/model-card.md (in the project's repository).
 """
 
 

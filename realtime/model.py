@@ -171,7 +171,7 @@ class EmotionModel:
         and then level-normalised like a training crop (``prepare_input``, a copy made only when its batch runs,
         so a long file's overlapping windows never exist as copies all at once). Training only ever saw trimmed
         speech; a window that starts or ends in a pause otherwise carries up to a second of silence (see the
-        README's design measurements). Windows of equal length are batched (``options.batch_size``); different
+        design measurements in docs/benchmarks.md). Windows of equal length are batched (``options.batch_size``); different
         lengths run separately: the model takes no padding mask, so unequal windows are never padded or cut.
         """
         if pooled and not self.has_pooled:

@@ -66,36 +66,14 @@ examples:
   emotion-score recordings/ --recursive --out results.csv
   emotion-score recordings/ -r --out results.jsonl --resume     # continue an interrupted run
   emotion-score talk.flac --segments --out timeline.csv         # a label every {SEGMENTS_HOP_S:g} s
-  emotion-score talk.flac --segments --hop-s {DEFAULT_HOP_S:g}                # every {DEFAULT_HOP_S:g} s, exactly like emotion-live
+  emotion-score talk.flac --segments --hop-s {DEFAULT_HOP_S:g}                # exactly emotion-live's timeline
   emotion-score actors/ -r --speaker-norm folder --out results.csv  # each folder holds one speaker
-  emotion-score calls/ --speaker-norm map --speakers speakers.csv    # CSV columns: path,speaker
   emotion-score alice/ --speaker-baseline alice-calm.wav            # one speaker, against her calm voice
 
-Per file, leading and trailing silence is trimmed and the label is the most probable emotion. A file up to the
-model's window (3 s for the bundled model) is one model input. A longer file is covered by as few full windows
-as fit end to end (the first at its start, the last at its end, the small overlap spread evenly: each second is
-encoded about once), and its probabilities are the mean of its windows' probabilities, weighted by each
-window's seconds of audio after trimming its edge silence (the model was trained on window-length crops).
---segments lists every window (start_s, end_s, speech, label, probabilities) with the live monitor's window
-and speech gate, one window ending every --hop-s ({SEGMENTS_HOP_S:g} s; --hop-s {DEFAULT_HOP_S:g} for the live monitor's exact
-timeline). Windows without enough speech for the speech gate are labelled "silence" and carry no
-probabilities (empty in CSV, null in JSONL, blank in the table).
---speaker-norm judges every window against its speaker's own average voice: the mean of that speaker's
-speech windows over all their files (per folder, per file, or per speaker from --speakers), once there are
---speaker-min-s seconds of it. It helps when a speaker's recordings are varied, and hides a mood they all share
-(the README's model card has the measurements). Needs a model
-with speaker heads (the bundled model has them). --speaker-baseline FILE instead judges every file against one recording of the
-speaker talking calmly (10 s or more), which does not drift towards a mood shared by all the files.
-Output format follows --out's extension (.csv or .jsonl); its path column holds each file's resolved absolute
-path, and --resume skips files whose resolved path is already there (any spelling of the same file counts).
---out is locked for the whole run: a second run writing the same file stops at once, naming the first.
-Unusable files (corrupt, empty, silent, unreadable, over the limits: 1 h, 100 Hz to 768 kHz, 256 channels;
-links and special files found in folders) are reported on stderr, one line each; the others are still scored.
-A truncated file is scored on the audio present, with a notice. The stdout table starts with the first scored
-file: when nothing is scored, stdout stays empty and the last line on stderr says so.
-
+Unusable files are reported on stderr, one line each; the others are still scored.
 exit status: 0 every file scored; 1 some files could not be scored (the others were); 2 a PATH does not exist
 (the others are still scored), or a usage, model or output error (nothing more scored).
+Details: docs/scoring.md; accuracy: docs/model-card.md (in the project's repository).
 """
 
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import torch
 
 from emotion_monitor.core.corpora import Corpus, Utterance
-from emotion_monitor.core.data import EMOTIONS
+from emotion_monitor.core.emotions import EMOTIONS
 from emotion_monitor.core.feature_data import FeatureSet
 from emotion_monitor.core.paths import data_root
 from emotion_monitor.core.window_features import CLIP, SEGMENT
@@ -48,6 +48,37 @@ def tiny_model_config() -> dict:
 def tiny_encoder_config(**overrides) -> dict:
     """The tiny wav2vec2 encoder's config (``configs/model/tiny.yaml``), with ``overrides``."""
     return {**tiny_model_config()["backbone"]["config"], **overrides}
+
+
+def compose_config(overrides: list[str] | tuple[str, ...] = ()):
+    """``emotion-train``'s composed config (the installed ``configs`` package) with ``overrides``."""
+    from hydra import compose, initialize_config_module
+
+    import emotion_monitor.core.train  # noqa: F401  (registers the config's resolvers)
+
+    with initialize_config_module(config_module="emotion_monitor.configs", version_base="1.3"):
+        return compose(config_name="config", overrides=["output_dir=/tmp/out", *overrides])
+
+
+def ravdess_datamodule(root: Path, **overrides):
+    """``RavdessDataModule`` as ``dataset=ravdess`` configures it (its one home), on ``root``, with ``overrides``."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(compose_config().dataset, resolve=True)
+    return instantiate({**cfg, "root": str(root), **overrides}, _convert_="all")
+
+
+def recipe_train_settings(freeze_layers: int = 0, **overrides):
+    """``TrainSettings`` of the shipped recipe (``configs/train/train.yaml``, its one home), unweighted loss, with
+    ``overrides`` (field=value)."""
+    from dataclasses import replace
+
+    from emotion_monitor.core.builders import train_settings
+
+    cfg = yaml.safe_load((REPO_ROOT / "configs" / "train" / "train.yaml").read_text())
+    cfg["loss"]["class_weights"] = None
+    return replace(train_settings(cfg, freeze_layers, [], len(LABELS)), **overrides)
 
 
 def tiny_classifier(

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from emotion_monitor.core.data import EMOTIONS
+from emotion_monitor.core.emotions import EMOTIONS
 
 BUNDLED = Path(__file__).resolve().parents[1] / "export" / "bundled"
 

@@ -13,7 +13,7 @@ from emotion_monitor.core.checkpoint import (
     main,
     write_checkpoint,
 )
-from emotion_monitor.core.data import EMOTIONS
+from emotion_monitor.core.emotions import EMOTIONS
 from emotion_monitor.realtime.audio import PreprocessOptions
 
 

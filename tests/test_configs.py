@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import os
 import shutil
 import subprocess
@@ -10,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
-from support import tiny_encoder_config
+from support import compose_config, tiny_encoder_config
 
-from emotion_monitor.core.train import build_loggers, build_model, train_settings
+from emotion_monitor.core.builders import build_loggers, build_model, train_settings
+from emotion_monitor.core.paths import data_root
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -22,14 +24,13 @@ MODEL_OPTIONS = sorted(p.stem for p in (CONFIGS / "model").glob("*.yaml"))
 
 
 def compose_cfg(overrides: list[str] | None = None):
-    with initialize_config_module(config_module="emotion_monitor.configs", version_base="1.3"):
-        return compose(config_name="config", overrides=["output_dir=/tmp/out", *(overrides or [])])
+    return compose_config(overrides or [])
 
 
 def test_default_config_composes_and_resolves(monkeypatch):
     monkeypatch.delenv("EMOTION_DATA_DIR", raising=False)
     cfg = compose_cfg()
-    assert cfg.data_dir == "../shared/data/ravdess-16k"
+    assert cfg.data_dir == str(data_root() / "ravdess-16k")
     assert (
         cfg.dataset._target_ == "emotion_monitor.core.data.RavdessDataModule"
         and cfg.dataset.root == cfg.data_dir
@@ -47,7 +48,7 @@ def test_default_config_composes_and_resolves(monkeypatch):
     assert compose_cfg().data_dir == "/data/x/ravdess-16k"
 
 
-CACHED_FEATURE_MODELS = ("head", "head_finetune")
+CACHED_FEATURE_MODELS = ("head",)
 """Model options for cached features (no raw-audio encoder): composed by their experiments' tests."""
 
 
@@ -63,7 +64,8 @@ def test_every_model_option_composes(option):
 
 
 def test_head_experiment_composes_the_cached_feature_path(monkeypatch):
-    """experiment=head: the head without an encoder, on cached features of both corpora, one trainer's settings."""
+    """experiment=head: the head without an encoder, on cached features of the four corpora, one trainer's
+    settings."""
     monkeypatch.delenv("EMOTION_DATA_DIR", raising=False)
     cfg = compose_cfg(["experiment=head"])
     assert (
@@ -71,8 +73,16 @@ def test_head_experiment_composes_the_cached_feature_path(monkeypatch):
         and cfg.model.layer_pooling == "concat"
     )
     assert cfg.dataset._target_ == "emotion_monitor.core.feature_data.FeatureDataModule"
-    assert set(cfg.corpora) == {"ravdess", "crema-d"} and cfg.corpora["crema-d"].kind == "crema-d"
-    assert cfg.dataset.corpora == cfg.corpora and list(cfg.dataset.train_views) == ["clean", "channel"]
+    assert (
+        set(cfg.corpora) == {"ravdess", "crema-d", "ased", "nemo"}
+        and cfg.corpora["crema-d"].kind == "crema-d"
+    )
+    assert cfg.corpora["ased"].kind == "ased" and cfg.corpora["nemo"].root.endswith("nemo-16k")
+    assert (
+        cfg.dataset.corpora == cfg.corpora
+        and list(cfg.dataset.train_views) == ["clip"]
+        and cfg.dataset.class_balance
+    )
     assert (
         cfg.train.loss.gamma == 1.0 and cfg.train.loss.label_smoothing == 0.05
     )  # the same loss as train.yaml
@@ -81,19 +91,6 @@ def test_head_experiment_composes_the_cached_feature_path(monkeypatch):
     assert model.features[0].in_features == 7 * 512 and freeze_layers == 0
     one = compose_cfg(["experiment=head", "corpora=ravdess", "task=evaluate"])
     assert set(one.corpora) == {"ravdess"} and one.task == "evaluate"
-
-
-def test_head_finetune_experiment_composes_the_frame_path(monkeypatch):
-    """experiment=head_finetune (issue 12 pilot): the head's settings, the top layer on cached frames."""
-    monkeypatch.delenv("EMOTION_DATA_DIR", raising=False)
-    cfg = compose_cfg(["experiment=head_finetune"])
-    head = compose_cfg(["experiment=head"])
-    assert cfg.model._target_ == "emotion_monitor.core.top_layers.TopLayersClassifier"
-    assert cfg.model.backbone.trainable_layers == 1 and cfg.dataset.trainable_layers == 1
-    assert cfg.dataset._target_ == "emotion_monitor.core.top_layers.FrameDataModule"
-    assert list(cfg.dataset.train_views) == ["clip"] and cfg.dataset.eval_view == "clip"
-    assert cfg.train == head.train and cfg.model.hidden_dims == head.model.hidden_dims
-    assert cfg.model.layer_pooling == "concat" and cfg.corpora == head.corpora
 
 
 def test_family_options_select_their_encoders():
@@ -178,6 +175,87 @@ def test_train_settings_from_config():
     )
     with pytest.raises(ValueError, match="8"):
         train_settings(compose_cfg(["train.loss.class_weights=[1,2]"]).train, 0, labels, 8)
+
+
+def _plain(value):
+    """Tuples as lists, so a dataclass default compares with its YAML value."""
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _defaults(target) -> dict:
+    """A dataclass's field defaults, or a callable's keyword defaults: ``{name: default}``."""
+    if dataclasses.is_dataclass(target):
+        return {
+            f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            for f in dataclasses.fields(target)
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        }
+    params = inspect.signature(target).parameters.values()
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+
+def _mirrors():
+    """(name, class whose options mirror YAML, its composed YAML node as a plain dict)."""
+    from emotion_monitor.core.augment import AugmentOptions
+    from emotion_monitor.core.data import RavdessDataModule
+    from emotion_monitor.core.feature_data import FeatureDataModule
+    from emotion_monitor.realtime.audio import PreprocessOptions
+    from emotion_monitor.realtime.windowing import SpeechGate
+
+    raw = OmegaConf.to_container(compose_cfg().dataset, resolve=True)
+    features = OmegaConf.to_container(compose_cfg(["experiment=head"]).dataset, resolve=True)
+    return [
+        ("RavdessDataModule", RavdessDataModule, raw),
+        ("PreprocessOptions", PreprocessOptions, raw["preprocessing"]),
+        ("AugmentOptions", AugmentOptions, raw["augment"]),
+        ("FeatureDataModule", FeatureDataModule, features),
+        ("SpeechGate", SpeechGate, features["gate"]),
+    ]
+
+
+def test_no_options_default_disagrees_with_its_yaml():
+    """The YAML is the one home of each training default: a class mirroring a config node has either no default
+    for an option, or the YAML's own value; every option the YAML sets exists, every required one is set."""
+    from emotion_monitor.core.lightning_module import TrainSettings
+
+    assert _defaults(TrainSettings) == {}  # configs/train/train.yaml only (core.builders.train_settings)
+    disagreements = []
+    for name, target, node in _mirrors():
+        defaults = _defaults(target)
+        fields = (
+            {f.name for f in dataclasses.fields(target)}
+            if dataclasses.is_dataclass(target)
+            else set(inspect.signature(target).parameters) - {"self"}
+        )
+        node = {k: v for k, v in node.items() if k != "_target_"}
+        assert set(node) <= fields, f"{name}: the YAML sets unknown options {sorted(set(node) - fields)}"
+        assert fields - set(defaults) <= set(node), (
+            f"{name}: no value for {sorted(fields - set(defaults) - set(node))}"
+        )
+        disagreements += [
+            f"{name}.{key}: default {defaults[key]!r}, YAML {node[key]!r}"
+            for key in sorted(set(defaults) & set(node))
+            if _plain(defaults[key]) != _plain(node[key])
+        ]
+    assert not disagreements, "; ".join(disagreements)
+
+
+def test_train_settings_cover_every_yaml_key():
+    """core.builders.train_settings reads every key of the train group that TrainSettings stores."""
+    cfg = compose_cfg()
+    settings = train_settings(cfg.train, 2, [0, 1], 8)
+    train = OmegaConf.to_container(cfg.train, resolve=True)
+    assert (
+        settings.t0_epochs == train["scheduler"]["t0_epochs"]
+        and settings.eta_min == train["scheduler"]["eta_min"]
+    )
+    assert (settings.mixup_alpha, settings.mixup_prob) == (train["mixup"]["alpha"], train["mixup"]["prob"])
+    assert (
+        list(settings.betas) == train["optimizer"]["betas"]
+        and settings.lr_scales == train["optimizer"]["lr_scales"]
+    )
 
 
 def _console_script(name: str) -> str:

@@ -8,7 +8,8 @@ import soundfile as sf
 from support import data_dir, synthetic_speechlike
 
 from emotion_monitor.core.corpora import read_corpus
-from emotion_monitor.core.data import EMOTIONS, DataError
+from emotion_monitor.core.data import DataError
+from emotion_monitor.core.emotions import EMOTIONS
 
 
 @pytest.fixture(scope="session")
@@ -101,7 +102,7 @@ def test_crema_d_reader_maps_six_classes_and_crowd_agreement(crema_d):
     assert by_name["1001_IEO_HAP_LO"].label == EMOTIONS.index("happy")
     assert by_name["1001_IEO_HAP_LO"].agreement == 0.0
     assert by_name["1001_IEO_NEU_XX"].agreement == 1.0
-    # The README: the audio-only majority matches the intended emotion on about 42 % of clips.
+    # docs/evaluation.md: the audio-only majority matches the intended emotion on about 42 % of clips.
     assert 0.35 < np.mean([u.agreement for u in corpus.utterances]) < 0.5
 
 

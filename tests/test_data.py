@@ -8,14 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from support import synthetic_speechlike
+from support import ravdess_datamodule, synthetic_speechlike
 
 from emotion_monitor.core.augment import Augmenter, AugmentOptions, add_noise, time_shift
 from emotion_monitor.core.data import (
-    EMOTIONS,
     ClipDataset,
     DataError,
-    RavdessDataModule,
     center_crop,
     decode_clips,
     fold_actors,
@@ -26,6 +24,7 @@ from emotion_monitor.core.data import (
     report_problems,
     split_actors,
 )
+from emotion_monitor.core.emotions import EMOTIONS
 from emotion_monitor.realtime.audio import PreprocessOptions, rms_dbfs
 
 
@@ -205,7 +204,7 @@ def test_augmentations():
 
 
 def test_datamodule_on_real_files(ravdess_16k):
-    dm = RavdessDataModule(
+    dm = ravdess_datamodule(
         ravdess_16k, window_s=1.0, actors=list(range(1, 11)), max_files_per_actor=4, split_seed=3
     )
     dm.setup("fit")

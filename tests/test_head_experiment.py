@@ -7,7 +7,7 @@ import json
 
 from support import MANIFEST_LABELS, TINY_HEAD_RUN, run_emotion_train, write_manifest
 
-from emotion_monitor.core.data import EMOTIONS
+from emotion_monitor.core.emotions import EMOTIONS
 from emotion_monitor.realtime.model import load_model
 
 
@@ -83,6 +83,11 @@ def test_manifest_trains_and_evaluates_with_the_same_commands(tiny_model, tmp_pa
     assert set(info["speaker_norm"]["results"]) == {"mine"}
     for name in ("head.safetensors", "head_speaker_norm.safetensors", "head_speaker_baseline.safetensors"):
         assert (heads / name).stat().st_size > 0
+    # The whole report travels in model.json, and the bundle's card is written from it.
+    assert {"kfold", "leave_one_corpus_out", "speaker_norm", "speaker_norm_all"} <= set(info["evaluation"])
+    card = (heads / "model-card.md").read_text()
+    assert "| mine | clip | 18 |" in card and "](confusion-mine.png)" in card
+    assert "Speaker-normalised head alone, each test speaker centred on all their clips" in card
 
 
 def test_manifest_without_a_path_is_one_line(tmp_path):
@@ -122,9 +127,19 @@ def test_two_corpora_report_speaker_normalised_leave_one_corpus_out(tiny_model, 
     )
     assert run.returncode == 0, run.stderr[-2000:]
     report = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
-    for key in ("leave_one_corpus_out", "speaker_norm_loco", "speaker_norm_all_loco"):
+    for key in (
+        "leave_one_corpus_out",
+        "speaker_norm_loco",
+        "speaker_norm_one_mood_loco",
+        "speaker_norm_all_loco",
+    ):
         # Each corpus scored once, every clip, by heads trained on the other corpus only.
         assert {name: entry["clip"]["n"] for name, entry in report[key].items()} == {"mine": 18, "theirs": 18}
-    for key in ("kfold", "speaker_norm", "speaker_norm_all"):
+    for key in ("kfold", "speaker_norm", "speaker_norm_one_mood", "speaker_norm_all"):
         assert {name: entry["folds"] for name, entry in report[key].items()} == {"mine": 3, "theirs": 3}
-    assert "Leave one corpus out, speaker-normalised (blend)" in run.stdout
+    # One-mood sessions hear and score every clip once, as mixed ones do; both scorings are reported.
+    assert report["speaker_norm_one_mood"]["mine"]["clip_all"]["n"] == 18
+    assert set(report["calibration_loco"]["corpora"]) == {"mine", "theirs"}
+    assert report["calibration_loco"]["temperature"] > 0
+    assert "Leave one corpus out, speaker adaptation (blend), one-mood sessions" in run.stdout
+    assert "Leave one corpus out, mean over the held-out corpora" in run.stdout

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from support import CALM, HAPPY, SAD, C, FirstDims, make_set, scores_window
+from support import CALM, HAPPY, SAD, C, FirstDims, make_set, recipe_train_settings, scores_window
 
 from emotion_monitor.core.data import DataError
 from emotion_monitor.core.feature_data import FeatureSet, SpeakerSubspace, fit_speaker_subspace, speaker_folds
@@ -99,13 +99,13 @@ def test_focal_loss_leaves_absent_classes_out_of_the_softmax():
 def test_concat_pooling_reads_every_layer_standardised():
     """layer_pooling=concat: the head sees each layer's own dimensions, standardised, and has no layer weights to
     learn; the speaker-head export carries it unchanged."""
-    from emotion_monitor.core.lightning_module import TrainSettings, prepare_for_training
+    from emotion_monitor.core.lightning_module import prepare_for_training
     from emotion_monitor.core.model import EmotionClassifier, ShapeOnlyBackbone
 
     torch.manual_seed(0)
     head = EmotionClassifier(ShapeOnlyBackbone(4, 2), C, (8,), 0.0, layer_pooling="concat")
     assert head.features[0].in_features == 3 * 4
-    prepare_for_training(head, TrainSettings())
+    prepare_for_training(head, recipe_train_settings())
     assert not head.layer_logits.requires_grad
     x = torch.randn(32, 3, 4) * torch.tensor([1.0, 10.0, 100.0])[None, :, None]
     head.train()

@@ -12,24 +12,22 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_module
-from support import tiny_classifier, tiny_encoder_config
+from support import recipe_train_settings, tiny_classifier, tiny_encoder_config
 from torch import nn
 
 import emotion_monitor.core.lightning_module as lm
 from emotion_monitor.core.checkpoint import REQUIRED_HPARAMS, load_classifier
-from emotion_monitor.core.data import EMOTIONS
+from emotion_monitor.core.emotions import EMOTIONS
 from emotion_monitor.core.evaluate import main as eval_main
-from emotion_monitor.core.lightning_module import EmotionModule, TrainSettings, parameter_groups
-from emotion_monitor.core.train import (
+from emotion_monitor.core.hub import (
     BackboneUnavailable,
-    _hub_offline_if_unreachable,
     build_backbone_from_config,
     check_backbone_available,
-    finish,
-    fit,
+    hub_offline_if_unreachable,
     hub_reachable,
-    run,
 )
+from emotion_monitor.core.lightning_module import EmotionModule, parameter_groups
+from emotion_monitor.core.train import finish, fit, run
 from emotion_monitor.realtime.audio import PreprocessOptions
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +42,7 @@ def make_module(**settings) -> EmotionModule:
         16_000,
         1.0,
         PreprocessOptions().to_dict(),
-        TrainSettings(**settings).to_dict(),
+        recipe_train_settings(**settings).to_dict(),
         model=model,
     )
 
@@ -107,7 +105,7 @@ def test_training_prep_disables_layerdrop_and_unused_weights():
 
     backbone = build_backbone("wav2vec2", None, config=tiny_encoder_config(layerdrop=0.5))
     model = EmotionClassifier(backbone, 8, (16,), layer_pooling="last")
-    EmotionModule(model.spec(), list(EMOTIONS), model=model)
+    EmotionModule(model.spec(), list(EMOTIONS), train=recipe_train_settings().to_dict(), model=model)
     assert backbone.model.config.layerdrop == 0.0
     assert not model.layer_logits.requires_grad  # unused under "last": would break DDP
 
@@ -349,7 +347,7 @@ def test_offline_hub_fails_before_torch_is_imported(tmp_path, offline_hub_env):
 
 def test_a_cached_backbone_passes_the_offline_check(offline_hub_env, monkeypatch):
     monkeypatch.setattr(
-        "emotion_monitor.core.train._in_hub_cache", lambda name: name == "facebook/wav2vec2-base"
+        "emotion_monitor.core.hub.in_hub_cache", lambda name: name == "facebook/wav2vec2-base"
     )
     check_backbone_available({"backbone": {"name_or_path": "facebook/wav2vec2-base", "kind": "wav2vec2"}})
     with pytest.raises(BackboneUnavailable, match="not in the local cache"):
@@ -360,7 +358,7 @@ def test_a_cached_backbone_passes_the_offline_check(offline_hub_env, monkeypatch
 
 def test_unreachable_hub_loads_offline_for_that_load_only(offline_hub_env):
     assert not hub_reachable()
-    with _hub_offline_if_unreachable("facebook/wav2vec2-base", "wav2vec2"):
+    with hub_offline_if_unreachable("facebook/wav2vec2-base", "wav2vec2"):
         assert os.environ.get("HF_HUB_OFFLINE") == "1"
     assert "HF_HUB_OFFLINE" not in os.environ
 
@@ -382,8 +380,8 @@ def test_unreachable_hub_loads_offline_for_that_load_only(offline_hub_env):
 def test_hub_is_not_probed_when_it_cannot_matter(offline_hub_env, monkeypatch, name, kind, env):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setattr("emotion_monitor.core.train.hub_reachable", lambda *a, **k: pytest.fail("probed"))
-    with _hub_offline_if_unreachable(name, kind):
+    monkeypatch.setattr("emotion_monitor.core.hub.hub_reachable", lambda *a, **k: pytest.fail("probed"))
+    with hub_offline_if_unreachable(name, kind):
         assert os.environ.get("HF_HUB_OFFLINE") == env.get("HF_HUB_OFFLINE")
 
 
@@ -456,7 +454,7 @@ def test_gradient_checkpointing_still_trains_every_tier():
     )
     model = EmotionClassifier(backbone, 8, (16,))
     module = EmotionModule(
-        model.spec(), list(EMOTIONS), train=TrainSettings(freeze_layers=1).to_dict(), model=model
+        model.spec(), list(EMOTIONS), train=recipe_train_settings(freeze_layers=1).to_dict(), model=model
     )
     model.train()
     module.loss_fn(model(torch.randn(4, 16_000)), torch.tensor([0, 1, 2, 3])).backward()
