@@ -10,6 +10,7 @@ goes on with the next: only a model that does not fit (``ModelMismatchError``) s
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,15 +18,15 @@ from pathlib import Path
 import numpy as np
 
 from emotion_monitor.realtime.analysis import (
+    ClipScores,
+    TimelineScores,
     clip_prediction,
-    ensure_audible,
-    score_clip,
-    score_timeline,
     timeline_segments,
 )
-from emotion_monitor.realtime.audio import AudioError, load_audio
+from emotion_monitor.realtime.audio import AudioError, AudioStream, AudioWarning
 from emotion_monitor.realtime.discovery import FoundFiles, find_audio_files
 from emotion_monitor.realtime.errors import EXIT_ERROR, ModelError, ModelMismatchError, one_line
+from emotion_monitor.realtime.file_scoring import score_file_clip, score_file_timeline, score_stream_clip
 from emotion_monitor.realtime.model import EmotionModel, ModelOptions, load_model
 from emotion_monitor.realtime.progress import Progress
 from emotion_monitor.realtime.results import ResultWriter, output_format, prediction_row, segment_row
@@ -112,42 +113,55 @@ class FileScorer:
         self.vad_notice = None
         if vad is None and options.segments:
             self.vad, self.vad_notice = load_vad()
+        self.clip_vad: FrameVAD | None = None
+        """Whole files: the VAD whose pauses a long file's windows skip (None: every second is scored)."""
 
     def analyse(self, path: Path, pooled: bool = False, on_notice=None) -> Analysed:
-        """Score one file's windows; raises AudioError for unusable audio (notices, e.g. truncation:
-        ``on_notice``)."""
-        model, options = self.model, self.options
-        if not options.segments:
-            audio = load_audio(path, model.sample_rate, on_notice)
-            clip = score_clip(model, audio, model.sample_rate, str(path), pooled)
-            return Analysed(
-                clip.probs,
-                clip.pooled,
-                np.ones(len(clip.probs), bool),
-                clip.duration_s,
-                lambda probs: [
-                    prediction_row(clip_prediction(model.labels, probs, clip.duration_s, clip.window_seconds))
-                ],
-            )
-        audio = load_audio(path, model.sample_rate, on_notice)
-        ensure_audible(audio, str(path))
-        timeline = score_timeline(
-            model, audio, model.sample_rate, options.window_s, options.hop_s, self.vad, pooled
+        """Score one file's windows as it is read (``file_scoring``); raises AudioError for unusable audio.
+        Notices (e.g. a truncated file scored on the part present) go to ``on_notice``, else to warnings."""
+        model, options, source = self.model, self.options, str(path)
+        with AudioStream(path, model.sample_rate) as stream:
+            if options.segments:
+                timeline = score_file_timeline(
+                    model, stream.blocks(), options.window_s, options.hop_s, self.vad, source, pooled
+                )
+            else:
+                clip = score_file_clip(model, stream.blocks(), self.clip_vad, source, pooled)
+        if options.segments:
+            analysed = self._timeline(timeline)
+        else:
+            if clip is None:  # a long file in which the VAD found no speech: all of it, with no VAD
+                with AudioStream(path, model.sample_rate) as again:
+                    clip = score_stream_clip(model, again.blocks(), None, source, pooled)
+            analysed = self._clip(clip)
+        for line in stream.notices:
+            if on_notice is not None:
+                on_notice(line)
+            else:
+                warnings.warn(line, AudioWarning, stacklevel=2)
+        return analysed
+
+    def _clip(self, clip: ClipScores) -> Analysed:
+        labels = self.model.labels
+        return Analysed(
+            clip.probs,
+            clip.pooled,
+            np.ones(len(clip.probs), bool),
+            clip.duration_s,
+            lambda probs: [
+                prediction_row(clip_prediction(labels, probs, clip.duration_s, clip.window_seconds))
+            ],
         )
-        windows, probs, pooled_out = timeline.windows, timeline.probs, timeline.pooled
-        spec = model.window_spec(options.window_s, options.hop_s)
-        if not windows:
-            raise AudioError(
-                path,
-                f"too short for a window ({len(audio) / model.sample_rate:.2f} s < {spec.min_window_s:g} s)",
-            )
+
+    def _timeline(self, timeline: TimelineScores) -> Analysed:
+        windows, labels = timeline.windows, self.model.labels
         speech = np.array([w.speech for w in windows])
         return Analysed(
-            probs,
-            pooled_out,
+            timeline.probs,
+            timeline.pooled,
             speech,
-            float(speech.sum()) * spec.hop_s,
-            lambda p: (segment_row(s) for s in timeline_segments(model.labels, windows, p)),
+            float(speech.sum()) * self.model.window_spec(self.options.window_s, self.options.hop_s).hop_s,
+            lambda p: (segment_row(s) for s in timeline_segments(labels, windows, p)),
         )
 
 
