@@ -111,10 +111,10 @@ class FileScorer:
         self.model = model or load_model(options.model, options.model_options())
         self.vad = vad
         self.vad_notice = None
-        if vad is None and options.segments:
+        if vad is None:
             self.vad, self.vad_notice = load_vad()
-        self.clip_vad: FrameVAD | None = None
-        """Whole files: the VAD whose pauses a long file's windows skip (None: every second is scored)."""
+        self.clip_vad: FrameVAD | None = None if options.segments else self.vad
+        """Whole files: the VAD whose pauses a long file's windows skip (``file_scoring.SpeechTiler``)."""
 
     def analyse(self, path: Path, pooled: bool = False, on_notice=None) -> Analysed:
         """Score one file's windows as it is read (``file_scoring``); raises AudioError for unusable audio.

@@ -13,9 +13,11 @@ every window scored, its samples dropped once scored.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from queue import Empty, Full, Queue
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -39,124 +41,178 @@ WHOLE_CLIP_S = 30.0
 MIN_PAUSE_S = 1.0
 """Non-speech (by the VAD) lasting at least this long is a pause that a long file's windows skip; shorter gaps
 (between words, a breath) stay inside the speech around them."""
-SPEECH_PAD_S = 0.25
-"""Audio kept before the first and after the last speech frame of a stretch of speech (the VAD marks onsets
-and ends a little late and early)."""
-PENDING_BATCHES = 4
-"""Windows wait until this many model batches are pending, so that windows of one length share batches."""
+SPEECH_PAD_S = 0.1
+"""Audio kept before the first and after the last speech frame of a stretch of speech (as much as a training
+clip keeps around its sound, ``PreprocessOptions.trim_pad_s``)."""
+PENDING_BATCHES = 1
+"""Windows are scored as soon as this many model batches are pending."""
 
 
-@dataclass(frozen=True)
-class Tile:
-    """A window placed by ``SpeechTiler``: samples ``[start, end)``; ``new_share``: the part of it no earlier
-    window covered (1 for all but the last window of a stretch of speech, which ends at the stretch's end)."""
-
-    start: int
-    end: int
-    samples: np.ndarray
-    new_share: float
+SILENT_FRAME_DB = 35.0
+"""A VAD frame this far below the loudest frame so far is silence without asking the VAD (the whole-file trim's
+own rule, ``PreprocessOptions.trim_db``): a pause of room noise costs next to nothing."""
+PREFETCH_BLOCKS = 4
+"""Decoded blocks (with their VAD frames) waiting for the model: decoding and the VAD run in their own thread."""
 
 
 class SpeechTiler:
-    """Full windows over a stream's speech, placed as the audio arrives.
+    """Full windows over a stream's speech, cut as the audio arrives, pauses left out.
 
-    Speech is what ``vad`` marks (each 32 ms frame), padded by ``pad_s``; a pause of ``min_pause_s`` or more ends
-    a stretch of speech. Inside a stretch, windows of ``window`` samples follow end to end from its start; the
-    last one ends at the stretch's end (reaching back into the one before: full length, the overlap counted
-    once). A stretch shorter than a window is one shorter window, as a short clip is. ``vad`` None: the whole
-    stream is one stretch (every sample is covered, as ``windowing.tile_bounds`` covers a clip). Memory: the
-    audio of about one window and one pause.
+    ``feed(samples, speech)``: ``speech`` holds one bool per 512-sample VAD frame completed so far (None: all of
+    it is speech). A gap of non-speech shorter than ``min_pause_s`` stays in (between words, a breath); a longer
+    one is left out but for ``pad_s`` after the speech before it and ``pad_s`` before the speech after it. The
+    speech that remains is cut into windows of ``window`` samples end to end; the last one (``flush``) ends at
+    the end of the speech, reaching back into the one before (full length; ``new_share``, its part that no other
+    window holds, is its weight). Less speech than a window in all: one shorter window, as a short clip is.
+    ``vad`` None: every sample is kept, so the windows tile the whole stream. Memory: about a window and a pause.
     """
 
     def __init__(
-        self,
-        window: int,
-        vad: FrameVAD | None,
-        sample_rate: int,
-        min_pause_s: float = MIN_PAUSE_S,
-        pad_s: float = SPEECH_PAD_S,
+        self, window: int, sample_rate: int, min_pause_s: float = MIN_PAUSE_S, pad_s: float = SPEECH_PAD_S
     ):
         self.window = window
-        self.vad = vad
         self.pad = round(pad_s * sample_rate)
         self.min_pause = max(round(min_pause_s * sample_rate), self.pad)
-        if vad is not None:
-            vad.reset()
-        self._history = np.zeros(0, np.float32)
-        self._history_start = 0
         self.received = 0
-        self.covered = 0
-        """Samples inside stretches of speech so far (what the windows cover)."""
-        self._frames = 0
-        self._region_start: int | None = None
-        self._speech_end = 0
-        self._next = 0
-        self._last_end = 0
+        self.kept = 0
+        """Samples of speech kept so far (what the windows cover)."""
+        self._unframed = np.zeros(0, np.float32)  # samples whose VAD frame is not complete yet
+        self._gap = np.zeros(0, np.float32)  # non-speech since the last speech frame (undecided)
+        self._in_speech = False  # the last speech frame was less than min_pause ago
+        self._kept = np.zeros(0, np.float32)  # kept audio from the start of the next window (or the last one)
+        self._next = 0  # start of the next window in _kept
 
-    def feed(self, samples: np.ndarray) -> list[Tile]:
-        """Append ``samples`` ([n] float32); return the windows that became final."""
+    def feed(self, samples: np.ndarray, speech: np.ndarray | None = None) -> list[np.ndarray]:
+        """Append ``samples`` and the speech flags of the VAD frames they complete; return finished windows."""
         samples = np.asarray(samples, np.float32).reshape(-1)
-        self._history = np.concatenate([self._history, samples])
         self.received += len(samples)
-        out: list[Tile] = []
-        if self.vad is None:
-            if self._region_start is None:
-                self._region_start = self._next = 0
-            self._speech_end = self.received
+        if speech is None:
+            self._keep(samples)
         else:
-            for p in self.vad.process(samples):
-                frame = self._frames
-                self._frames += 1
-                frame_end = (frame + 1) * FRAME_SAMPLES
-                if p >= SPEECH_THRESHOLD:
-                    if self._region_start is None:
-                        start = max(frame * FRAME_SAMPLES - self.pad, self._last_end, self._history_start)
-                        self._region_start = self._next = start
-                    self._speech_end = frame_end
-                elif self._region_start is not None and frame_end - self._speech_end >= self.min_pause:
-                    self._close(out, self._speech_end + self.pad)
-        if self._region_start is not None:
-            self._emit_full(out, min(self._speech_end + self.pad, self.received))
-        self._forget()
+            audio = np.concatenate([self._unframed, samples])
+            used = len(speech) * FRAME_SAMPLES
+            self._unframed = audio[used:]
+            kept, gap = [], self._gap
+            # runs of equal flags, handled a run at a time
+            edges = np.flatnonzero(np.diff(speech.astype(np.int8))) + 1
+            for lo, hi in zip(np.r_[0, edges], np.r_[edges, len(speech)], strict=True):
+                if lo == hi:
+                    continue
+                part = audio[lo * FRAME_SAMPLES : hi * FRAME_SAMPLES]
+                if speech[lo]:
+                    kept.append(gap if self._in_speech else gap[len(gap) - self.pad :])
+                    kept.append(part)
+                    gap = part[:0]
+                    self._in_speech = True
+                else:
+                    gap = np.concatenate([gap, part])
+                    if self._in_speech and len(gap) >= self.min_pause:
+                        kept.append(gap[: self.pad])
+                        self._in_speech = False
+                    if not self._in_speech:
+                        gap = gap[len(gap) - self.pad :]  # only a pad before the next speech can be needed
+            self._gap = gap
+            if kept:
+                self._keep(np.concatenate(kept))
+        return self._windows()
+
+    def flush(self) -> list[tuple[np.ndarray, float]]:
+        """End of the stream: the remaining windows as (samples, new_share)."""
+        if self._in_speech:
+            self._keep(np.concatenate([self._gap, self._unframed])[: self.pad])
+        out = [(w, 1.0) for w in self._windows()]
+        rest = len(self._kept) - self._next
+        if rest > 0:
+            tail = self._kept[max(0, len(self._kept) - self.window) :]
+            out.append((tail, rest / len(tail)))
+        self._kept = self._kept[:0]
+        self._next = 0
         return out
 
-    def flush(self) -> list[Tile]:
-        """End of the stream: the last stretch's remaining windows."""
-        out: list[Tile] = []
-        if self._region_start is not None:
-            self._close(out, min(self._speech_end + self.pad, self.received))
-        return out
+    def _keep(self, samples: np.ndarray) -> None:
+        self._kept = np.concatenate([self._kept, samples])
+        self.kept += len(samples)
 
-    def _emit_full(self, out: list[Tile], limit: int) -> None:
-        while self._next + self.window <= limit:
-            out.append(self._tile(self._next, self._next + self.window, 1.0))
+    def _windows(self) -> list[np.ndarray]:
+        out = []
+        while len(self._kept) - self._next >= self.window:
+            out.append(self._kept[self._next : self._next + self.window].copy())
             self._next += self.window
+        drop = max(0, self._next - self.window)  # the tail window may reach back one window
+        if drop:
+            self._kept = self._kept[drop:]
+            self._next -= drop
+        return out
 
-    def _close(self, out: list[Tile], end: int) -> None:
-        self._emit_full(out, end)
-        if self._next < end:
-            start = max(self._region_start, end - self.window)
-            out.append(self._tile(start, end, (end - self._next) / (end - start)))
-        self._region_start = None
-        self._last_end = self._next = end
 
-    def _tile(self, start: int, end: int, new_share: float) -> Tile:
-        self.covered += round((end - start) * new_share)
-        at = start - self._history_start
-        return Tile(start, end, self._history[at : at + end - start].copy(), new_share)
+class GatedVAD:
+    """Speech flags per 512-sample frame of a stream: frames ``SILENT_FRAME_DB`` below the loudest frame so far
+    are non-speech at once; the others are the VAD's call (``FrameVAD.frame_probability``, in stream order)."""
 
-    def _forget(self) -> None:
-        """Drop the audio no future window can reach."""
-        if self._region_start is not None:
-            keep = max(self._region_start, self._next - self.window)
-        elif self.vad is not None:
-            keep = self._frames * FRAME_SAMPLES - self.pad  # a stretch starting at the next frame, padded
-        else:
-            keep = self.received
-        drop = keep - self._history_start
-        if drop > 0:
-            self._history = self._history[drop:]
-            self._history_start += drop
+    def __init__(self, vad: FrameVAD):
+        self.vad = vad
+        vad.reset()
+        self._pending = np.zeros(0, np.float32)
+        self._loudest_db = -np.inf
+        self.asked = 0
+        self.frames = 0
+
+    def process(self, samples: np.ndarray) -> np.ndarray:
+        audio = np.concatenate([self._pending, samples])
+        n = len(audio) // FRAME_SAMPLES
+        self._pending = audio[n * FRAME_SAMPLES :]
+        frames = audio[: n * FRAME_SAMPLES].reshape(n, FRAME_SAMPLES)
+        level_db = 10 * np.log10(np.mean(np.square(frames, dtype=np.float64), axis=1) + 1e-20)
+        loudest = np.maximum.accumulate(np.r_[self._loudest_db, level_db])[1:]
+        if n:
+            self._loudest_db = loudest[-1]
+        speech = np.zeros(n, bool)
+        for i in np.flatnonzero(level_db >= loudest - SILENT_FRAME_DB):
+            speech[i] = self.vad.frame_probability(frames[i]) >= SPEECH_THRESHOLD
+        self.asked += int(np.count_nonzero(level_db >= loudest - SILENT_FRAME_DB))
+        self.frames += n
+        return speech
+
+
+def prefetch(items: Iterator, size: int = PREFETCH_BLOCKS) -> Iterator:
+    """``items`` produced by a thread of their own, up to ``size`` ahead (decoding and the VAD release the GIL
+    in their native code, so they run while the model does). Exceptions reach the consumer; the thread has ended
+    when this generator is exhausted or closed."""
+    queue: Queue = Queue(maxsize=size)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        queue.put((item, None), timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue.put((done, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            queue.put((done, exc))
+
+    thread = threading.Thread(target=produce, name="decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = queue.get()
+            if exc is not None:
+                raise exc
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            with contextlib.suppress(Empty):
+                queue.get(timeout=0.1)
+        thread.join()
 
 
 class WindowBatcher:
@@ -230,26 +286,34 @@ def score_stream_clip(
     source: str,
     pooled: bool = False,
 ) -> ClipScores | None:
-    """A long recording's ``SpeechTiler`` windows, scored as the audio arrives (``vad`` None: all of it).
-    ``window_seconds`` weighs each window by the seconds it adds; ``duration_s`` is the seconds covered.
-    AudioError when silent; None when the VAD found no speech in it."""
-    tiler = SpeechTiler(model.window_spec().window, vad, model.sample_rate)
+    """A long recording's ``SpeechTiler`` windows (``vad`` None: all of it, no pause left out), scored as the
+    audio arrives. ``window_seconds`` weighs each window by the seconds it adds; ``duration_s`` is the seconds
+    of speech kept. AudioError when silent; None when the VAD found no speech in it."""
+    tiler = SpeechTiler(model.window_spec().window, model.sample_rate)
     batcher = WindowBatcher(model, pooled)
     level = RunningLevel()
     shares: list[float] = []
-    for block in blocks:
-        level.add(block)
-        for tile in tiler.feed(block):
-            batcher.add(tile.samples)
-            shares.append(tile.new_share)
-    for tile in tiler.flush():
-        batcher.add(tile.samples)
-        shares.append(tile.new_share)
+    with contextlib.closing(prefetch(_with_speech(blocks, vad))) as items:
+        for block, speech in items:
+            level.add(block)
+            for window in tiler.feed(block, speech):
+                batcher.add(window)
+                shares.append(1.0)
+    for window, share in tiler.flush():
+        batcher.add(window)
+        shares.append(share)
     check_level(level.dbfs, source)
     probs, seconds, features = batcher.finish()
     if not len(probs):
         return None
-    return ClipScores(probs, features, tiler.covered / model.sample_rate, seconds * np.array(shares))
+    return ClipScores(probs, features, tiler.kept / model.sample_rate, seconds * np.array(shares))
+
+
+def _with_speech(blocks: Iterable[np.ndarray], vad: FrameVAD | None) -> Iterator[tuple]:
+    """Each block with the speech flags of the VAD frames it completes (None without a VAD)."""
+    gate = GatedVAD(vad) if vad is not None else None
+    for block in blocks:
+        yield block, (gate.process(block) if gate is not None else None)
 
 
 def score_file_clip(
