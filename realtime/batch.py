@@ -28,7 +28,7 @@ from emotion_monitor.realtime.discovery import FoundFiles, find_audio_files
 from emotion_monitor.realtime.errors import EXIT_ERROR, ModelError, ModelMismatchError, one_line
 from emotion_monitor.realtime.file_scoring import score_file_clip, score_file_timeline, score_stream_clip
 from emotion_monitor.realtime.model import EmotionModel, ModelOptions, load_model
-from emotion_monitor.realtime.progress import Progress
+from emotion_monitor.realtime.progress import Progress, is_terminal
 from emotion_monitor.realtime.results import ResultWriter, output_format, prediction_row, segment_row
 from emotion_monitor.realtime.speaker_groups import make_normalizer, normalise_group, speaker_groups
 from emotion_monitor.realtime.speaker_norm import DEFAULT_MIN_SPEECH_S, SpeakerNormalizer, SpeakerNormOptions
@@ -116,17 +116,21 @@ class FileScorer:
         self.clip_vad: FrameVAD | None = None if options.segments else self.vad
         """Whole files: the VAD whose pauses a long file's windows skip (``file_scoring.SpeechTiler``)."""
 
-    def analyse(self, path: Path, pooled: bool = False, on_notice=None) -> Analysed:
+    def analyse(self, path: Path, pooled: bool = False, on_notice=None, on_audio=None) -> Analysed:
         """Score one file's windows as it is read (``file_scoring``); raises AudioError for unusable audio.
-        Notices (e.g. a truncated file scored on the part present) go to ``on_notice``, else to warnings."""
+        Notices (e.g. a truncated file scored on the part present) go to ``on_notice``, else to warnings;
+        ``on_audio(seconds)``: how far into the file the reading is (progress)."""
         model, options, source = self.model, self.options, str(path)
         with AudioStream(path, model.sample_rate) as stream:
+            tick = None
+            if on_audio is not None:
+                tick = lambda: on_audio(stream.samples_out / model.sample_rate)  # noqa: E731
             if options.segments:
                 timeline = score_file_timeline(
-                    model, stream.blocks(), options.window_s, options.hop_s, self.vad, source, pooled
+                    model, stream.blocks(), options.window_s, options.hop_s, self.vad, source, pooled, tick
                 )
             else:
-                clip = score_file_clip(model, stream.blocks(), self.clip_vad, source, pooled)
+                clip = score_file_clip(model, stream.blocks(), self.clip_vad, source, pooled, tick)
         if options.segments:
             analysed = self._timeline(timeline)
         else:
@@ -184,6 +188,9 @@ class BatchSink:
     def skip(self, paths: list[Path]) -> None:
         """``paths`` are not scored: all of them are in the results already (``--resume``)."""
 
+    def audio(self, position_s: float) -> None:
+        """The file being scored has been read up to ``position_s`` seconds."""
+
     def write(self, path: Path, rows: Iterable[dict]) -> None:
         self.written.append((path, list(rows)))
 
@@ -233,7 +240,7 @@ def score_files(
 def _analyse_one(scorer: FileScorer, path: Path, pooled: bool, sink: BatchSink) -> Analysed | None:
     """One file's ``Analysed``, or None after ``sink.failed`` (one line) when it cannot be scored."""
     try:
-        return scorer.analyse(path, pooled, sink.notice)
+        return scorer.analyse(path, pooled, sink.notice, sink.audio)
     except ModelMismatchError:  # the model, not the file: every file would fail the same way
         raise
     except AudioError as exc:  # this file is unusable; the others still get scored
@@ -267,6 +274,9 @@ class WriterSink(BatchSink):
 
     def skip(self, paths: list[Path]) -> None:
         self.started += len(paths)
+
+    def audio(self, position_s: float) -> None:
+        self.progress.audio(position_s)
 
     def write(self, path: Path, rows: Iterable[dict]) -> None:
         self.writer.write_file(self.writer.row_path(path), rows)
@@ -324,7 +334,7 @@ def run_local(
         SpeakerNormOptions(options.speaker_norm_mode, options.speaker_min_s),
     )
     writer = ResultWriter(options.out, scorer.model.labels, options.segments, options.resume, found.files)
-    progress = Progress(len(found.files))
+    progress = Progress(len(found.files), seconds=header_seconds(found.files))
     sink = WriterSink(writer, progress, found.failures())
     for line in found.lines():
         progress.message(f"{PROG}: {line}")
@@ -336,6 +346,21 @@ def run_local(
         progress.close()
         writer.close()
     return finish(sink.scored, found, skipped, sink.failures)
+
+
+def header_seconds(files: list[Path]) -> list[float] | None:
+    """Each file's length from its header (0 when it has none or cannot be read) for a progress bar that counts
+    seconds of audio; None when stderr is not a terminal (no bar: nothing is read)."""
+    if not is_terminal(sys.stderr):
+        return None
+    seconds = []
+    for path in files:
+        try:
+            with AudioStream(path) as stream:
+                seconds.append(stream.header_s)
+        except Exception:  # the file fails later, in its place, with its one line
+            seconds.append(0.0)
+    return seconds
 
 
 def finish(scored: int, found: FoundFiles, skipped: int, failures: list[str] | None = None) -> int:

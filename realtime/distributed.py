@@ -24,7 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-from emotion_monitor.realtime.batch import PROG, BatchSink, FileScorer, ScoreOptions, finish, score_files
+from emotion_monitor.realtime.batch import (
+    PROG,
+    BatchSink,
+    FileScorer,
+    ScoreOptions,
+    finish,
+    header_seconds,
+    score_files,
+)
 from emotion_monitor.realtime.discovery import FoundFiles
 from emotion_monitor.realtime.errors import ModelMismatchError
 from emotion_monitor.realtime.model import ModelOptions, load_model
@@ -146,7 +154,8 @@ def run_on_ray(options: ScoreOptions, found: FoundFiles, scorer_class: type[File
     labels = load_model(options.model, ModelOptions("cpu", 1)).labels
     writer = ResultWriter(options.out, labels, options.segments, options.resume, found.files)
     todo = [str(f) for f in found.files if not writer.is_done(f)]
-    failures, progress, scored = found.failures(), Progress(len(todo), sys.stderr), 0
+    progress = Progress(len(todo), sys.stderr, seconds=header_seconds([Path(p) for p in todo]))
+    failures, scored = found.failures(), 0
     for line in found.lines():
         progress.message(f"{PROG}: {line}")
     try:

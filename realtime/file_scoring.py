@@ -9,6 +9,8 @@ of the windows' probabilities, weighted by the seconds of audio each contributes
 
 Timelines (``score_file_timeline``): the live monitor's ``StreamWindower`` and speech gate over the stream,
 every window scored, its samples dropped once scored.
+
+``on_block`` (progress) is called in the caller's thread each time a block of audio is taken in.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from queue import Empty, Full, Queue
 from typing import TYPE_CHECKING
 
@@ -285,6 +287,7 @@ def score_stream_clip(
     vad: FrameVAD | None,
     source: str,
     pooled: bool = False,
+    on_block: Callable[[], None] | None = None,
 ) -> ClipScores | None:
     """A long recording's ``SpeechTiler`` windows (``vad`` None: all of it, no pause left out), scored as the
     audio arrives. ``window_seconds`` weighs each window by the seconds it adds; ``duration_s`` is the seconds
@@ -295,6 +298,8 @@ def score_stream_clip(
     shares: list[float] = []
     with contextlib.closing(prefetch(_with_speech(blocks, vad))) as items:
         for block, speech in items:
+            if on_block is not None:
+                on_block()
             level.add(block)
             for window in tiler.feed(block, speech):
                 batcher.add(window)
@@ -322,6 +327,7 @@ def score_file_clip(
     vad: FrameVAD | None,
     source: str,
     pooled: bool = False,
+    on_block: Callable[[], None] | None = None,
 ) -> ClipScores | None:
     """A file's clip scores: up to ``WHOLE_CLIP_S``, exactly ``score_clip``'s; longer, ``score_stream_clip``'s
     (None when ``vad`` found no speech: score it again without one)."""
@@ -329,7 +335,7 @@ def score_file_clip(
     if not more:
         audio = np.concatenate(head) if head else np.zeros(0, np.float32)
         return score_clip(model, audio, model.sample_rate, source, pooled)
-    return score_stream_clip(model, _chain(head, blocks), vad, source, pooled)
+    return score_stream_clip(model, _chain(head, blocks), vad, source, pooled, on_block)
 
 
 def _chain(head: list[np.ndarray], rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
@@ -348,6 +354,7 @@ def score_file_timeline(
     vad: FrameVAD,
     source: str,
     pooled: bool = False,
+    on_block: Callable[[], None] | None = None,
 ) -> TimelineScores:
     """The live monitor's windows over a stream (``analysis.score_timeline``'s, every one scored), their samples
     dropped once scored. AudioError when the recording is silent or too short for a window."""
@@ -364,6 +371,8 @@ def score_file_timeline(
             windows.append(dataclasses.replace(w, samples=empty))
 
     for block in blocks:
+        if on_block is not None:
+            on_block()
         level.add(block)
         add(windower.feed(block))
     add(windower.flush())

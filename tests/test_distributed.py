@@ -58,10 +58,10 @@ def test_a_bug_in_one_file_costs_only_that_file_locally_and_on_ray(
     actors run) is that file's one-line failure on both engines; the other files' rows are written."""
 
     class BuggyScorer(FileScorer):  # defined here: Ray ships it to its actors by value
-        def analyse(self, path, pooled=False, on_notice=None):
+        def analyse(self, path, *args, **kwargs):
             if path.name == "b_long.wav":
                 raise KeyError("injected bug")
-            return super().analyse(path, pooled, on_notice)
+            return super().analyse(path, *args, **kwargs)
 
     lines = {}
     for engine, run in (("local", run_local), ("ray", run_on_ray)):
