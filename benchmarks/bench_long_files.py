@@ -147,8 +147,7 @@ def case_labels(args, tmp: Path) -> dict:
         right = sum(labels[version]["joined"][n] == e for n, (e, _) in truth.items())
         report[f"{version}_joined_accuracy"] = round(right / len(truth), 3)
         report[f"{version}_clip_accuracy"] = round(
-            sum(labels[version]["labels"][f"{i:03d}_{f.name}"] == e for i, (f, e) in enumerate(short))
-            / len(short),
+            sum(labels[version]["labels"][f.name] == e for f, e in short) / len(short),
             3,
         )
     if "old" in labels:

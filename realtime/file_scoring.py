@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from queue import Empty, Full, Queue
 from typing import TYPE_CHECKING
@@ -53,6 +54,10 @@ PENDING_BATCHES = 1
 SILENT_FRAME_DB = 35.0
 """A VAD frame this far below the loudest frame so far is silence without asking the VAD (the whole-file trim's
 own rule, ``PreprocessOptions.trim_db``): a pause of room noise costs next to nothing."""
+LOUD_FRAME_DB = 15.0
+"""A VAD frame within this of the loudest frame so far is speech without asking the VAD (``GatedVAD``)."""
+WARM_UP_FRAMES = 16
+"""VAD frames (0.5 s) before a quiet stretch that the VAD is fed, unasked, before it is asked about the stretch."""
 PREFETCH_BLOCKS = 4
 """Decoded blocks (with their VAD frames) waiting for the model: decoding and the VAD run in their own thread."""
 
@@ -148,14 +153,26 @@ class SpeechTiler:
 
 
 class GatedVAD:
-    """Speech flags per 512-sample frame of a stream: frames ``SILENT_FRAME_DB`` below the loudest frame so far
-    are non-speech at once; the others are the VAD's call (``FrameVAD.frame_probability``, in stream order)."""
+    """Speech flags per 512-sample frame of a stream, for finding pauses, with the VAD asked as little as possible.
 
-    def __init__(self, vad: FrameVAD):
+    A frame within ``LOUD_FRAME_DB`` of the loudest frame so far is speech (a loud stretch that is not speech,
+    music say, is scored as before). A pause has no such frame, so the VAD (``FrameVAD.frame_probability``, in
+    stream order, fresh at each stretch) is asked only once a stretch without one has lasted ``min_pause_s``:
+    about its frames so far and each next one, until a loud frame ends the stretch (first fed the half second
+before the stretch, unasked, as context). Frames ``SILENT_FRAME_DB``
+    below the loudest so far are not speech, without asking. A stretch that ends sooner is speech (a gap
+    between words). Continuous speech thus costs next to no VAD time; pauses cost the VAD's time on them.
+    Flags come in stream order, those of an open quiet stretch once it is decided (``flush`` at the end).
+    """
+
+    def __init__(self, vad: FrameVAD, sample_rate: int, min_pause_s: float = MIN_PAUSE_S):
         self.vad = vad
-        vad.reset()
+        self.min_pause_frames = max(1, round(min_pause_s * sample_rate / FRAME_SAMPLES))
         self._pending = np.zeros(0, np.float32)
         self._loudest_db = -np.inf
+        self._quiet: list[tuple[np.ndarray, bool]] = []  # the open quiet stretch, undecided: (frame, silent)
+        self._asking = False  # the open quiet stretch is a pause's length: the VAD decides each frame
+        self._recent: deque[np.ndarray] = deque(maxlen=WARM_UP_FRAMES + self.min_pause_frames)
         self.asked = 0
         self.frames = 0
 
@@ -168,12 +185,48 @@ class GatedVAD:
         loudest = np.maximum.accumulate(np.r_[self._loudest_db, level_db])[1:]
         if n:
             self._loudest_db = loudest[-1]
-        speech = np.zeros(n, bool)
-        for i in np.flatnonzero(level_db >= loudest - SILENT_FRAME_DB):
-            speech[i] = self.vad.frame_probability(frames[i]) >= SPEECH_THRESHOLD
-        self.asked += int(np.count_nonzero(level_db >= loudest - SILENT_FRAME_DB))
+        loud = level_db >= loudest - LOUD_FRAME_DB
+        silent = level_db < loudest - SILENT_FRAME_DB
         self.frames += n
-        return speech
+        out: list[bool] = []
+        for i in range(n):
+            self._recent.append(frames[i])
+            if loud[i]:
+                out += [True] * len(self._quiet)  # a gap between words: part of the speech around it
+                self._quiet = []
+                self._asking = False
+                out.append(True)
+            elif self._asking:
+                out.append(self._ask(frames[i], silent[i]))
+            else:
+                self._quiet.append((frames[i], silent[i]))
+                if len(self._quiet) >= self.min_pause_frames:
+                    self._warm_up()
+                    self._asking = True
+                    out += [self._ask(frame, quiet) for frame, quiet in self._quiet]
+                    self._quiet = []
+        return np.array(out, bool)
+
+    def flush(self) -> np.ndarray:
+        """The flags of a quiet stretch still open at the end (shorter than a pause: speech)."""
+        out = np.ones(len(self._quiet), bool)
+        self._quiet = []
+        return out
+
+    def _warm_up(self) -> None:
+        """A fresh VAD state, fed the frames just before the quiet stretch (it judges a frame by what came before:
+        the end of a word is speech to it only after the word)."""
+        self.vad.reset()
+        before = list(self._recent)[: len(self._recent) - len(self._quiet)]
+        for frame in before[-WARM_UP_FRAMES:]:
+            self.vad.frame_probability(frame)
+        self.asked += min(len(before), WARM_UP_FRAMES)
+
+    def _ask(self, frame: np.ndarray, silent: bool) -> bool:
+        if silent:
+            return False
+        self.asked += 1
+        return self.vad.frame_probability(frame) >= SPEECH_THRESHOLD
 
 
 def prefetch(items: Iterator, size: int = PREFETCH_BLOCKS) -> Iterator:
@@ -296,7 +349,7 @@ def score_stream_clip(
     batcher = WindowBatcher(model, pooled)
     level = RunningLevel()
     shares: list[float] = []
-    with contextlib.closing(prefetch(_with_speech(blocks, vad))) as items:
+    with contextlib.closing(prefetch(_with_speech(blocks, vad, model.sample_rate))) as items:
         for block, speech in items:
             if on_block is not None:
                 on_block()
@@ -314,11 +367,14 @@ def score_stream_clip(
     return ClipScores(probs, features, tiler.kept / model.sample_rate, seconds * np.array(shares))
 
 
-def _with_speech(blocks: Iterable[np.ndarray], vad: FrameVAD | None) -> Iterator[tuple]:
-    """Each block with the speech flags of the VAD frames it completes (None without a VAD)."""
-    gate = GatedVAD(vad) if vad is not None else None
+def _with_speech(blocks: Iterable[np.ndarray], vad: FrameVAD | None, sample_rate: int) -> Iterator[tuple]:
+    """Each block with the speech flags of the VAD frames decided by it (None without a VAD); at the end an empty
+    block with the last flags."""
+    gate = GatedVAD(vad, sample_rate) if vad is not None else None
     for block in blocks:
         yield block, (gate.process(block) if gate is not None else None)
+    if gate is not None:
+        yield np.zeros(0, np.float32), gate.flush()
 
 
 def score_file_clip(

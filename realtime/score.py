@@ -1,10 +1,8 @@
 """``emotion-score``: the emotion of every audio file in a set of files and folders, or a timeline per file.
 
-Per file: decode (any soundfile format, rate, channel count) → 16 kHz mono → trim silence like a training clip →
-one model input when it fits the model's window, else full windows end to end and the length-weighted mean of
-their probabilities (``analysis.score_clip``, ``analysis.clip_prediction``). With ``--segments``: the live
-monitor's windows and speech gate instead, a window ending every ``--hop-s``.
-Results are written and flushed file by file, so an interrupted run keeps its work (``--resume`` continues it).
+The command line only: it parses the arguments into a ``batch.ScoreOptions`` and runs ``batch.run_batch``
+(the batch engine: ``batch``, ``file_scoring``, ``discovery``, ``results``, ``distributed`` for ``--engine ray``).
+User documentation: docs/batch-scoring.md.
 """
 
 from __future__ import annotations
@@ -13,6 +11,7 @@ import argparse
 import sys
 from dataclasses import fields
 
+from emotion_monitor.realtime.audio import MAX_AUDIO_S
 from emotion_monitor.realtime.batch import (
     EXIT_SOME_FAILED,
     SEGMENTS_HOP_S,
@@ -21,6 +20,7 @@ from emotion_monitor.realtime.batch import (
 )
 from emotion_monitor.realtime.display import command_parser
 from emotion_monitor.realtime.errors import ModelError, run_command
+from emotion_monitor.realtime.file_scoring import MIN_PAUSE_S, WHOLE_CLIP_S
 from emotion_monitor.realtime.metadata import DEFAULT_HOP_S
 from emotion_monitor.realtime.providers import PROVIDER_CHOICES
 from emotion_monitor.realtime.speaker_norm import DEFAULT_MIN_SPEECH_S, SPEAKER_NORM_MODES
@@ -38,11 +38,14 @@ examples:
   emotion-score calls/ --speaker-norm map --speakers speakers.csv    # CSV columns: path,speaker
   emotion-score alice/ --speaker-baseline alice-calm.wav            # one speaker, against her calm voice
 
-Per file, leading and trailing silence is trimmed and the label is the most probable emotion. A file up to the
-model's window (3 s for the bundled model) is one model input. A longer file is covered by as few full windows
-as fit end to end (the first at its start, the last at its end, the small overlap spread evenly: each second is
-encoded about once), and its probabilities are the mean of its windows' probabilities, weighted by each
-window's seconds of audio after trimming its edge silence (the model was trained on window-length crops).
+Per file, the label is the most probable emotion. A file up to {WHOLE_CLIP_S:g} s is scored like a training clip:
+leading and trailing silence trimmed, one model input when it fits the model's window (3 s for the bundled
+model), else as few full windows as fit end to end (the overlap spread evenly). A longer file (a meeting, a
+call, a podcast) is read as a stream, in constant memory whatever its length: pauses the VAD finds ({MIN_PAUSE_S:g} s
+or more of non-speech) are left out and its speech is cut into full windows as it arrives, so pauses cost
+next to nothing. Either way the probabilities are the mean of the windows', weighted by each window's seconds
+of audio after trimming its edge silence (the model was trained on window-length crops). On a terminal the
+progress bar counts seconds of audio.
 --segments lists every window (start_s, end_s, speech, label, probabilities) with the live monitor's window
 and speech gate, one window ending every --hop-s ({SEGMENTS_HOP_S:g} s; --hop-s {DEFAULT_HOP_S:g} for the live monitor's exact
 timeline). Windows without enough speech for the speech gate are labelled "silence" and carry no
@@ -56,7 +59,7 @@ speaker talking calmly (10 s or more), which does not drift towards a mood share
 Output format follows --out's extension (.csv or .jsonl); its path column holds each file's resolved absolute
 path, and --resume skips files whose resolved path is already there (any spelling of the same file counts).
 --out is locked for the whole run: a second run writing the same file stops at once, naming the first.
-Unusable files (corrupt, empty, silent, unreadable, over the limits: 1 h, 100 Hz to 768 kHz, 256 channels;
+Unusable files (corrupt, empty, silent, unreadable, over the limits: {MAX_AUDIO_S / 3600:g} h, 100 Hz to 768 kHz, 256 channels;
 links and special files found in folders) are reported on stderr, one line each; the others are still scored.
 A truncated file is scored on the audio present, with a notice. The stdout table starts with the first scored
 file: when nothing is scored, stdout stays empty and the last line on stderr says so.
