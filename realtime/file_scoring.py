@@ -155,14 +155,14 @@ class SpeechTiler:
 class GatedVAD:
     """Speech flags per 512-sample frame of a stream, for finding pauses, with the VAD asked as little as possible.
 
-    A frame within ``LOUD_FRAME_DB`` of the loudest frame so far is speech (a loud stretch that is not speech,
-    music say, is scored as before). A pause has no such frame, so the VAD (``FrameVAD.frame_probability``, in
-    stream order, fresh at each stretch) is asked only once a stretch without one has lasted ``min_pause_s``:
-    about its frames so far and each next one, until a loud frame ends the stretch (first fed the half second
-before the stretch, unasked, as context). Frames ``SILENT_FRAME_DB``
-    below the loudest so far are not speech, without asking. A stretch that ends sooner is speech (a gap
-    between words). Continuous speech thus costs next to no VAD time; pauses cost the VAD's time on them.
-    Flags come in stream order, those of an open quiet stretch once it is decided (``flush`` at the end).
+        A frame within ``LOUD_FRAME_DB`` of the loudest frame so far is speech (a loud stretch that is not speech,
+        music say, is scored as before). A pause has no such frame, so the VAD (``FrameVAD.frame_probability``, in
+        stream order, fresh at each stretch) is asked only once a stretch without one has lasted ``min_pause_s``:
+        about its frames so far and each next one, until a loud frame ends the stretch (first fed the half second
+    before the stretch, unasked, as context). Frames ``SILENT_FRAME_DB``
+        below the loudest so far are not speech, without asking. A stretch that ends sooner is speech (a gap
+        between words). Continuous speech thus costs next to no VAD time; pauses cost the VAD's time on them.
+        Flags come in stream order, those of an open quiet stretch once it is decided (``flush`` at the end).
     """
 
     def __init__(self, vad: FrameVAD, sample_rate: int, min_pause_s: float = MIN_PAUSE_S):
