@@ -58,8 +58,9 @@ def stored_dtype(tensor: torch.Tensor) -> torch.dtype:
 
 
 @torch.no_grad()
-def reference_predictions(model, fs) -> list[dict]:
-    """Clip-level probabilities of ``REFERENCE_FILES`` (mean over their clean clip windows) from cached features."""
+def reference_predictions(model, fs, view: str = "clean") -> list[dict]:
+    """Clip-level probabilities of ``REFERENCE_FILES`` (mean over their clip windows in ``view``, unweighted) from
+    cached features."""
     from emotion_monitor.core.protocol import predict_rows
 
     refs = []
@@ -68,7 +69,7 @@ def reference_predictions(model, fs) -> list[dict]:
         utt = next((i for p, i in by_path.items() if p.endswith(rel)), None)
         if utt is None:
             continue
-        rows = np.flatnonzero((fs.utt == utt) & (fs.kind == CLIP) & (fs.view == fs.views.index("clean")))
+        rows = np.flatnonzero((fs.utt == utt) & (fs.kind == CLIP) & (fs.view == fs.views.index(view)))
         probs = predict_rows(model, fs, rows).mean(axis=0)
         refs.append({"file": rel, "probs": [round(float(p), 6) for p in probs]})
     return refs
@@ -127,10 +128,19 @@ def encoder_weights(encoder: str) -> str:
 
 
 def write_bundle(
-    out: Path, heads: dict, report: dict, cfg, data, references: list[dict], subspace=None
+    out: Path,
+    heads: dict,
+    report: dict,
+    cfg,
+    data,
+    references: list[dict],
+    subspace=None,
+    temperature: float = 1.0,
 ) -> Path:
     """Heads by file name + the protocol's ``report`` (``emotion_monitor.core.experiment.evaluate``) → ``out``;
-    ``subspace``: the speaker subspace the speaker-normalised head centres in (``SUBSPACE_FILE``), or None."""
+    ``subspace``: the speaker subspace the speaker-normalised head centres in (``SUBSPACE_FILE``), or None;
+    ``temperature``: what the heads' logits were divided by (``with_temperature``), recorded with the
+    calibration."""
     from omegaconf import OmegaConf
     from safetensors.torch import save_file
 
@@ -139,9 +149,8 @@ def write_bundle(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    temperature = float(report.get("calibration_loco", {}).get("temperature", 1.0))
     for file_name, model in heads.items():
-        save_file(head_state(with_temperature(model, temperature)), str(out / file_name))
+        save_file(head_state(model), str(out / file_name))
     (out / SUBSPACE_FILE).unlink(missing_ok=True)
     if subspace is not None:
         tensors = {"mu": subspace.mu, "basis": subspace.basis}

@@ -239,7 +239,7 @@ def bundle(cfg: DictConfig) -> dict:
     with ``model.json`` (metrics, protocol, how to rebuild) into ``cfg.bundle_dir`` (default: export/bundled/)."""
     from hydra.utils import to_absolute_path
 
-    from emotion_monitor.core.bundle import reference_predictions, write_bundle
+    from emotion_monitor.core.bundle import reference_predictions, with_temperature, write_bundle
     from emotion_monitor.core.train import fit
 
     out = Path(to_absolute_path(cfg.bundle_dir)) if cfg.get("bundle_dir") else BUNDLE_DIR
@@ -255,6 +255,9 @@ def bundle(cfg: DictConfig) -> dict:
         )
         heads[file_name] = module.model
         subspace = data.subspace if file_name == "head_speaker_norm.safetensors" else subspace
-    references = reference_predictions(heads["head.safetensors"], data.feature_set())
-    write_bundle(out, heads, report, cfg, data, references, subspace)
+    temperature = float(report.get("calibration_loco", {}).get("temperature", 1.0))
+    for model in heads.values():
+        with_temperature(model, temperature)  # every exported probability is the calibrated one
+    references = reference_predictions(heads["head.safetensors"], data.feature_set(), data.eval_view)
+    write_bundle(out, heads, report, cfg, data, references, subspace, temperature)
     return report

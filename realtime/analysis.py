@@ -95,10 +95,16 @@ def model_rate_audio(model: EmotionModel, samples: np.ndarray, sample_rate: int,
 
 def ensure_audible(audio: np.ndarray, source: str = "<array>") -> np.ndarray:
     """``audio`` unchanged, or AudioError when its overall level is below ``SILENT_DBFS`` (nothing to judge)."""
-    level = rms_dbfs(audio)
-    if level < SILENT_DBFS:
-        raise AudioError(source, f"silent (level {max(level, -120.0):.0f} dBFS, below {SILENT_DBFS:.0f})")
+    check_level(rms_dbfs(audio), source)
     return audio
+
+
+def check_level(level_dbfs: float, source: str = "<array>") -> None:
+    """AudioError when a recording's overall RMS level is below ``SILENT_DBFS`` (nothing to judge)."""
+    if level_dbfs < SILENT_DBFS:
+        raise AudioError(
+            source, f"silent (level {max(level_dbfs, -120.0):.0f} dBFS, below {SILENT_DBFS:.0f})"
+        )
 
 
 def clip_bounds(model: EmotionModel, n_samples: int) -> list[tuple[int, int]]:

@@ -30,9 +30,13 @@ _BLOCK = 1 << 20
 """Samples per block where whole-file statistics would otherwise need float64 copies of the whole file."""
 
 # -- limits of the one decoding path (``load_audio``) ----------------------------------------------------------
-MAX_AUDIO_S = 3600.0
-"""Longest file decoded, in seconds: 1 h is 230 MB at 16 kHz mono float32. A header promising more is refused
-before anything is read, and so is a file whose decoded audio runs past it (a header that lies)."""
+MAX_AUDIO_S = 24 * 3600.0
+"""Longest file decoded, in seconds (a day: no real recording is refused). A header promising more is refused
+before anything is read (a header bomb), and so is a file whose decoded audio runs past it (a header that lies).
+``emotion-score`` reads files as a stream (``AudioStream``) in constant memory whatever their length; whole-file
+decoding (``load_audio``) holds 16 kHz mono float32 in memory, 230 MB per hour."""
+PREALLOCATE_S = 600.0
+"""Whole-file decoding reserves memory for what the header promises, up to this many seconds (then grows)."""
 MIN_SAMPLE_RATE = 100
 """Lowest file rate accepted (Hz): 16 kHz / 100 Hz is already a 160x upsampling; a "1 Hz" file would need
 16,000x (gigabytes of output from a few kB of samples)."""
@@ -244,41 +248,127 @@ def _truncation(extra_info: str) -> tuple[int, int] | None:
 
 
 def decode_audio(path: str | Path, target_rate: int = SAMPLE_RATE) -> DecodedAudio:
-    """The one guarded decoding path: header checked against the limits above before anything is read, audio
-    read in blocks and downmixed/resampled block by block (memory stays near the 16 kHz mono result, at most
-    ``MAX_AUDIO_S``), every decoder failure turned into AudioError with a one-line reason.
+    """The whole file in memory through the one guarded decoding path (``AudioStream``): header checked against
+    the limits above before anything is read, audio read in blocks and downmixed/resampled block by block
+    (memory stays near the 16 kHz mono result), every decoder failure turned into AudioError with a one-line
+    reason. A file that ends before its header says (a truncated WAV) or whose decoding fails part-way is used as
+    far as it decodes, with a notice saying so. Long recordings are better read with ``AudioStream`` itself."""
+    with AudioStream(path, target_rate) as stream:
+        # Sized from the header, but only up to PREALLOCATE_S: a header may lie (grown as needed).
+        out = np.empty(min(stream.expected_samples(), int(PREALLOCATE_S * target_rate)) + 1024, np.float32)
+        n_out = 0
+        for block in stream.blocks():
+            if n_out + len(block) > len(out):
+                out = np.concatenate([out[:n_out], np.empty(max(len(block), len(out) // 2), np.float32)])
+            out[n_out : n_out + len(block)] = block
+            n_out += len(block)
+    samples = out[:n_out].copy() if n_out < len(out) // 2 else out[:n_out]
+    return DecodedAudio(samples, target_rate, stream.notices)
 
-    A file that ends before its header says (a truncated WAV) or whose decoding fails part-way is used as far
-    as it decodes, with a notice saying so.
+
+class AudioStream:
+    """A file decoded block by block (``blocks()``: mono float32 at ``target_rate``), so a recording of any
+    length is read in constant memory. Opening checks the header against the limits above (AudioError, one
+    line); decoding errors are AudioError too, and a file that ends early or stops decoding part-way yields what
+    it holds, with a line in ``notices`` (set when ``blocks()`` is exhausted). Use as a context manager.
     """
-    path = check_audio_path(path)
-    if path.stat().st_size == 0:  # libsndfile would call it an unrecognised format
-        raise AudioError(path, "empty file (0 bytes)")
-    notices: list[str] = []
-    with quiet_native_stderr():
-        try:
-            f = sf.SoundFile(str(path))
-        except Exception as exc:  # LibsndfileError, RuntimeError, TypeError, ...: all mean "cannot decode"
-            raise AudioError(path, f"cannot decode audio ({_decoder_reason(exc)})") from None
-        with f:
-            rate, channels, frames = int(f.samplerate), int(f.channels), int(f.frames)
-            _check_header(path, rate, channels, frames)
-            truncated = _truncation(_extra_info(f))
-            out, stopped = _read_blocks(path, f, rate, channels, frames, target_rate)
-    if out.size == 0:
-        raise AudioError(path, "empty file (no audio samples)")
-    got_s = len(out) / target_rate
-    if stopped is not None:
-        notices.append(
-            f"{path}: notice: decoding stopped after {got_s:.2f} s ({stopped}); scored on the audio before it"
-        )
-    elif truncated is not None:
-        claimed, present = truncated
-        notices.append(
-            f"{path}: notice: truncated file ({present} of the {claimed} audio bytes its header promises); "
-            f"scored on the {got_s:.2f} s present"
-        )
-    return DecodedAudio(out, target_rate, tuple(notices))
+
+    def __init__(self, path: str | Path, target_rate: int = SAMPLE_RATE):
+        self.path = check_audio_path(path)
+        self.target_rate = target_rate
+        self.notices: tuple[str, ...] = ()
+        self.samples_out = 0
+        """Samples at ``target_rate`` yielded so far."""
+        if self.path.stat().st_size == 0:  # libsndfile would call it an unrecognised format
+            raise AudioError(self.path, "empty file (0 bytes)")
+        with quiet_native_stderr():
+            try:
+                self._file = sf.SoundFile(str(self.path))
+            except (
+                Exception
+            ) as exc:  # LibsndfileError, RuntimeError, TypeError, ...: all mean "cannot decode"
+                raise AudioError(self.path, f"cannot decode audio ({_decoder_reason(exc)})") from None
+            try:
+                self.rate, self.channels = int(self._file.samplerate), int(self._file.channels)
+                self.frames = int(self._file.frames)
+                _check_header(self.path, self.rate, self.channels, self.frames)
+                self._truncated = _truncation(_extra_info(self._file))
+            except BaseException:
+                self._file.close()
+                raise
+
+    @property
+    def header_s(self) -> float:
+        """The duration the header claims, in seconds (0 when it says nothing)."""
+        return max(self.frames, 0) / self.rate
+
+    def expected_samples(self) -> int:
+        """Samples at ``target_rate`` the header promises (at most ``MAX_AUDIO_S`` worth)."""
+        return int(min(self.header_s, MAX_AUDIO_S) * self.target_rate)
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """Mono float32 blocks at ``target_rate`` (about ``READ_BLOCK_FRAMES`` input frames each), in order."""
+        path, rate, channels, target_rate = self.path, self.rate, self.channels, self.target_rate
+        max_in = int(MAX_AUDIO_S * rate)
+        block = max(1024, min(READ_BLOCK_FRAMES, READ_BLOCK_BYTES // (4 * channels)))
+        resampler = None
+        if rate != target_rate:
+            resampler = soxr.ResampleStream(rate, target_rate, 1, dtype="float32", quality="HQ")
+        n_in = 0
+        stopped = None
+        while True:
+            try:
+                with quiet_native_stderr():
+                    data = self._file.read(block, dtype="float32", always_2d=True)
+            except Exception as exc:
+                if n_in == 0:
+                    raise AudioError(path, f"cannot decode audio ({_decoder_reason(exc)})") from None
+                stopped = _decoder_reason(exc)
+                data = np.zeros((0, channels), np.float32)
+            last = len(data) == 0
+            if not last:
+                n_in += len(data)
+                if n_in > max_in:
+                    raise AudioError(
+                        path, f"longer than {MAX_AUDIO_S / 3600:g} h of audio (split longer recordings)"
+                    )
+                mono = _checked_mono(path, data, n_in - len(data), rate)
+            else:
+                mono = np.zeros(0, np.float32)
+            if resampler is not None:
+                mono = resampler.resample_chunk(mono, last=last)
+            if len(mono):
+                self.samples_out += len(mono)
+                yield mono
+            if last:
+                break
+        self._finish(stopped)
+
+    def _finish(self, stopped: str | None) -> None:
+        """AudioError when nothing was decoded; else the notices about what was used with a caveat."""
+        if self.samples_out == 0:
+            raise AudioError(self.path, "empty file (no audio samples)")
+        got_s = self.samples_out / self.target_rate
+        if stopped is not None:
+            self.notices = (
+                f"{self.path}: notice: decoding stopped after {got_s:.2f} s ({stopped}); scored on the audio "
+                "before it",
+            )
+        elif self._truncated is not None:
+            claimed, present = self._truncated
+            self.notices = (
+                f"{self.path}: notice: truncated file ({present} of the {claimed} audio bytes its header "
+                f"promises); scored on the {got_s:.2f} s present",
+            )
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> AudioStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def _extra_info(f: sf.SoundFile) -> str:
@@ -305,47 +395,6 @@ def _check_header(path: Path, rate: int, channels: int, frames: int) -> None:
             f"header claims {frames / rate / 3600:.3g} h of audio ({frames} frames at {rate} Hz); "
             f"files up to {MAX_AUDIO_S / 3600:g} h are accepted (split longer recordings)",
         )
-
-
-def _read_blocks(
-    path: Path, f: sf.SoundFile, rate: int, channels: int, frames: int, target_rate: int
-) -> tuple[np.ndarray, str | None]:
-    """Mono float32 at ``target_rate`` and, when decoding failed part-way, the reason it stopped."""
-    max_in = int(MAX_AUDIO_S * rate)
-    block = max(1024, min(READ_BLOCK_FRAMES, READ_BLOCK_BYTES // (4 * channels)))
-    resampler = None
-    if rate != target_rate:
-        resampler = soxr.ResampleStream(rate, target_rate, 1, dtype="float32", quality="HQ")
-    capacity = int(max(frames, 0) * target_rate / rate) + 1024
-    out = np.empty(min(capacity, int(MAX_AUDIO_S * target_rate) + 1024), np.float32)
-    n_out = n_in = 0
-    stopped = None
-    while True:
-        try:
-            data = f.read(block, dtype="float32", always_2d=True)
-        except Exception as exc:
-            if n_in == 0:
-                raise AudioError(path, f"cannot decode audio ({_decoder_reason(exc)})") from None
-            stopped = _decoder_reason(exc)
-            data = np.zeros((0, channels), np.float32)
-        last = len(data) == 0
-        if not last:
-            n_in += len(data)
-            if n_in > max_in:
-                raise AudioError(
-                    path, f"longer than {MAX_AUDIO_S / 3600:g} h of audio (split longer recordings)"
-                )
-            mono = _checked_mono(path, data, n_in - len(data), rate)
-        else:
-            mono = np.zeros(0, np.float32)
-        if resampler is not None:
-            mono = resampler.resample_chunk(mono, last=last)
-        if n_out + len(mono) > len(out):
-            out = np.concatenate([out[:n_out], np.empty(max(len(mono), len(out) // 2), np.float32)])
-        out[n_out : n_out + len(mono)] = mono
-        n_out += len(mono)
-        if last:
-            return out[:n_out].copy() if n_out < len(out) // 2 else out[:n_out], stopped
 
 
 def _checked_mono(path: Path, data: np.ndarray, offset: int, rate: int) -> np.ndarray:

@@ -37,6 +37,7 @@ BUNDLE_FILES = (
     "head.safetensors",
     "head_speaker_norm.safetensors",
     "head_speaker_baseline.safetensors",
+    "speaker_subspace.safetensors",
 )
 """The shipped trained part of the default model (``export/bundled/``)."""
 

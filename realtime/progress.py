@@ -1,4 +1,4 @@
-"""Progress bars for long work (a large folder in ``emotion-score``, the first-run model build, feature caching).
+"""Progress bars for long work (a large folder or a long recording in ``emotion-score``, the first-run model build, feature caching).
 
 Drawn by tqdm on stderr, and only when stderr is a terminal: piped or logged runs (and CI) get no bar, only the
 lines that say something, and a bar never mixes into results on stdout or into a results file.
@@ -9,7 +9,9 @@ from __future__ import annotations
 import io
 import os
 import sys
+from collections.abc import Sequence
 
+import numpy as np
 from tqdm import tqdm
 
 NAME_CHARS = 40
@@ -58,18 +60,43 @@ def progress_bar(total: int | None, desc: str, stream=None, unit: str = "file") 
 
 class Progress:
     """Files done out of ``total`` with the current file's name, and one-line messages that stay visible above
-    the bar (on a terminal) or are simply printed (elsewhere)."""
+    the bar (on a terminal) or are simply printed (elsewhere).
 
-    def __init__(self, total: int, stream=None, desc: str = "scoring"):
+    ``seconds``: each file's length; the bar then counts seconds of audio (its rate is × real time), moved
+    inside a long file by ``audio``, and names the file as ``file i/n name``.
+    """
+
+    def __init__(
+        self, total: int, stream=None, desc: str = "scoring", seconds: Sequence[float] | None = None
+    ):
         self.stream = sys.stderr if stream is None else stream
-        self.bar = progress_bar(total, desc, self.stream)
+        self.total = total
+        self._starts = None
+        if seconds is not None:
+            self._starts = np.concatenate([[0.0], np.cumsum(seconds)])
+            self.bar = progress_bar(round(self._starts[-1]), desc, self.stream, unit="s")
+        else:
+            self.bar = progress_bar(total, desc, self.stream)
         self.enabled = not self.bar.disable
+        self._done = 0
 
     def update(self, done: int, name: str) -> None:
         """``done`` files finished; ``name``: the one being worked on now."""
+        self._done = done
         if self.enabled:
+            if self._starts is not None:
+                name = f"file {min(done + 1, self.total)}/{self.total} {name}" if name else ""
             self.bar.set_postfix_str(name[-NAME_CHARS:], refresh=False)
-            self.bar.update(done - self.bar.n)
+            self._move(done if self._starts is None else self._starts[min(done, self.total)])
+
+    def audio(self, position_s: float) -> None:
+        """The current file has been read up to ``position_s`` seconds (the bar counts seconds of audio)."""
+        if self.enabled and self._starts is not None and self._done < self.total:
+            file_s = self._starts[self._done + 1] - self._starts[self._done]
+            self._move(self._starts[self._done] + min(position_s, file_s))
+
+    def _move(self, n: float) -> None:
+        self.bar.update(int(n) - self.bar.n)
 
     def message(self, line: str) -> None:
         """A line that must stay visible: printed above the bar, which is redrawn below it."""

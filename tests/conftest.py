@@ -152,3 +152,11 @@ def ray_local():
     yield ray
     if started:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    """The bundled default model, built once into the cache (about a minute the first time on a machine)."""
+    from emotion_monitor.realtime.model_store import resolve_model_path
+
+    return resolve_model_path(None)

@@ -144,7 +144,7 @@ def test_emotion_live_refuses_a_header_bomb_in_one_line_exit_2(constant_model, t
     assert result.returncode == 2
     assert result.stderr.strip().split("\n") == [
         f"emotion-live: error: {bomb}: header claims 1.19e+03 h of audio (68719476735 frames at 16000 Hz); "
-        "files up to 1 h are accepted (split longer recordings)"
+        "files up to 24 h are accepted (split longer recordings)"
     ]
 
 

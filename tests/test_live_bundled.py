@@ -27,14 +27,6 @@ CLIPS = (
 GAP_S = 2.5
 
 
-@pytest.fixture(scope="module")
-def default_model():
-    """The bundled default model, built once into the cache (about a minute the first time on a machine)."""
-    from emotion_monitor.realtime.model_store import resolve_model_path
-
-    return resolve_model_path(None)
-
-
 def utterances(hops: list[dict]) -> list[list[dict]]:
     """Speech hops grouped into utterances: a run of two or more silent hops separates them."""
     groups, current, silent = [], [], 0

@@ -9,11 +9,13 @@ import subprocess
 import sys
 import threading
 
+import soundfile as sf
 from support import REPO_ROOT
 
 from emotion_monitor.core.corpora import Corpus, Utterance
 from emotion_monitor.core.window_features import View, compute
 from emotion_monitor.realtime.model import load_model
+from emotion_monitor.realtime.progress import Progress
 
 
 class Terminal(io.StringIO):
@@ -73,11 +75,14 @@ def _score_with_stderr_on_a_terminal(args: list[str]) -> tuple[subprocess.Comple
     return result, received.decode(errors="replace")
 
 
-def test_score_bar_goes_to_a_terminal_stderr_and_never_into_results(tiny_model, ravdess_16k, tmp_path):
+def test_score_bar_counts_seconds_on_a_terminal_stderr_and_never_goes_into_results(
+    tiny_model, ravdess_16k, tmp_path
+):
     clips = [str(p) for p in _clips(ravdess_16k)]
     result, terminal = _score_with_stderr_on_a_terminal(["--model", str(tiny_model), *clips])
     assert result.returncode == 0, terminal
-    assert "scoring:" in terminal and "0/3 [" in terminal  # the bar
+    audio_s = round(sum(sf.info(c).duration for c in clips))
+    assert "scoring:" in terminal and f" 0/{audio_s} [" in terminal and "s/s]" in terminal  # seconds of audio
     assert terminal.rstrip().splitlines()[-1].endswith("emotion-score: 3 scored, 0 failed")
     lines = result.stdout.splitlines()
     assert lines[0].startswith("path ") and [line.split()[0] for line in lines[1:]] == clips
@@ -92,3 +97,18 @@ def test_score_bar_goes_to_a_terminal_stderr_and_never_into_results(tiny_model, 
     )
     assert piped.returncode == 0 and piped.stdout == result.stdout
     assert piped.stderr == "emotion-score: 3 scored, 0 failed\n"  # no bar in a pipe or a log
+
+
+def test_the_bar_moves_inside_a_long_file_in_seconds_of_audio():
+    terminal = Terminal()
+    progress = Progress(2, terminal, seconds=[3600.0, 60.0])
+    progress.update(0, "meeting.flac")
+    progress.audio(1800.4)  # half-way through the first file
+    assert progress.bar.n == 1800 and progress.bar.total == 3660
+    progress.audio(99999.0)  # never past the file's own length (a header that undercounts)
+    assert progress.bar.n == 3600
+    progress.update(1, "short.flac")
+    assert progress.bar.n == 3600 and progress.bar.postfix == "file 2/2 short.flac"
+    progress.update(2, "")
+    assert progress.bar.n == 3660
+    progress.close()

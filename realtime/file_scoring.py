@@ -1,0 +1,442 @@
+"""Scoring a recording as it is read (``audio.AudioStream``): windows are formed and scored as the audio arrives
+and only their scores are kept, so memory does not depend on the recording's length.
+
+Whole files (``score_file_clip``): a file up to ``WHOLE_CLIP_S`` is scored exactly as a training clip is
+(``analysis.score_clip``: trimmed, ``clip_bounds`` windows), so short clips keep their labels and the windows the
+training features were computed on. A longer file is read as a stream and ``SpeechTiler`` places full windows
+end to end over it as it arrives; with a VAD, over its speech only (see ``SpeechTiler``); its label is the mean
+of the windows' probabilities, weighted by the seconds of audio each contributes.
+
+Timelines (``score_file_timeline``): the live monitor's ``StreamWindower`` and speech gate over the stream,
+every window scored, its samples dropped once scored.
+
+``on_block`` (progress) is called in the caller's thread each time a block of audio is taken in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from queue import Empty, Full, Queue
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from emotion_monitor.realtime.analysis import (
+    ClipScores,
+    TimelineScores,
+    check_level,
+    score_clip,
+)
+from emotion_monitor.realtime.audio import AudioError
+from emotion_monitor.realtime.vad import FRAME_SAMPLES, SPEECH_THRESHOLD, FrameVAD
+from emotion_monitor.realtime.windowing import AudioWindow, StreamWindower
+
+if TYPE_CHECKING:
+    from emotion_monitor.realtime.model import EmotionModel
+
+WHOLE_CLIP_S = 30.0
+"""Files up to this long (decoded) are scored as one clip, exactly as a training clip (held in memory: 1.9 MB at
+16 kHz); longer ones are scored as a stream."""
+MIN_PAUSE_S = 1.0
+"""Non-speech (by the VAD) lasting at least this long is a pause that a long file's windows skip; shorter gaps
+(between words, a breath) stay inside the speech around them."""
+SPEECH_PAD_S = 0.1
+"""Audio kept before the first and after the last speech frame of a stretch of speech (as much as a training
+clip keeps around its sound, ``PreprocessOptions.trim_pad_s``)."""
+PENDING_BATCHES = 1
+"""Windows are scored as soon as this many model batches are pending."""
+
+
+SILENT_FRAME_DB = 35.0
+"""A VAD frame this far below the loudest frame so far is silence without asking the VAD (the whole-file trim's
+own rule, ``PreprocessOptions.trim_db``): a pause of room noise costs next to nothing."""
+LOUD_FRAME_DB = 15.0
+"""A VAD frame within this of the loudest frame so far is speech without asking the VAD (``GatedVAD``)."""
+WARM_UP_FRAMES = 16
+"""VAD frames (0.5 s) before a quiet stretch that the VAD is fed, unasked, before it is asked about the stretch."""
+PREFETCH_BLOCKS = 4
+"""Decoded blocks (with their VAD frames) waiting for the model: decoding and the VAD run in their own thread."""
+
+
+class SpeechTiler:
+    """Full windows over a stream's speech, cut as the audio arrives, pauses left out.
+
+    ``feed(samples, speech)``: ``speech`` holds one bool per 512-sample VAD frame completed so far (None: all of
+    it is speech). A gap of non-speech shorter than ``min_pause_s`` stays in (between words, a breath); a longer
+    one is left out but for ``pad_s`` after the speech before it and ``pad_s`` before the speech after it. The
+    speech that remains is cut into windows of ``window`` samples end to end; the last one (``flush``) ends at
+    the end of the speech, reaching back into the one before (full length; ``new_share``, its part that no other
+    window holds, is its weight). Less speech than a window in all: one shorter window, as a short clip is.
+    ``vad`` None: every sample is kept, so the windows tile the whole stream. Memory: about a window and a pause.
+    """
+
+    def __init__(
+        self, window: int, sample_rate: int, min_pause_s: float = MIN_PAUSE_S, pad_s: float = SPEECH_PAD_S
+    ):
+        self.window = window
+        self.pad = round(pad_s * sample_rate)
+        self.min_pause = max(round(min_pause_s * sample_rate), self.pad)
+        self.received = 0
+        self.kept = 0
+        """Samples of speech kept so far (what the windows cover)."""
+        self._unframed = np.zeros(0, np.float32)  # samples whose VAD frame is not complete yet
+        self._gap = np.zeros(0, np.float32)  # non-speech since the last speech frame (undecided)
+        self._in_speech = False  # the last speech frame was less than min_pause ago
+        self._kept = np.zeros(0, np.float32)  # kept audio from the start of the next window (or the last one)
+        self._next = 0  # start of the next window in _kept
+
+    def feed(self, samples: np.ndarray, speech: np.ndarray | None = None) -> list[np.ndarray]:
+        """Append ``samples`` and the speech flags of the VAD frames they complete; return finished windows."""
+        samples = np.asarray(samples, np.float32).reshape(-1)
+        self.received += len(samples)
+        if speech is None:
+            self._keep(samples)
+        else:
+            audio = np.concatenate([self._unframed, samples])
+            used = len(speech) * FRAME_SAMPLES
+            self._unframed = audio[used:]
+            kept, gap = [], self._gap
+            # runs of equal flags, handled a run at a time
+            edges = np.flatnonzero(np.diff(speech.astype(np.int8))) + 1
+            for lo, hi in zip(np.r_[0, edges], np.r_[edges, len(speech)], strict=True):
+                if lo == hi:
+                    continue
+                part = audio[lo * FRAME_SAMPLES : hi * FRAME_SAMPLES]
+                if speech[lo]:
+                    kept.append(gap if self._in_speech else gap[len(gap) - self.pad :])
+                    kept.append(part)
+                    gap = part[:0]
+                    self._in_speech = True
+                else:
+                    gap = np.concatenate([gap, part])
+                    if self._in_speech and len(gap) >= self.min_pause:
+                        kept.append(gap[: self.pad])
+                        self._in_speech = False
+                    if not self._in_speech:
+                        gap = gap[len(gap) - self.pad :]  # only a pad before the next speech can be needed
+            self._gap = gap
+            if kept:
+                self._keep(np.concatenate(kept))
+        return self._windows()
+
+    def flush(self) -> list[tuple[np.ndarray, float]]:
+        """End of the stream: the remaining windows as (samples, new_share)."""
+        if self._in_speech:
+            self._keep(np.concatenate([self._gap, self._unframed])[: self.pad])
+        out = [(w, 1.0) for w in self._windows()]
+        rest = len(self._kept) - self._next
+        if rest > 0:
+            tail = self._kept[max(0, len(self._kept) - self.window) :]
+            out.append((tail, rest / len(tail)))
+        self._kept = self._kept[:0]
+        self._next = 0
+        return out
+
+    def _keep(self, samples: np.ndarray) -> None:
+        self._kept = np.concatenate([self._kept, samples])
+        self.kept += len(samples)
+
+    def _windows(self) -> list[np.ndarray]:
+        out = []
+        while len(self._kept) - self._next >= self.window:
+            out.append(self._kept[self._next : self._next + self.window].copy())
+            self._next += self.window
+        drop = max(0, self._next - self.window)  # the tail window may reach back one window
+        if drop:
+            self._kept = self._kept[drop:]
+            self._next -= drop
+        return out
+
+
+class GatedVAD:
+    """Speech flags per 512-sample frame of a stream, for finding pauses, with the VAD asked as little as possible.
+
+        A frame within ``LOUD_FRAME_DB`` of the loudest frame so far is speech (a loud stretch that is not speech,
+        music say, is scored as before). A pause has no such frame, so the VAD (``FrameVAD.frame_probability``, in
+        stream order, fresh at each stretch) is asked only once a stretch without one has lasted ``min_pause_s``:
+        about its frames so far and each next one, until a loud frame ends the stretch (first fed the half second
+    before the stretch, unasked, as context). Frames ``SILENT_FRAME_DB``
+        below the loudest so far are not speech, without asking. A stretch that ends sooner is speech (a gap
+        between words). Continuous speech thus costs next to no VAD time; pauses cost the VAD's time on them.
+        Flags come in stream order, those of an open quiet stretch once it is decided (``flush`` at the end).
+    """
+
+    def __init__(self, vad: FrameVAD, sample_rate: int, min_pause_s: float = MIN_PAUSE_S):
+        self.vad = vad
+        self.min_pause_frames = max(1, round(min_pause_s * sample_rate / FRAME_SAMPLES))
+        self._pending = np.zeros(0, np.float32)
+        self._loudest_db = -np.inf
+        self._quiet: list[tuple[np.ndarray, bool]] = []  # the open quiet stretch, undecided: (frame, silent)
+        self._asking = False  # the open quiet stretch is a pause's length: the VAD decides each frame
+        self._recent: deque[np.ndarray] = deque(maxlen=WARM_UP_FRAMES + self.min_pause_frames)
+        self.asked = 0
+        self.frames = 0
+
+    def process(self, samples: np.ndarray) -> np.ndarray:
+        audio = np.concatenate([self._pending, samples])
+        n = len(audio) // FRAME_SAMPLES
+        self._pending = audio[n * FRAME_SAMPLES :]
+        frames = audio[: n * FRAME_SAMPLES].reshape(n, FRAME_SAMPLES)
+        level_db = 10 * np.log10(np.mean(np.square(frames, dtype=np.float64), axis=1) + 1e-20)
+        loudest = np.maximum.accumulate(np.r_[self._loudest_db, level_db])[1:]
+        if n:
+            self._loudest_db = loudest[-1]
+        loud = level_db >= loudest - LOUD_FRAME_DB
+        silent = level_db < loudest - SILENT_FRAME_DB
+        self.frames += n
+        out: list[bool] = []
+        for i in range(n):
+            self._recent.append(frames[i])
+            if loud[i]:
+                out += [True] * len(self._quiet)  # a gap between words: part of the speech around it
+                self._quiet = []
+                self._asking = False
+                out.append(True)
+            elif self._asking:
+                out.append(self._ask(frames[i], silent[i]))
+            else:
+                self._quiet.append((frames[i], silent[i]))
+                if len(self._quiet) >= self.min_pause_frames:
+                    self._warm_up()
+                    self._asking = True
+                    out += [self._ask(frame, quiet) for frame, quiet in self._quiet]
+                    self._quiet = []
+        return np.array(out, bool)
+
+    def flush(self) -> np.ndarray:
+        """The flags of a quiet stretch still open at the end (shorter than a pause: speech)."""
+        out = np.ones(len(self._quiet), bool)
+        self._quiet = []
+        return out
+
+    def _warm_up(self) -> None:
+        """A fresh VAD state, fed the frames just before the quiet stretch (it judges a frame by what came before:
+        the end of a word is speech to it only after the word)."""
+        self.vad.reset()
+        before = list(self._recent)[: len(self._recent) - len(self._quiet)]
+        for frame in before[-WARM_UP_FRAMES:]:
+            self.vad.frame_probability(frame)
+        self.asked += min(len(before), WARM_UP_FRAMES)
+
+    def _ask(self, frame: np.ndarray, silent: bool) -> bool:
+        if silent:
+            return False
+        self.asked += 1
+        return self.vad.frame_probability(frame) >= SPEECH_THRESHOLD
+
+
+def prefetch(items: Iterator, size: int = PREFETCH_BLOCKS) -> Iterator:
+    """``items`` produced by a thread of their own, up to ``size`` ahead (decoding and the VAD release the GIL
+    in their native code, so they run while the model does). Exceptions reach the consumer; the thread has ended
+    when this generator is exhausted or closed."""
+    queue: Queue = Queue(maxsize=size)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        queue.put((item, None), timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue.put((done, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            queue.put((done, exc))
+
+    thread = threading.Thread(target=produce, name="decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = queue.get()
+            if exc is not None:
+                raise exc
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            with contextlib.suppress(Empty):
+                queue.get(timeout=0.1)
+        thread.join()
+
+
+class WindowBatcher:
+    """Windows scored by the model a few batches at a time, as they come; only their scores are kept."""
+
+    def __init__(self, model: EmotionModel, pooled: bool = False):
+        self.model = model
+        self.pooled = pooled
+        self._pending: list[np.ndarray] = []
+        self._probs: list[np.ndarray] = []
+        self._seconds: list[np.ndarray] = []
+        self._features: list[np.ndarray] = []
+
+    def add(self, samples: np.ndarray) -> None:
+        self._pending.append(samples)
+        if len(self._pending) >= PENDING_BATCHES * max(1, self.model.options.batch_size):
+            self._run()
+
+    def _run(self) -> None:
+        if self._pending:
+            scores = self.model.score_windows(self._pending, self.pooled)
+            self._pending = []
+            self._probs.append(scores.probs)
+            self._seconds.append(scores.seconds)
+            if self.pooled:
+                self._features.append(scores.pooled)
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(probabilities ``[W, classes]``, seconds ``[W]``, pooled ``[W, L+1, H]`` or None) of every window."""
+        self._run()
+        classes = len(self.model.labels)
+        probs = np.concatenate(self._probs) if self._probs else np.zeros((0, classes), np.float32)
+        seconds = np.concatenate(self._seconds) if self._seconds else np.zeros(0)
+        pooled = np.concatenate(self._features) if self.pooled and self._features else None
+        return probs, seconds, pooled
+
+
+class RunningLevel:
+    """The RMS level (dBFS) of everything added so far, in float64 sums."""
+
+    def __init__(self) -> None:
+        self.sum_squares = 0.0
+        self.samples = 0
+
+    def add(self, samples: np.ndarray) -> None:
+        self.sum_squares += float(np.sum(np.square(samples, dtype=np.float64)))
+        self.samples += len(samples)
+
+    @property
+    def dbfs(self) -> float:
+        if self.samples == 0:
+            return -200.0
+        return float(10.0 * np.log10(self.sum_squares / self.samples + 1e-20))
+
+
+def read_head(blocks: Iterator[np.ndarray], samples: int) -> tuple[list[np.ndarray], bool]:
+    """The first blocks of ``blocks``, up to more than ``samples`` samples, and whether the stream goes on."""
+    head, n = [], 0
+    for block in blocks:
+        head.append(block)
+        n += len(block)
+        if n > samples:
+            return head, True
+    return head, False
+
+
+def score_stream_clip(
+    model: EmotionModel,
+    blocks: Iterable[np.ndarray],
+    vad: FrameVAD | None,
+    source: str,
+    pooled: bool = False,
+    on_block: Callable[[], None] | None = None,
+) -> ClipScores | None:
+    """A long recording's ``SpeechTiler`` windows (``vad`` None: all of it, no pause left out), scored as the
+    audio arrives. ``window_seconds`` weighs each window by the seconds it adds; ``duration_s`` is the seconds
+    of speech kept. AudioError when silent; None when the VAD found no speech in it."""
+    tiler = SpeechTiler(model.window_spec().window, model.sample_rate)
+    batcher = WindowBatcher(model, pooled)
+    level = RunningLevel()
+    shares: list[float] = []
+    with contextlib.closing(prefetch(_with_speech(blocks, vad, model.sample_rate))) as items:
+        for block, speech in items:
+            if on_block is not None:
+                on_block()
+            level.add(block)
+            for window in tiler.feed(block, speech):
+                batcher.add(window)
+                shares.append(1.0)
+    for window, share in tiler.flush():
+        batcher.add(window)
+        shares.append(share)
+    check_level(level.dbfs, source)
+    probs, seconds, features = batcher.finish()
+    if not len(probs):
+        return None
+    return ClipScores(probs, features, tiler.kept / model.sample_rate, seconds * np.array(shares))
+
+
+def _with_speech(blocks: Iterable[np.ndarray], vad: FrameVAD | None, sample_rate: int) -> Iterator[tuple]:
+    """Each block with the speech flags of the VAD frames decided by it (None without a VAD); at the end an empty
+    block with the last flags."""
+    gate = GatedVAD(vad, sample_rate) if vad is not None else None
+    for block in blocks:
+        yield block, (gate.process(block) if gate is not None else None)
+    if gate is not None:
+        yield np.zeros(0, np.float32), gate.flush()
+
+
+def score_file_clip(
+    model: EmotionModel,
+    blocks: Iterator[np.ndarray],
+    vad: FrameVAD | None,
+    source: str,
+    pooled: bool = False,
+    on_block: Callable[[], None] | None = None,
+) -> ClipScores | None:
+    """A file's clip scores: up to ``WHOLE_CLIP_S``, exactly ``score_clip``'s; longer, ``score_stream_clip``'s
+    (None when ``vad`` found no speech: score it again without one)."""
+    head, more = read_head(blocks, round(WHOLE_CLIP_S * model.sample_rate))
+    if not more:
+        audio = np.concatenate(head) if head else np.zeros(0, np.float32)
+        return score_clip(model, audio, model.sample_rate, source, pooled)
+    return score_stream_clip(model, _chain(head, blocks), vad, source, pooled, on_block)
+
+
+def _chain(head: list[np.ndarray], rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    """``head``'s blocks (each released once handed on), then ``rest``'s."""
+    head.reverse()
+    while head:
+        yield head.pop()
+    yield from rest
+
+
+def score_file_timeline(
+    model: EmotionModel,
+    blocks: Iterable[np.ndarray],
+    window_s: float | None,
+    hop_s: float | None,
+    vad: FrameVAD,
+    source: str,
+    pooled: bool = False,
+    on_block: Callable[[], None] | None = None,
+) -> TimelineScores:
+    """The live monitor's windows over a stream (``analysis.score_timeline``'s, every one scored), their samples
+    dropped once scored. AudioError when the recording is silent or too short for a window."""
+    spec = model.window_spec(window_s, hop_s)
+    windower = StreamWindower(spec, vad, model.speech_gate)
+    batcher = WindowBatcher(model, pooled)
+    level = RunningLevel()
+    windows: list[AudioWindow] = []
+    empty = np.zeros(0, np.float32)
+
+    def add(new: list[AudioWindow]) -> None:
+        for w in new:
+            batcher.add(w.samples)
+            windows.append(dataclasses.replace(w, samples=empty))
+
+    for block in blocks:
+        if on_block is not None:
+            on_block()
+        level.add(block)
+        add(windower.feed(block))
+    add(windower.flush())
+    check_level(level.dbfs, source)
+    if not windows:
+        raise AudioError(
+            source,
+            f"too short for a window ({windower.received / model.sample_rate:.2f} s < {spec.min_window_s:g} s)",
+        )
+    probs, _, features = batcher.finish()
+    return TimelineScores(windows, probs, features)
