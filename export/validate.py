@@ -207,6 +207,8 @@ def check_speaker_norm_parity(
     from the metadata. Raises ValidationError (one line) beyond ``tolerance``; returns the largest |Δprobs|."""
     import torch
 
+    from emotion_monitor.export.onnx_export import CentredHead
+
     session = cpu_session(onnx_path)
     x = make_batch(audio, info, info.window_s, SPEAKER_NORM_WINDOWS)
     pooled = session.run([POOLED_NAME], {INPUT_NAME: x})[0]
@@ -216,7 +218,9 @@ def check_speaker_norm_parity(
     ort_p = SpeakerNormHead(encoded).probs(pooled, pooled.mean(axis=0))
     with torch.no_grad():
         ref = model.eval().pool(torch.from_numpy(x))
-        ref_p = torch.softmax(head.eval().classify_pooled(ref - ref.mean(dim=0)), dim=-1).numpy()
+        ref_p = CentredHead(head.eval())(ref, ref.mean(dim=0))[
+            1
+        ].numpy()  # with the head's centre_map, if any
     worst = float(np.abs(ort_p - ref_p).max())
     if not np.isfinite(worst) or worst > tolerance:
         raise ValidationError(

@@ -24,14 +24,14 @@ def test_the_committed_card_is_not_stale():
 def test_every_figure_comes_from_model_json():
     info = json.loads((BUNDLE_DIR / "model.json").read_text())
     card = render(info)
-    ravdess = info["metrics"]["ravdess"]["clip"]
+    ravdess = info["evaluation"]["kfold"]["ravdess"]["clip_all"]
     assert (
-        f"| ravdess | clip | {ravdess['n']} | {ravdess['accuracy'][0]:.3f} ± {ravdess['accuracy'][1]:.3f} |"
+        f"| ravdess | clip_all | {ravdess['n']} | {ravdess['accuracy'][0]:.3f} ± {ravdess['accuracy'][1]:.3f} |"
         in card
     )
     changed = json.loads(json.dumps(info))
-    changed["metrics"]["ravdess"]["clip"]["accuracy"] = [0.5, 0.01]
-    assert "| ravdess | clip | 1200 | 0.500 ± 0.010 |" in render(changed)
+    changed["evaluation"]["kfold"]["ravdess"]["clip_all"]["accuracy"] = [0.5, 0.01]
+    assert "| ravdess | clip_all | 1200 | 0.500 ± 0.010 |" in render(changed)
 
 
 def test_new_report_sections_appear_without_new_code():
