@@ -43,7 +43,7 @@ class ScoreJob:
     model_path: str
     provider: str
     threads: int
-    batch_size: int
+    batch_size: int | None
     segments: bool
     window_s: float | None
     hop_s: float
