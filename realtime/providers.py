@@ -8,6 +8,7 @@ import ctypes
 import importlib.metadata
 import io
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,13 +53,14 @@ def select_providers(requested: str, available: Sequence[str]) -> list[str]:
 def onnxruntime_distributions() -> list[str]:
     """``name version`` of every installed distribution that writes the ``onnxruntime`` module (onnxruntime,
     onnxruntime-gpu, ...). More than one means the one pip wrote last owns the shared files."""
-    found = []
-    for dist in importlib.metadata.distributions():
-        name = dist.metadata["Name"] or ""
-        if not name.lower().startswith("onnxruntime"):
-            continue
-        if any(str(f).replace("\\", "/") == "onnxruntime/__init__.py" for f in dist.files or ()):
-            found.append(f"{name} {dist.version}")
+    found = set()
+    for (
+        folder
+    ) in sys.path:  # only onnxruntime*.dist-info folders are read: a large venv has hundreds of others
+        for info in sorted(Path(folder or ".").glob("onnxruntime*.dist-info")):
+            dist = importlib.metadata.PathDistribution(info)
+            if any(str(f).replace("\\", "/") == "onnxruntime/__init__.py" for f in dist.files or ()):
+                found.add(f"{dist.metadata['Name']} {dist.version}")
     return sorted(found)
 
 
