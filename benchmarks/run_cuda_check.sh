@@ -43,7 +43,7 @@ if [ ! -f "$store/ready" ]; then
   mkdir -p "$store/payload" "$store/site/emotion_monitor"
   tar -xf "$store/payload.tar" -C "$store/payload"
   rm "$store/payload.tar"
-  "$py" -c "import sys, tarfile; tarfile.open(sys.argv[1], 'r:xz').extractall(sys.argv[2])" \
+  "$py" -c "import sys, tarfile; tarfile.open(sys.argv[1], 'r:xz').extractall(sys.argv[2], filter='data')" \
     "$store/payload/models.tar.xz" "$store"
   "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$store/site" \
     "$store"/payload/wheels/*.whl
