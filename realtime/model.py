@@ -61,7 +61,7 @@ MIN_BASELINE_S = 5.0
 class ModelOptions:
     """How the session runs.
 
-    provider: ``auto`` | ``cpu`` | ``cuda`` (see ``select_providers``).
+    provider: ``auto`` | ``cpu`` | ``cuda`` (see ``providers.start_session``).
     intra_op_threads: threads inside one operator; None = ``default_intra_op_threads()``.
     batch_size: windows per ``session.run`` when scoring many windows (files, segments); None = the device's
     rule (``providers.default_batch_windows``: more on CUDA than on the CPU).

@@ -54,9 +54,8 @@ def onnxruntime_distributions() -> list[str]:
     """``name version`` of every installed distribution that writes the ``onnxruntime`` module (onnxruntime,
     onnxruntime-gpu, ...). More than one means the one pip wrote last owns the shared files."""
     found = set()
-    for (
-        folder
-    ) in sys.path:  # only onnxruntime*.dist-info folders are read: a large venv has hundreds of others
+    # Only onnxruntime*.dist-info folders are read: a large venv holds hundreds of others (a second to read all).
+    for folder in sys.path:
         for info in sorted(Path(folder or ".").glob("onnxruntime*.dist-info")):
             dist = importlib.metadata.PathDistribution(info)
             if any(str(f).replace("\\", "/") == "onnxruntime/__init__.py" for f in dist.files or ()):
@@ -176,9 +175,8 @@ def start_session(path: Path, requested: str, intra_op_threads: int | None = Non
     try:
         session = _new_session(path, chosen, intra_op_threads)
         reason = None if CUDA in session.get_providers() else cuda_library_problem()
-    except (
-        Exception
-    ) as exc:  # CUDA itself may raise (no device): the CPU tells a bad file from a CUDA failure
+    # CUDA itself may raise (a driver without a device): the CPU then tells a bad file from a CUDA failure.
+    except Exception as exc:
         session = create_session(path, [CPU], intra_op_threads)
         reason = f"CUDA failed to start: {one_line(exc)}"
     if reason and requested == "cuda":
