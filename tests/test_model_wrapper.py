@@ -58,6 +58,15 @@ def test_cuda_that_does_not_start_errors_when_explicit_and_falls_back_when_auto(
     assert (model.device, model.batch_size) == ("cpu", providers.CPU_BATCH_WINDOWS)
 
 
+def test_a_bad_file_is_a_bad_file_not_a_cuda_problem(tmp_path, monkeypatch):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    monkeypatch.setattr(providers.ort, "get_available_providers", lambda: [CUDA, CPU])
+    for requested in ("auto", "cuda"):
+        with pytest.raises(ModelError, match=r"bad.onnx: cannot load model \("):
+            providers.start_session(bad, requested, 1)
+
+
 def test_auto_on_a_plain_cpu_install_has_nothing_to_explain(tiny_model):
     started = providers.start_session(tiny_model, "auto", 1)
     assert (started.session.get_providers(), started.cuda_skipped, started.notice) == ([CPU], None, None)
