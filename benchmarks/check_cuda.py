@@ -11,7 +11,8 @@ What it measures, for the fp32 model and (``--fp16``) its float16 copy:
   windows per second and × real time (each window encodes ``window_s`` of audio once, as whole-file tiling does).
   The ceiling that batching across files can reach (the goal: ≥ 2,000×).
 - ``emotion_score``: the command itself (a subprocess, start-up and model load included) over the clips repeated
-  ``--score-repeats`` times (symbolic links), whole files and ``--segments``: seconds and × real time.
+  ``score_repeats`` times (symbolic links): whole files, and ``--segments`` at each of ``segment_batches``
+  (``default``: the device's batch rule, ``providers.default_batch_windows``): seconds and × real time.
 - ``live``: ``EmotionModel.score_windows`` on one hop-sized step's window at a time (batch 1, what emotion-live
   does every hop): median, 95th percentile and maximum milliseconds.
 
@@ -63,7 +64,7 @@ class CheckOptions:
     """model/fp16: the fp32 export and its float16 copy (optional); clips: a folder of audio files; provider:
     ``cuda`` (``cpu`` for a dry run); max_clips: clips used at most; batch_sizes: the throughput sweep; timed_s:
     seconds each batch size is run for; live_steps: hop windows timed; score_repeats: how many times the clips
-    are listed for the emotion-score runs; threads: CPU threads of every session (None: the runtime's rule)."""
+    are listed for the emotion-score runs; segment_batches: their ``--segments`` batch sizes (None: the rule); threads: CPU threads of every session (None: the runtime's rule)."""
 
     model: Path
     fp16: Path | None
@@ -74,6 +75,7 @@ class CheckOptions:
     timed_s: float = 2.0
     live_steps: int = 200
     score_repeats: int = 8
+    segment_batches: tuple[int | None, ...] = (CPU_BATCH_WINDOWS, None)
     threads: int | None = None
 
 
@@ -89,6 +91,7 @@ def dry_run_options(model: Path, fp16: Path | None, clips: Path) -> CheckOptions
         timed_s=0.2,
         live_steps=5,
         score_repeats=1,
+        segment_batches=(None,),
         threads=2,
     )
 
@@ -211,7 +214,9 @@ def live_latency(model: EmotionModel, clips: list[tuple[str, np.ndarray]], steps
     }
 
 
-def emotion_score_run(model_path: Path, files: list[Path], options: CheckOptions, segments: bool) -> dict:
+def emotion_score_run(
+    model_path: Path, files: list[Path], options: CheckOptions, segments: bool, batch: int | None = None
+) -> dict:
     """``emotion-score`` as a user runs it, over the files listed ``score_repeats`` times (links in a folder)."""
     with tempfile.TemporaryDirectory(prefix="check-cuda-") as tmp:
         folder = Path(tmp) / "clips"
@@ -221,9 +226,9 @@ def emotion_score_run(model_path: Path, files: list[Path], options: CheckOptions
                 (folder / f"{r:02d}-{f.name}").symlink_to(f.resolve())
         command = [sys.executable, "-m", "emotion_monitor.realtime.score", "--model", str(model_path)]
         command += ["--provider", options.provider, "--out", str(Path(tmp) / "scores.csv"), str(folder)]
-        command += (["--segments"] if segments else []) + (
-            ["--threads", str(options.threads)] if options.threads else []
-        )
+        command += ["--segments"] if segments else []
+        command += ["--batch-size", str(batch)] if batch else []
+        command += ["--threads", str(options.threads)] if options.threads else []
         start = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, timeout=600)
         wall_s = time.perf_counter() - start
@@ -276,9 +281,10 @@ def check(options: CheckOptions) -> dict:
         }
         live_model, _ = open_model(path, options.provider, options, batch_size=1)
         doc["live"][name] = live_latency(live_model, clips, options.live_steps)
-        for segments in (False, True):
-            key = f"{name}_{'segments' if segments else 'whole_files'}"
-            doc["emotion_score"][key] = emotion_score_run(path, files, options, segments)
+        doc["emotion_score"][f"{name}_whole_files"] = emotion_score_run(path, files, options, False)
+        for batch in options.segment_batches:
+            key = f"{name}_segments_batch_{batch or 'default'}"
+            doc["emotion_score"][key] = emotion_score_run(path, files, options, True, batch)
     return doc
 
 

@@ -39,7 +39,7 @@ def test_check_cuda_dry_run_prints_one_json_document(tiny_model, tmp_path):
     assert all(r["windows_per_s"] > 0 for r in doc["model_throughput"]["fp32"].values())
     for run in doc["emotion_score"].values():
         assert run["exit"] == 0 and run["files"] == 4, run
-    assert set(doc["emotion_score"]) == {"fp32_whole_files", "fp32_segments"}
+    assert set(doc["emotion_score"]) == {"fp32_whole_files", "fp32_segments_batch_default"}
     live = doc["live"]["fp32"]
     assert live["windows"] == 5 and 0 < live["median_ms"] <= live["max_ms"]
 
