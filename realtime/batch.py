@@ -65,7 +65,7 @@ class ScoreOptions:
     segments: bool = False
     window_s: float | None = None
     hop_s: float = SEGMENTS_HOP_S
-    batch_size: int = 8
+    batch_size: int | None = None
     speaker_norm: str | None = None
     speaker_baseline: str | None = None
     speakers: str | None = None

@@ -355,9 +355,8 @@ def run(args) -> int:
         args.model, ModelOptions(provider=args.provider, intra_op_threads=args.threads, batch_size=1)
     )
     vad, vad_notice = load_vad(args.vad)
-    for notice in (model.provider_notice, vad_notice):
-        if notice:
-            print(notice, file=sys.stderr)
+    if vad_notice:  # the header says why CUDA was not used, when it was not
+        print(vad_notice, file=sys.stderr)
     spec = model.window_spec(args.window_s, args.hop_s)
     normalizer = None
     running = running_speaker_norm(args, model)
@@ -368,7 +367,8 @@ def run(args) -> int:
     source = make_source(args, model.sample_rate)
     out = sys.stderr if args.jsonl == "-" else sys.stdout  # JSON on stdout keeps the panel off it
     header = (
-        f"emotion-live: {model.path.name} on {model.device} ({model.providers[0]}), "
+        f"emotion-live: {model.path.name} on {model.device} ({model.providers[0]}"
+        f"{f'; CUDA not used: {model.cuda_skipped}' if model.cuda_skipped else ''}), "
         f"window {spec.window_s:g} s, hop {spec.hop_s:g} s, VAD {vad.name}, input: {source.description}"
     )
     with contextlib.ExitStack() as stack:

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from emotion_monitor.realtime.analysis import (
     Prediction,
@@ -49,7 +48,7 @@ from emotion_monitor.realtime.metadata import (
     ModelInfo,
 )
 from emotion_monitor.realtime.model_store import resolve_model_path
-from emotion_monitor.realtime.providers import CUDA, check_active_providers, create_session, select_providers
+from emotion_monitor.realtime.providers import CUDA, default_batch_windows, start_session
 from emotion_monitor.realtime.speaker_norm import SpeakerNormalizer, SpeakerNormHead, SpeakerNormOptions
 from emotion_monitor.realtime.vad import FrameVAD
 from emotion_monitor.realtime.windowing import SpeechGate, WindowSpec
@@ -62,14 +61,15 @@ MIN_BASELINE_S = 5.0
 class ModelOptions:
     """How the session runs.
 
-    provider: ``auto`` | ``cpu`` | ``cuda`` (see ``select_providers``).
+    provider: ``auto`` | ``cpu`` | ``cuda`` (see ``providers.start_session``).
     intra_op_threads: threads inside one operator; None = ``default_intra_op_threads()``.
-    batch_size: windows per ``session.run`` when scoring many windows (files, segments).
+    batch_size: windows per ``session.run`` when scoring many windows (files, segments); None = the device's
+    rule (``providers.default_batch_windows``: more on CUDA than on the CPU).
     """
 
     provider: str = "auto"
     intra_op_threads: int | None = None
-    batch_size: int = 8
+    batch_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -88,10 +88,13 @@ class EmotionModel:
     def __init__(self, path: str | Path, options: ModelOptions | None = None):
         self.path = Path(path)
         self.options = options or ModelOptions()
-        chosen = select_providers(self.options.provider, ort.get_available_providers())
-        self.session = create_session(self.path, chosen, self.options.intra_op_threads)
+        started = start_session(self.path, self.options.provider, self.options.intra_op_threads)
+        self.session = started.session
         self.providers: list[str] = self.session.get_providers()
-        self.provider_notice = check_active_providers(self.options.provider, chosen, self.providers)
+        self.cuda_skipped: str | None = started.cuda_skipped
+        """Why the session runs on the CPU although CUDA was asked for or installed (``auto``), else None."""
+        self.provider_notice: str | None = started.notice
+        self.batch_size: int = self.options.batch_size or default_batch_windows(self.device)
         self._metadata = self.session.get_modelmeta().custom_metadata_map
         try:
             self.info = ModelInfo.from_metadata(self._metadata)
@@ -182,7 +185,7 @@ class EmotionModel:
         by_length: dict[int, list[int]] = {}
         for i, x in enumerate(inputs):
             by_length.setdefault(len(x), []).append(i)
-        batch = max(1, self.options.batch_size)
+        batch = max(1, self.batch_size)
         for indices in by_length.values():
             for k in range(0, len(indices), batch):
                 chunk = indices[k : k + batch]

@@ -20,7 +20,7 @@ from emotion_monitor.realtime.batch import (
 from emotion_monitor.realtime.display import command_parser
 from emotion_monitor.realtime.errors import ModelError, run_command
 from emotion_monitor.realtime.metadata import DEFAULT_HOP_S
-from emotion_monitor.realtime.providers import PROVIDER_CHOICES
+from emotion_monitor.realtime.providers import CPU_BATCH_WINDOWS, CUDA_BATCH_WINDOWS, PROVIDER_CHOICES
 from emotion_monitor.realtime.speaker_norm import DEFAULT_MIN_SPEECH_S, SPEAKER_NORM_MODES
 
 __all__ = ["EXIT_SOME_FAILED", "SEGMENTS_HOP_S", "build_parser", "main", "options_from_args"]
@@ -67,7 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"--segments hop in seconds ({DEFAULT_HOP_S:g} = the live monitor's hop: "
         f"{SEGMENTS_HOP_S / DEFAULT_HOP_S:g}x the windows)",
     )
-    p.add_argument("--batch-size", type=int, default=8, help="windows per model call")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help=f"windows per model call (default: {CPU_BATCH_WINDOWS} on the CPU, {CUDA_BATCH_WINDOWS} on CUDA)",
+    )
     speaker = p.add_mutually_exclusive_group()
     speaker.add_argument(
         "--speaker-norm",

@@ -55,7 +55,9 @@ def test_bundled_speaker_heads_load_and_model_json_reports_their_protocol():
         for level in ("clip", "clip_all"):  # the shipped recipe scores clips (the clip view: no live windows)
             mean, std = corpus[level]["accuracy"]
             assert 0.0 < mean <= 1.0 and std >= 0.0
-    assert set(info["speaker_norm"]["results"]) == set(info["speaker_norm"]["one_mood"]) == set(info["metrics"])
+    assert (
+        set(info["speaker_norm"]["results"]) == set(info["speaker_norm"]["one_mood"]) == set(info["metrics"])
+    )
     assert info["speaker_norm"]["centre"] == "subspace"
     assert info["speech_gate"]["min_speech_s"] > 0
 

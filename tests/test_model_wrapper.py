@@ -14,12 +14,12 @@ import pytest
 from support import ANGRY_CLIP, LABELS, TINY_WINDOW_S, data_dir
 
 from emotion_monitor.realtime import model as rt_model
-from emotion_monitor.realtime import model_store
+from emotion_monitor.realtime import model_store, providers
 from emotion_monitor.realtime.analysis import clip_bounds
 from emotion_monitor.realtime.audio import AudioError
 from emotion_monitor.realtime.errors import ModelError
 from emotion_monitor.realtime.model import ModelOptions
-from emotion_monitor.realtime.providers import CPU, CUDA, check_active_providers, select_providers
+from emotion_monitor.realtime.providers import CPU, CUDA, select_providers
 
 
 # -- provider selection --------------------------------------------------------------------------------------
@@ -38,16 +38,62 @@ def test_select_providers(requested, available, expected):
 
 
 def test_cuda_requested_but_unavailable_is_a_clear_error():
-    with pytest.raises(ModelError, match="--provider cuda.*no CUDA.*onnxruntime-gpu"):
+    with pytest.raises(ModelError, match="--provider cuda: .*without CUDA.*gpu_install"):
         select_providers("cuda", [CPU])
 
 
-def test_cuda_that_fails_to_start_errors_when_explicit_and_falls_back_when_auto():
-    with pytest.raises(ModelError, match="could not be initialised"):
-        check_active_providers("cuda", [CUDA, CPU], [CPU])
-    assert "running on CPU" in check_active_providers("auto", [CUDA, CPU], [CPU])
-    assert check_active_providers("auto", [CUDA, CPU], [CUDA, CPU]) is None
-    assert check_active_providers("cpu", [CPU], [CPU]) is None
+def test_cuda_that_does_not_start_errors_when_explicit_and_falls_back_when_auto(tiny_model, monkeypatch):
+    """A real session asked for CUDA that does not come up (this CPU build lacks the CUDA provider library):
+    ``cuda`` is one ModelError line naming why, ``auto`` runs on the CPU and says why."""
+    monkeypatch.setattr(providers.ort, "get_available_providers", lambda: [CUDA, CPU])
+    with pytest.raises(
+        ModelError, match=r"^--provider cuda: libonnxruntime_providers_cuda.so is not installed"
+    ):
+        providers.start_session(tiny_model, "cuda", 1)
+    started = providers.start_session(tiny_model, "auto", 1)
+    assert started.session.get_providers() == [CPU]
+    assert started.cuda_skipped == "libonnxruntime_providers_cuda.so is not installed"
+    assert started.notice.startswith("notice: CUDA not used: libonnxruntime_providers_cuda.so")
+    model = rt_model.EmotionModel(tiny_model, ModelOptions(provider="auto", intra_op_threads=1))
+    assert (model.device, model.batch_size) == ("cpu", providers.CPU_BATCH_WINDOWS)
+
+
+def test_a_bad_file_is_a_bad_file_not_a_cuda_problem(tmp_path, monkeypatch):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    monkeypatch.setattr(providers.ort, "get_available_providers", lambda: [CUDA, CPU])
+    for requested in ("auto", "cuda"):
+        with pytest.raises(ModelError, match=r"bad.onnx: cannot load model \("):
+            providers.start_session(bad, requested, 1)
+
+
+def test_auto_on_a_plain_cpu_install_has_nothing_to_explain(tiny_model):
+    started = providers.start_session(tiny_model, "auto", 1)
+    assert (started.session.get_providers(), started.cuda_skipped, started.notice) == ([CPU], None, None)
+
+
+def test_two_onnxruntime_distributions_are_named(tiny_model, tmp_path, monkeypatch):
+    """onnxruntime-gpu installed beside onnxruntime (the old ``[gpu]`` extra): the CPU build wrote the module
+    last, and both ``cuda`` and ``auto`` say so instead of a bare 'no CUDA'."""
+    info = tmp_path / "onnxruntime_gpu-1.31.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: onnxruntime-gpu\nVersion: 1.31.1\n")
+    (info / "RECORD").write_text("onnxruntime/__init__.py,,\nonnxruntime_gpu-1.31.1.dist-info/RECORD,,\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    dists = providers.onnxruntime_distributions()
+    assert "onnxruntime-gpu 1.31.1" in dists and any(d.startswith("onnxruntime ") for d in dists)
+    with pytest.raises(ModelError, match="2 onnxruntime distributions share one module"):
+        select_providers("cuda", [CPU])
+    started = providers.start_session(tiny_model, "auto", 1)
+    assert started.session.get_providers() == [CPU]
+    assert "2 onnxruntime distributions share one module (onnxruntime " in started.notice
+
+
+def test_batch_size_rule():
+    assert (
+        providers.default_batch_windows("cuda") == providers.CUDA_BATCH_WINDOWS > providers.CPU_BATCH_WINDOWS
+    )
+    assert providers.default_batch_windows("cpu") == providers.CPU_BATCH_WINDOWS
 
 
 def test_session_reports_the_provider_that_really_runs(tiny_model):
