@@ -217,13 +217,13 @@ def live_latency(model: EmotionModel, clips: list[tuple[str, np.ndarray]], steps
 def emotion_score_run(
     model_path: Path, files: list[Path], options: CheckOptions, segments: bool, batch: int | None = None
 ) -> dict:
-    """``emotion-score`` as a user runs it, over the files listed ``score_repeats`` times (links in a folder)."""
+    """``emotion-score`` as a user runs it, over the files listed ``score_repeats`` times (copies in a folder)."""
     with tempfile.TemporaryDirectory(prefix="check-cuda-") as tmp:
         folder = Path(tmp) / "clips"
         folder.mkdir()
         for r in range(options.score_repeats):
             for f in files:
-                (folder / f"{r:02d}-{f.name}").symlink_to(f.resolve())
+                shutil.copyfile(f, folder / f"{r:02d}-{f.name}")  # emotion-score refuses links in folders
         command = [sys.executable, "-m", "emotion_monitor.realtime.score", "--model", str(model_path)]
         command += ["--provider", options.provider, "--out", str(Path(tmp) / "scores.csv"), str(folder)]
         command += ["--segments"] if segments else []

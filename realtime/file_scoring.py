@@ -283,7 +283,7 @@ class WindowBatcher:
 
     def add(self, samples: np.ndarray) -> None:
         self._pending.append(samples)
-        if len(self._pending) >= PENDING_BATCHES * max(1, self.model.options.batch_size):
+        if len(self._pending) >= PENDING_BATCHES * max(1, self.model.batch_size):
             self._run()
 
     def _run(self) -> None:
