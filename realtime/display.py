@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from emotion_monitor.realtime.analysis import SILENCE_LABEL
+from emotion_monitor.realtime.stream import StreamResult
 
 BAR_WIDTH = 30
 ANSI_UP_AND_CLEAR = "\x1b[{n}F\x1b[J"  # cursor to the start of the line n lines up, clear to end of screen
@@ -33,61 +34,37 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 @dataclass(frozen=True)
-class HopRecord:
-    """One hop of the live monitor (one analysed window).
+class LiveHop:
+    """One hop of the live monitor: the stream's ``result`` and what only the caller knows (its clock, buffer).
 
-    start_s/end_s: the window, in seconds of input audio. speech: VAD verdict. label/confidence: what is shown
-    (smoothed label, or ``silence``). probs: the window's raw probabilities (None for silence: not scored).
-    smoothed: EMA probabilities (None for silence). inference_ms: model time for this window.
     dropped_samples: audio lost so far (ring overwrites).
     latency_ms: from the arrival of the window's last sample in the ring buffer to this estimate being ready
         (queueing + VAD + inference + smoothing); None when unknown.
-    speaker_norm: None when speaker normalisation is off; else ``active`` (the speaker's mean was used for
-        ``probs``) or ``warming`` (not enough speech heard yet: plain probabilities).
-    speaker_speech_s: seconds of the current speaker's speech in the running mean (None when off).
     skipped_windows: windows skipped so far because analysis fell behind a live source.
     """
 
-    start_s: float
-    end_s: float
-    speech: bool
-    label: str
-    confidence: float
-    probs: dict[str, float] | None
-    smoothed: dict[str, float] | None
-    inference_ms: float | None
-    dropped_samples: int
+    result: StreamResult
+    dropped_samples: int = 0
     latency_ms: float | None = None
-    speaker_norm: str | None = None
-    speaker_speech_s: float | None = None
     skipped_windows: int = 0
 
     def to_json(self) -> str:
+        """The ``--jsonl`` record: a wall-clock timestamp, the ``StreamResult`` as it serialises itself, then the
+        caller-side fields."""
         data = {"timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
+        data.update(self.result.to_dict())
         data.update(
-            start_s=round(self.start_s, 3),
-            end_s=round(self.end_s, 3),
-            speech=self.speech,
-            label=self.label,
-            confidence=round(self.confidence, 6),
-            probs=self.probs,
-            smoothed=self.smoothed,
-            inference_ms=None if self.inference_ms is None else round(self.inference_ms, 2),
             dropped_samples=self.dropped_samples,
             latency_ms=None if self.latency_ms is None else round(self.latency_ms, 2),
             skipped_windows=self.skipped_windows,
         )
-        if self.speaker_norm is not None:
-            data.update(
-                speaker_norm=self.speaker_norm, speaker_speech_s=round(self.speaker_speech_s or 0.0, 2)
-            )
         return json.dumps(data, allow_nan=False)  # strict JSON: a NaN is an error here, never written
 
     def speaker_note(self) -> str:
         """``  speaker: active (31 s)`` for the views; empty when speaker normalisation is off."""
-        if self.speaker_norm is None:
+        if self.result.speaker_norm is None:
             return ""
-        return f"  speaker: {self.speaker_norm} ({self.speaker_speech_s or 0.0:.0f} s)"
+        return f"  speaker: {self.result.speaker_norm} ({self.result.speaker_speech_s or 0.0:.0f} s)"
 
 
 class PlainView:
@@ -98,11 +75,12 @@ class PlainView:
         self.labels = labels
         print(header, file=stream, flush=True)
 
-    def show(self, rec: HopRecord) -> None:
+    def show(self, hop: LiveHop) -> None:
+        rec = hop.result
         ms = f"{rec.inference_ms:6.1f} ms" if rec.inference_ms is not None else "     - ms"
         conf = f"{rec.confidence:4.2f}" if rec.speech else "  - "
         print(
-            f"{rec.end_s:7.1f}s  {rec.label:<10} {conf}  {ms}  dropped {rec.dropped_samples}{rec.speaker_note()}",
+            f"{rec.end_s:7.1f}s  {rec.label:<10} {conf}  {ms}  dropped {hop.dropped_samples}{hop.speaker_note()}",
             file=self.stream,
             flush=True,
         )
@@ -122,7 +100,8 @@ class TerminalView(PlainView):
         super().__init__(stream, labels, header)
         self._lines_drawn = 0
 
-    def show(self, rec: HopRecord) -> None:
+    def show(self, hop: LiveHop) -> None:
+        rec = hop.result
         lines = [f"  {rec.label.upper():<12} {rec.confidence:5.0%}" if rec.speech else "  (silence)", ""]
         shown = rec.smoothed or {}
         width = max(len(label) for label in self.labels)
@@ -133,7 +112,7 @@ class TerminalView(PlainView):
         ms = f"{rec.inference_ms:.1f} ms/window" if rec.inference_ms is not None else "- ms/window"
         lines += [
             "",
-            f"  t={rec.end_s:6.1f}s   {ms}   dropped samples: {rec.dropped_samples}{rec.speaker_note()}",
+            f"  t={rec.end_s:6.1f}s   {ms}   dropped samples: {hop.dropped_samples}{hop.speaker_note()}",
         ]
         prefix = ANSI_UP_AND_CLEAR.format(n=self._lines_drawn) if self._lines_drawn else ""
         self.stream.write(prefix + "\n".join(lines) + "\n")
@@ -164,15 +143,16 @@ class Summary:
         self.skipped_windows = 0
         self.started = time.monotonic()
 
-    def add(self, rec: HopRecord) -> None:
+    def add(self, hop: LiveHop) -> None:
+        rec = hop.result
         self.label_hops[rec.label] += 1
         if rec.inference_ms is not None:
             self.inference_ms.append(rec.inference_ms)
-        if rec.latency_ms is not None:
-            self.latency_ms.append(rec.latency_ms)
+        if hop.latency_ms is not None:
+            self.latency_ms.append(hop.latency_ms)
         if rec.speaker_norm is not None:
             self.speaker = (rec.speaker_norm, rec.speaker_speech_s or 0.0)
-        self.skipped_windows = rec.skipped_windows
+        self.skipped_windows = hop.skipped_windows
 
     def render(self, audio_s: float, dropped_samples: int, device_overflows: int) -> str:
         hops = sum(self.label_hops.values())
