@@ -305,11 +305,10 @@ def run(args) -> int:
     source = make_source(args, model.sample_rate)
     out = sys.stderr if args.jsonl == "-" else sys.stdout  # JSON on stdout keeps the panel off it
     spec = stream.spec
-    header = (
-        f"emotion-live: {model.path.name} on {model.device} ({model.providers[0]}), "
-        f"window {spec.window_s:g} s, hop {spec.hop_s:g} s, VAD {stream.windower.vad.name}, "
-        f"input: {source.description}"
-    )
+    header = [
+        f"emotion-live: {model.path.name} on {model.device}, window {spec.window_s:g} s, hop {spec.hop_s:g} s",
+        f"VAD {stream.windower.vad.name}, input: {source.description}",
+    ]
     with contextlib.ExitStack() as stack:
         jsonl = None
         if args.jsonl == "-":
@@ -320,7 +319,7 @@ def run(args) -> int:
         install_stop_signals(stack)
         source.start()  # first: a missing or unusable device fails before anything is shown
         stack.callback(source.stop)
-        view = make_view(out, model.labels, header)
+        view = make_view(out, model.labels, header, spec.hop_s)
         monitor = Monitor(stream, view, jsonl, source, stay_live=not args.every_window)
         if stream.adaptation == "running":
             install_reset_triggers(monitor, stack, use_stdin=not args.stdin_pcm)

@@ -238,7 +238,7 @@ def _record(end_s: float, speech: bool) -> LiveHop:
 
 def test_plain_lines_when_not_a_terminal_and_ansi_redraw_on_a_terminal():
     plain = io.StringIO()
-    view = make_view(plain, ("calm", "angry"), "header")
+    view = make_view(plain, ("calm", "angry"), ["header"])
     view.show(_record(2.0, True))
     view.show(_record(2.5, False))
     lines = plain.getvalue().splitlines()
@@ -246,9 +246,9 @@ def test_plain_lines_when_not_a_terminal_and_ansi_redraw_on_a_terminal():
     assert "angry" in lines[1] and "12.0 ms" in lines[1] and "silence" in lines[2]
 
     tty = _Tty()
-    view = make_view(tty, ("calm", "angry"), "header")
+    view = make_view(tty, ("calm", "angry"), ["header"])
     view.show(_record(2.0, True))
-    assert "\x1b[" not in tty.getvalue()  # nothing to redraw yet
+    assert "\x1b[J" not in tty.getvalue()  # nothing to redraw yet
     view.show(_record(2.5, True))
     assert tty.getvalue().count("\x1b[J") == 1  # the panel is redrawn in place, not appended
     assert "█" * 22 in tty.getvalue()  # 0.75 of a 30-character bar
