@@ -12,7 +12,7 @@
 
 Every rule of the live monitor lives here or in the small classes composed here: ``StreamWindower`` (windows
 ending every hop, the VAD and the model's speech gate), ``EmotionModel.score_windows`` (trimming, level,
-non-finite outputs), ``SpeakerRegistry`` (a ``SpeakerNormalizer`` per speaker) and ``Smoother`` (EMA weighted by
+non-finite outputs), ``TurnDetector`` (who speaks), ``SpeakerRegistry`` (a ``SpeakerNormalizer`` per speaker) and ``Smoother`` (EMA weighted by
 seconds of speech, hysteresis, reset after silence). No threads, no I/O while streaming, no clock: time is the
 stream's own (seconds of audio received since the last ``reset``), so a recording gives the same results
 whatever the chunk sizes. ``emotion-live`` is an audio source, a ring buffer and a view around this object.
@@ -35,6 +35,7 @@ from emotion_monitor.realtime.model import EmotionModel
 from emotion_monitor.realtime.smoothing import Smoother, SmootherOptions
 from emotion_monitor.realtime.speaker_norm import SpeakerNormalizer, SpeakerNormOptions
 from emotion_monitor.realtime.speakers import SpeakerRegistry
+from emotion_monitor.realtime.turns import TurnDetector, TurnOptions
 from emotion_monitor.realtime.vad import FrameVAD, load_vad
 from emotion_monitor.realtime.windowing import AudioWindow, StreamWindower
 
@@ -49,6 +50,9 @@ class StreamOptions:
     speaker_norm: judge each speaker against their own running mean: True/False, or None = on when the model
         carries a running speaker head (the bundled one does) and no calm baseline is given.
     speaker_norm_options: its mode (``blend``/``centred``) and the speech needed first (``min_speech_s``).
+    speaker_turns: detect changes of speaker from the audio (``TurnDetector``): each speaker gets an id and,
+        with speaker_norm, a running mean of their own; a speaker who returns gets theirs back.
+    turn_options: the detector's settings (``TurnOptions``).
     """
 
     window_s: float | None = None
@@ -57,6 +61,8 @@ class StreamOptions:
     smoothing: SmootherOptions = field(default_factory=SmootherOptions)
     speaker_norm: bool | None = None
     speaker_norm_options: SpeakerNormOptions = field(default_factory=SpeakerNormOptions)
+    speaker_turns: bool = False
+    turn_options: TurnOptions = field(default_factory=TurnOptions)
 
 
 @dataclass(frozen=True)
@@ -142,6 +148,7 @@ class EmotionStream:
             head = model.speaker_norm_head("running")  # loaded once, shared by every speaker's normaliser
             make = lambda: SpeakerNormalizer(head, options.speaker_norm_options)  # noqa: E731
         self.speakers = SpeakerRegistry(make, baseline)
+        self.turns = TurnDetector(options.turn_options) if options.speaker_turns else None
         self.reset()
 
     # -- control -----------------------------------------------------------------------------------------------
@@ -150,6 +157,9 @@ class EmotionStream:
         self.windower.reset()
         self.smoother.reset()
         self.speakers.reset()
+        if self.turns is not None:
+            self.turns.reset()
+            self.turns.begin(self.speakers.current)
         self._resampler: soxr.ResampleStream | None = None
         self._input_rate: int | None = None
         self._last_end_s = 0.0
@@ -163,7 +173,10 @@ class EmotionStream:
     def new_speaker(self) -> str:
         """From the next hop on, a new speaker: a new id, a fresh baseline (running mean) and smoother."""
         self.smoother.reset()
-        return self.speakers.new()
+        speaker = self.speakers.new()
+        if self.turns is not None:
+            self.turns.begin(speaker)
+        return speaker
 
     @property
     def speaker(self) -> str:
@@ -258,10 +271,13 @@ class EmotionStream:
 
     def _score(self, window: AudioWindow) -> tuple[np.ndarray, float]:
         """Probabilities of a speech window (adapted to the current speaker when on) and inference milliseconds."""
-        normalizer = self.speakers.normalizer
+        pooled = self.speakers.normalizer is not None or self.turns is not None
         started = time.perf_counter()
-        scores = self.model.score_windows([window.samples], pooled=normalizer is not None)
+        scores = self.model.score_windows([window.samples], pooled=pooled)
         ms = (time.perf_counter() - started) * 1000.0
+        if self.turns is not None:
+            self._follow_turns(scores.pooled[0])
+        normalizer = self.speakers.normalizer
         if normalizer is None:
             return scores.probs[0], ms
         # Each speech window brings one hop of new speech (windows overlap by window - hop).
@@ -270,6 +286,17 @@ class EmotionStream:
         if not np.isfinite(probs).all():
             raise NonFiniteOutputError("speaker-normalised probabilities are NaN or infinite")
         return probs, ms
+
+    def _follow_turns(self, pooled: np.ndarray) -> None:
+        """Let the turn detector see the window; on a change, switch to (or add) the speaker, smoother afresh."""
+        change = self.turns.observe(pooled)
+        if change is None:
+            return
+        self.smoother.reset()
+        if change.to is None:
+            self.turns.begin(self.speakers.new())
+        else:
+            self.speakers.switch(change.to)
 
     def _record(self, window: AudioWindow, label, confidence, probs, smoothed, ms) -> StreamResult:
         normalizer = self.speakers.normalizer
