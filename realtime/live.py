@@ -42,6 +42,8 @@ from emotion_monitor.realtime.speaker_norm import (
 )
 from emotion_monitor.realtime.stream import EmotionStream, StreamOptions, StreamResult
 
+DEFAULT_SPEAKER_TURNS = False
+"""Whether ``--speaker-turns`` is on unless asked (docs/streaming.md: why, from the protocol's figures)."""
 READ_TIMEOUT_S = 0.25
 """Longest wait for audio before the loop checks that the source is still alive (never hang)."""
 
@@ -66,7 +68,8 @@ judged against the current speaker's own average voice (a running mean over thei
 the plain estimate; the panel and the summary show its state. It helps when the speaker's history is varied and
 hides part of a mood that lasts the whole session (the README's model card has the measurements).
 --no-speaker-norm turns it off. For a new speaker, press Enter (interactive terminal) or send SIGUSR1
-(kill -USR1 PID) to forget the previous one.
+(kill -USR1 PID): the next speech is a new speaker (S2, S3, ...) with a mean of their own.
+--speaker-turns detects changes of speaker from the voice instead (see docs/streaming.md for how well).
 --speaker-baseline FILE judges every window against a recording of the speaker talking calmly instead (10 s
 or more): it does not drift towards a mood that lasts, so a speaker who is angry throughout still reads as angry.
 The model: --model FILE, else $EMOTION_MODEL, else the bundled model (built once into ~/.cache).
@@ -129,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_MIN_SPEECH_S,
         help="seconds of a speaker's speech before their mean is used",
+    )
+    ana.add_argument(
+        "--speaker-turns",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULT_SPEAKER_TURNS,
+        help="detect changes of speaker from the voice: each speaker gets an id (S1, S2, ...) and their own "
+        "running mean; a returning speaker gets theirs back (docs/streaming.md has the measurements)",
     )
     run = p.add_argument_group("runtime and output")
     run.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto", help="ONNX Runtime device")
@@ -285,6 +295,7 @@ def stream_options(args: argparse.Namespace) -> StreamOptions:
         smoothing=SmootherOptions(args.alpha, args.margin, args.patience),
         speaker_norm=args.speaker_norm,
         speaker_norm_options=SpeakerNormOptions(args.speaker_norm_mode, args.speaker_min_s),
+        speaker_turns=args.speaker_turns,
     )
 
 
@@ -321,7 +332,7 @@ def run(args) -> int:
         stack.callback(source.stop)
         view = make_view(out, model.labels, header, spec.hop_s)
         monitor = Monitor(stream, view, jsonl, source, stay_live=not args.every_window)
-        if stream.adaptation == "running":
+        if stream.adaptation == "running" or stream.turns is not None:
             install_reset_triggers(monitor, stack, use_stdin=not args.stdin_pcm)
         with contextlib.suppress(
             KeyboardInterrupt

@@ -1,14 +1,15 @@
 """Online speaker turns from what the emotion model already computes: who is speaking, window by window.
 
-The model's ``pooled`` output holds every encoder layer's time mean; the lower layers carry much of the
-speaker's voice (measured in docs/streaming.md). Each speech window's embedding is the chosen layers' means,
-standardised by the session's running mean and spread (so what all voices share drops out), and compared by
-cosine distance with the centroid of each speaker heard so far:
+The model's ``pooled`` output holds every encoder layer's time mean; the lower layers carry some of the
+speaker's voice (measured in docs/streaming.md: not enough for reliable turns, so emotion-live leaves this off
+by default). Each speech window's embedding is the chosen layers' means; its distance to a speaker is the
+root-mean-square difference from that speaker's centroid in units of the session's spread per dimension,
+divided by the typical distance of a speaker's own windows from their centroid (so 1 is "as usual for one
+speaker", whatever the model and the room):
 
-- a window close to the current speaker's centroid joins it;
-- ``confirm_windows`` windows in a row far from it (over ``change_distance``) are a turn change: to the known
-  speaker whose centroid is closest to their mean, when closer than ``change_distance`` (a speaker who returns),
-  else to a new speaker seeded with them.
+- a window within ``change_ratio`` of the current speaker joins them;
+- ``confirm_windows`` windows in a row beyond it are a turn change: to the known speaker closest to their mean
+  when within ``change_ratio`` (a speaker who returns), else to a new speaker seeded with them.
 
 No decision is taken before ``min_windows`` speech windows of the session (the statistics need them). numpy only.
 """
@@ -25,12 +26,13 @@ DEFAULT_LAYERS = (1, 2)
 
 @dataclass(frozen=True)
 class TurnOptions:
-    """layers: ``pooled`` rows forming the embedding. change_distance: cosine distance to a speaker's centroid
-    over which a window is not theirs. confirm_windows: such windows in a row for a change. min_windows: speech
-    windows of the session before any decision. max_speakers: beyond it, a change goes to the closest known one."""
+    """layers: ``pooled`` rows forming the embedding. change_ratio: distance to a speaker's centroid, relative to
+    the typical within-speaker distance, beyond which a window is not theirs. confirm_windows: such windows in a
+    row for a change. min_windows: speech windows of the session before any decision. max_speakers: beyond it,
+    a change goes to the closest known speaker. Defaults: docs/streaming.md (tuned on the protocol's seed 0)."""
 
     layers: tuple[int, ...] = DEFAULT_LAYERS
-    change_distance: float = 0.5
+    change_ratio: float = 1.0
     confirm_windows: int = 3
     min_windows: int = 4
     max_speakers: int = 8
@@ -40,8 +42,8 @@ class TurnOptions:
             raise ValueError(
                 "turn options: layers must not be empty; confirm_windows, min_windows, max_speakers >= 1"
             )
-        if not 0.0 < self.change_distance < 2.0:
-            raise ValueError(f"change_distance {self.change_distance}: a cosine distance in (0, 2)")
+        if self.change_ratio <= 0:
+            raise ValueError(f"change_ratio {self.change_ratio}: must be > 0")
 
 
 @dataclass(frozen=True)
@@ -103,27 +105,35 @@ class TurnDetector:
         self._current: str | None = None
         self._suspects: list[np.ndarray] = []
         self._pending: list[np.ndarray] = []  # the windows that made a change to a new speaker
+        self._within = (
+            0.0  # mean distance of a window from its own speaker's centroid (the unit of distances)
+        )
+        self._within_n = 0
 
     def begin(self, speaker: str) -> None:
         """``speaker`` talks from now on (a new id starts empty, seeded by the windows of a detected change)."""
-        self._speakers.setdefault(speaker, _Centroid()).add(self._pending)
+        centroid = self._speakers.setdefault(speaker, _Centroid())
+        for x in self._pending:
+            self._accept(x, centroid)
         self._pending, self._suspects = [], []
         self._current = speaker
 
     def observe(self, pooled: np.ndarray) -> TurnChange | None:
         """One speech window's ``pooled`` ``[layers + 1, hidden]`` → a change of speaker, or None."""
         x = np.asarray(pooled, dtype=np.float64)[list(self.options.layers)].reshape(-1)
+        if self._current is None:
+            raise RuntimeError("TurnDetector.observe before begin(speaker)")
         if self._stats is None:
             self._stats = _RunningStats(x.size)
         self._stats.add(x)
-        if self._current is None:
-            raise RuntimeError("TurnDetector.observe before begin(speaker)")
         own = self._speakers[self._current]
         if self._stats.n < self.options.min_windows or own.n < self.options.confirm_windows:
-            own.add([x])
+            self._accept(x, own)
             return None
-        if self._distance(x, own) <= self.options.change_distance:
-            own.add([*self._suspects, x])  # a blip: the suspects were the current speaker after all
+        if self._distance(x, own) <= self.options.change_ratio:
+            for suspect in self._suspects:  # a blip: the suspects were the current speaker after all
+                self._accept(suspect, own)
+            self._accept(x, own)
             self._suspects = []
             return None
         self._suspects.append(x)
@@ -137,17 +147,29 @@ class TurnDetector:
         others = {s: self._distance(mean, c) for s, c in self._speakers.items() if s != self._current and c.n}
         best = min(others, key=others.get) if others else None
         if best is not None and (
-            others[best] <= self.options.change_distance or len(self._speakers) >= self.options.max_speakers
+            others[best] <= self.options.change_ratio or len(self._speakers) >= self.options.max_speakers
         ):
-            self._speakers[best].add(suspects)
+            for suspect in suspects:
+                self._accept(suspect, self._speakers[best])
             self._current = best
             return TurnChange(best)
         self._pending = suspects
         return TurnChange(None)
 
     def _distance(self, x: np.ndarray, speaker: _Centroid) -> float:
-        """Cosine distance between ``x`` and a speaker's centroid, both standardised by the session's stats."""
-        stats = self._stats
-        a = (x - stats.mean) / stats.std
-        b = (speaker.mean - stats.mean) / stats.std
-        return float(1.0 - a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+        """How far ``x`` is from a speaker's centroid, relative to how far a speaker's own windows usually are
+        from their centroid (1 = typical of the same speaker). Distances are root-mean-square differences in
+        units of the session's spread per dimension (no centring: the session's mean is the first speaker's
+        own while they are alone)."""
+        raw = float(np.sqrt(np.mean(((x - speaker.mean) / self._stats.std) ** 2)))
+        return raw / max(self._within, 1e-9)
+
+    def _accept(self, x: np.ndarray, speaker: _Centroid) -> None:
+        """``x`` is ``speaker``'s: update the typical within-speaker distance, then the centroid."""
+        if speaker.n == 0:
+            speaker.add([x])
+            return
+        raw = float(np.sqrt(np.mean(((x - speaker.mean) / self._stats.std) ** 2)))
+        self._within_n += 1
+        self._within += (raw - self._within) / self._within_n
+        speaker.add([x])
