@@ -3,6 +3,8 @@ stream following a real two-speaker conversation."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -96,3 +98,73 @@ def test_registry_gives_a_returning_speaker_their_own_normaliser():
     registry.reset()
     assert registry.ids == ["S1"] and len(made) == 3
     assert SpeakerRegistry().normalizer is None
+
+
+@pytest.mark.audio
+@pytest.mark.data
+def test_forced_turns_through_pulseaudio_give_speaker_ids_at_the_turns(
+    pulse_sink, tiny_model, ravdess_16k, tmp_path
+):
+    """Two speakers take turns while emotion-live records a PulseAudio device; SIGUSR1 (what Enter does) is sent
+    at each turn: the JSONL's ``speaker`` changes there (S1, S2, S3: a forced turn is always a new speaker)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import soundfile as sf
+    from support import REPO_ROOT
+
+    from emotion_monitor.realtime.audio import load_audio
+
+    turns = []
+    for k, actor in enumerate(("Actor_01", "Actor_02", "Actor_01")):
+        clips = sorted((ravdess_16k / actor).glob("*.flac"))[k * 7 : k * 7 + 2]
+        audio = np.concatenate([load_audio(c) for c in clips] + [np.zeros(16_000, np.float32)])
+        turns.append(tmp_path / f"turn{k}.wav")
+        sf.write(turns[-1], audio, 16_000)
+    env = dict(pulse_sink.env, PULSE_SOURCE=pulse_sink.monitor)
+    out = tmp_path / "turns.jsonl"
+    cmd = [
+        sys.executable,
+        "-m",
+        "emotion_monitor.realtime.live",
+        "--device",
+        "pulse",
+        "--model",
+        str(tiny_model),
+    ]
+    cmd += ["--speaker-min-s", "2", "--max-seconds", "30", "--jsonl", str(out)]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO_ROOT
+    )
+    signalled_s = []
+    try:
+        assert "emotion-live:" in proc.stdout.readline()  # the header: recording has started
+        started = time.monotonic()
+        time.sleep(0.5)
+        for k, wav in enumerate(turns):
+            if k:
+                os.kill(proc.pid, signal.SIGUSR1)
+                signalled_s.append(time.monotonic() - started)
+            subprocess.run(
+                ["paplay", "-d", pulse_sink.sink, str(wav)], env=pulse_sink.env, timeout=30, check=True
+            )
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    hops = [json.loads(line) for line in out.read_text().splitlines()]
+    runs = [hops[0]["speaker"]] + [
+        b["speaker"] for a, b in zip(hops, hops[1:], strict=False) if b["speaker"] != a["speaker"]
+    ]
+    assert runs == ["S1", "S2", "S3"], runs
+    # Stream time runs behind the wall clock by the device's start-up; the turns are as far apart in both.
+    firsts = [next(h for h in hops if h["speaker"] == speaker)["end_s"] for speaker in ("S2", "S3")]
+    assert abs((firsts[1] - firsts[0]) - (signalled_s[1] - signalled_s[0])) < 1.0, (firsts, signalled_s)
+    for speaker in ("S1", "S2", "S3"):
+        assert any(h["speech"] for h in hops if h["speaker"] == speaker), f"{speaker} spoke"
+    assert "new speaker S2" in rest and "new speaker S3" in rest
