@@ -180,6 +180,7 @@ class Monitor:
         self.jsonl = jsonl
         self.source = source
         self.summary = Summary(stream.spec.hop_s)
+        self._failure_noted = False
 
     @property
     def skipped_windows(self) -> int:
@@ -217,8 +218,6 @@ class Monitor:
         if failed and not self._failure_noted:
             self._failure_noted = True
             self.view.note(f"{self.stream.first_failure} (counted from now on)")
-
-    _failure_noted = False
 
     def _latency_ms(self, result: StreamResult) -> float | None:
         """Milliseconds since the window's last sample entered the ring buffer (None if no longer known)."""

@@ -298,7 +298,15 @@ class EmotionStream:
         else:
             self.speakers.switch(change.to)
 
-    def _record(self, window: AudioWindow, label, confidence, probs, smoothed, ms) -> StreamResult:
+    def _record(
+        self,
+        window: AudioWindow,
+        label: str,
+        confidence: float,
+        probs: dict[str, float] | None,
+        smoothed: dict[str, float] | None,
+        ms: float | None,
+    ) -> StreamResult:
         normalizer = self.speakers.normalizer
         state = speech_s = None
         if normalizer is not None:
