@@ -43,7 +43,10 @@ class SpeakerRegistry:
     def new(self) -> str:
         """Add a new speaker, make it the current one, and return its id."""
         speaker = f"S{len(self._normalizers) + 1}"
-        self._normalizers[speaker] = self._fixed if self._fixed is not None else self._make and self._make()
+        if self._fixed is not None:
+            self._normalizers[speaker] = self._fixed
+        else:
+            self._normalizers[speaker] = None if self._make is None else self._make()
         self.current = speaker
         return speaker
 

@@ -29,8 +29,8 @@ import soxr
 
 from emotion_monitor.realtime.analysis import SILENCE_LABEL, probs_dict
 from emotion_monitor.realtime.audio import to_mono
-from emotion_monitor.realtime.errors import NonFiniteOutputError
-from emotion_monitor.realtime.metadata import DEFAULT_HOP_S
+from emotion_monitor.realtime.errors import ModelError, NonFiniteOutputError
+from emotion_monitor.realtime.metadata import DEFAULT_HOP_S, POOLED_NAME
 from emotion_monitor.realtime.model import EmotionModel
 from emotion_monitor.realtime.smoothing import Smoother, SmootherOptions
 from emotion_monitor.realtime.speaker_norm import SpeakerNormalizer, SpeakerNormOptions
@@ -148,6 +148,10 @@ class EmotionStream:
             head = model.speaker_norm_head("running")  # loaded once, shared by every speaker's normaliser
             make = lambda: SpeakerNormalizer(head, options.speaker_norm_options)  # noqa: E731
         self.speakers = SpeakerRegistry(make, baseline)
+        if options.speaker_turns and not model.has_pooled:
+            raise ModelError(
+                f"{model.path.name}: speaker turns need the model's {POOLED_NAME!r} output (re-export it)"
+            )
         self.turns = TurnDetector(options.turn_options) if options.speaker_turns else None
         self.reset()
 

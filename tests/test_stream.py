@@ -196,3 +196,12 @@ def test_smoother_forgets_after_seconds_of_silence_whatever_the_hop():
 
 def _probs(results: list[StreamResult]) -> np.ndarray:
     return np.array([list(r.probs.values()) for r in results if r.probs])
+
+
+def test_speaker_turns_need_the_pooled_output(constant_model):
+    from emotion_monitor.realtime.errors import ModelError
+
+    model = EmotionModel(constant_model)
+    assert not model.has_pooled
+    with pytest.raises(ModelError, match="speaker turns need"):
+        EmotionStream(model, StreamOptions(speaker_turns=True, speaker_norm=False))
