@@ -106,7 +106,8 @@ class PlainView:
         print("\n".join(self._header(header)), file=stream, flush=True)
 
     def _header(self, lines: list[str]) -> list[str]:
-        return lines
+        """One line (what scripts reading the first line of a log expect)."""
+        return [", ".join(lines)]
 
     def show(self, hop: LiveHop) -> None:
         rec = hop.result
@@ -146,6 +147,7 @@ class TerminalView(PlainView):
         self._speaker: str | None = None
 
     def _header(self, lines: list[str]) -> list[str]:
+        """Each line within ``PANEL_WIDTH`` columns."""
         return [fit(line) for line in lines]
 
     def _paint(self, label: str, text: str) -> str:
