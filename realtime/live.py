@@ -62,6 +62,8 @@ show as "silence"; speech windows are scored and smoothed (EMA + hysteresis) so 
 Ctrl-C, SIGTERM, SIGHUP (or the end of --input / stdin) print a summary, flush --jsonl and exit 0. Errors
 (model, device, unusable --input, --jsonl locked by another run) print one line and exit 2. A window for which
 the model returns NaN or infinite probabilities gets no estimate and no JSONL line; a note says so.
+A --jsonl record is the Python API's StreamResult (docs/api.md: times, speech, label, confidence, probs,
+smoothed, inference_ms, speaker, speaker_norm) plus timestamp, dropped_samples, latency_ms and skipped_windows.
 
 Speaker normalisation is on by default (bundled model): after --speaker-min-s seconds of speech, each window is
 judged against the current speaker's own average voice (a running mean over their speech windows), blended with
@@ -69,7 +71,8 @@ the plain estimate; the panel and the summary show its state. It helps when the 
 hides part of a mood that lasts the whole session (the README's model card has the measurements).
 --no-speaker-norm turns it off. For a new speaker, press Enter (interactive terminal) or send SIGUSR1
 (kill -USR1 PID): the next speech is a new speaker (S2, S3, ...) with a mean of their own.
---speaker-turns detects changes of speaker from the voice instead (see docs/streaming.md for how well).
+--speaker-turns also detects changes of speaker from the voice (each keeps their own mean, a returning one gets
+it back); it is off by default because it misses many turns and adds false ones (docs/streaming.md).
 --speaker-baseline FILE judges every window against a recording of the speaker talking calmly instead (10 s
 or more): it does not drift towards a mood that lasts, so a speaker who is angry throughout still reads as angry.
 The model: --model FILE, else $EMOTION_MODEL, else the bundled model (built once into ~/.cache).
