@@ -1,6 +1,7 @@
 """Inference side: exported models on ONNX Runtime, live monitor and batch scoring. Never imports torch.
 
-``from emotion_monitor.realtime import load_model`` is the Python API (see ``emotion_monitor.realtime.model``). It is resolved lazily, so code
+``from emotion_monitor.realtime import load_model, EmotionStream`` is the Python API (see
+``emotion_monitor.realtime.model`` and ``emotion_monitor.realtime.stream``). It is resolved lazily, so code
 that only needs ``emotion_monitor.realtime.audio`` (training) does not load ONNX Runtime.
 """
 
@@ -14,6 +15,9 @@ _API = {
     "Prediction": "emotion_monitor.realtime.analysis",
     "Segment": "emotion_monitor.realtime.analysis",
     "ModelError": "emotion_monitor.realtime.errors",
+    "EmotionStream": "emotion_monitor.realtime.stream",
+    "StreamOptions": "emotion_monitor.realtime.stream",
+    "StreamResult": "emotion_monitor.realtime.stream",
 }
 """Public name → the module that defines it."""
 

@@ -5,14 +5,35 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from emotion_monitor.realtime.analysis import SILENCE_LABEL
+from emotion_monitor.realtime.stream import StreamResult
 
 BAR_WIDTH = 30
+PANEL_WIDTH = 80
+"""Columns every line of the terminal panel fits in (header included)."""
+STRIP_S = 30.0
+"""Seconds of history in the panel's strip (one cell per hop) ..."""
+STRIP_CELLS = 60
+"""... but never more cells than this (a short hop shows a shorter history)."""
+BARS_CAPTION = "  bars and headline: probability smoothed over the last ~1 s (EMA)"
 ANSI_UP_AND_CLEAR = "\x1b[{n}F\x1b[J"  # cursor to the start of the line n lines up, clear to end of screen
+ANSI_RESET = "\x1b[0m"
+EMOTION_COLOURS = {
+    "neutral": "37",  # white
+    "calm": "36",  # cyan
+    "happy": "33",  # yellow
+    "sad": "34",  # blue
+    "angry": "31",  # red
+    "fearful": "35",  # magenta
+    "disgust": "32",  # green
+    "surprised": "93",  # bright yellow
+}
+"""SGR colour of each emotion in the panel's bars, headline and strip."""
+PALETTE = ("31", "32", "33", "34", "35", "36", "37", "91", "92", "93", "94", "95", "96")
 
 
 def command_parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
@@ -33,76 +54,67 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 @dataclass(frozen=True)
-class HopRecord:
-    """One hop of the live monitor (one analysed window).
+class LiveHop:
+    """One hop of the live monitor: the stream's ``result`` and what only the caller knows (its clock, buffer).
 
-    start_s/end_s: the window, in seconds of input audio. speech: VAD verdict. label/confidence: what is shown
-    (smoothed label, or ``silence``). probs: the window's raw probabilities (None for silence: not scored).
-    smoothed: EMA probabilities (None for silence). inference_ms: model time for this window.
     dropped_samples: audio lost so far (ring overwrites).
     latency_ms: from the arrival of the window's last sample in the ring buffer to this estimate being ready
         (queueing + VAD + inference + smoothing); None when unknown.
-    speaker_norm: None when speaker normalisation is off; else ``active`` (the speaker's mean was used for
-        ``probs``) or ``warming`` (not enough speech heard yet: plain probabilities).
-    speaker_speech_s: seconds of the current speaker's speech in the running mean (None when off).
     skipped_windows: windows skipped so far because analysis fell behind a live source.
     """
 
-    start_s: float
-    end_s: float
-    speech: bool
-    label: str
-    confidence: float
-    probs: dict[str, float] | None
-    smoothed: dict[str, float] | None
-    inference_ms: float | None
-    dropped_samples: int
+    result: StreamResult
+    dropped_samples: int = 0
     latency_ms: float | None = None
-    speaker_norm: str | None = None
-    speaker_speech_s: float | None = None
     skipped_windows: int = 0
 
     def to_json(self) -> str:
+        """The ``--jsonl`` record: a wall-clock timestamp, the ``StreamResult`` as it serialises itself, then the
+        caller-side fields."""
         data = {"timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds")}
+        data.update(self.result.to_dict())
         data.update(
-            start_s=round(self.start_s, 3),
-            end_s=round(self.end_s, 3),
-            speech=self.speech,
-            label=self.label,
-            confidence=round(self.confidence, 6),
-            probs=self.probs,
-            smoothed=self.smoothed,
-            inference_ms=None if self.inference_ms is None else round(self.inference_ms, 2),
             dropped_samples=self.dropped_samples,
             latency_ms=None if self.latency_ms is None else round(self.latency_ms, 2),
             skipped_windows=self.skipped_windows,
         )
-        if self.speaker_norm is not None:
-            data.update(
-                speaker_norm=self.speaker_norm, speaker_speech_s=round(self.speaker_speech_s or 0.0, 2)
-            )
         return json.dumps(data, allow_nan=False)  # strict JSON: a NaN is an error here, never written
 
     def speaker_note(self) -> str:
-        """``  speaker: active (31 s)`` for the views; empty when speaker normalisation is off."""
-        if self.speaker_norm is None:
-            return ""
-        return f"  speaker: {self.speaker_norm} ({self.speaker_speech_s or 0.0:.0f} s)"
+        """``  speaker S1: active (31 s)`` for the views (``  speaker S1`` when speaker adaptation is off)."""
+        rec = self.result
+        if rec.speaker_norm is None:
+            return f"  speaker {rec.speaker}"
+        return f"  speaker {rec.speaker}: {rec.speaker_norm} ({rec.speaker_speech_s or 0.0:.0f} s)"
+
+
+def fit(line: str, width: int = PANEL_WIDTH) -> str:
+    """``line`` unchanged when it fits in ``width`` columns, else shortened in the middle with ``…``."""
+    if len(line) <= width:
+        return line
+    keep = width - 1
+    return line[: keep - keep // 3] + "…" + line[len(line) - keep // 3 :]
 
 
 class PlainView:
     """One line per hop (pipes, logs, CI)."""
 
-    def __init__(self, stream, labels: tuple[str, ...], header: str):
+    def __init__(self, stream, labels: tuple[str, ...], header: list[str], hop_s: float = 0.5):
         self.stream = stream
         self.labels = labels
-        print(header, file=stream, flush=True)
+        self.hop_s = hop_s
+        print("\n".join(self._header(header)), file=stream, flush=True)
 
-    def show(self, rec: HopRecord) -> None:
+    def _header(self, lines: list[str]) -> list[str]:
+        """One line (what scripts reading the first line of a log expect)."""
+        return [", ".join(lines)]
+
+    def show(self, hop: LiveHop) -> None:
+        rec = hop.result
         ms = f"{rec.inference_ms:6.1f} ms" if rec.inference_ms is not None else "     - ms"
         conf = f"{rec.confidence:4.2f}" if rec.speech else "  - "
         print(
-            f"{rec.end_s:7.1f}s  {rec.label:<10} {conf}  {ms}  dropped {rec.dropped_samples}{rec.speaker_note()}",
+            f"{rec.end_s:7.1f}s  {rec.label:<10} {conf}  {ms}  dropped {hop.dropped_samples}{hop.speaker_note()}",
             file=self.stream,
             flush=True,
         )
@@ -116,29 +128,66 @@ class PlainView:
 
 
 class TerminalView(PlainView):
-    """A panel redrawn in place with ANSI codes: label, confidence, one bar per emotion, timing, drops."""
+    """A panel redrawn in place with ANSI codes, every line within ``PANEL_WIDTH`` columns:
 
-    def __init__(self, stream, labels: tuple[str, ...], header: str):
-        super().__init__(stream, labels, header)
+    - the headline: the shown (steady) emotion and its smoothed probability, and the speaker;
+    - one bar per emotion with the same smoothed probabilities (the headline's bar is marked ``◀``), each in its
+      emotion's colour, so the bars are the strip's legend too;
+    - the strip: the last ``STRIP_CELLS`` hops (about 30 s at the default hop), one cell per hop in the colour
+      of the emotion shown then, blank for silence, ``┃`` where a new speaker started;
+    - time, inference time, drops and the speaker's adaptation state.
+    """
+
+    def __init__(self, stream, labels: tuple[str, ...], header: list[str], hop_s: float = 0.5):
+        super().__init__(stream, labels, header, hop_s)
         self._lines_drawn = 0
+        self.colours = emotion_colours(labels)
+        self.cells = max(1, min(STRIP_CELLS, round(STRIP_S / hop_s)))
+        self._strip: deque[tuple[str | None, bool]] = deque(maxlen=self.cells)
+        self._speaker: str | None = None
 
-    def show(self, rec: HopRecord) -> None:
-        lines = [f"  {rec.label.upper():<12} {rec.confidence:5.0%}" if rec.speech else "  (silence)", ""]
+    def _header(self, lines: list[str]) -> list[str]:
+        """Each line within ``PANEL_WIDTH`` columns."""
+        return [fit(line) for line in lines]
+
+    def _paint(self, label: str, text: str) -> str:
+        return f"\x1b[{self.colours[label]}m{text}{ANSI_RESET}"
+
+    def show(self, hop: LiveHop) -> None:
+        rec = hop.result
+        changed = self._speaker is not None and rec.speaker != self._speaker
+        self._speaker = rec.speaker
+        self._strip.append((rec.label if rec.speech else None, changed))
+        if rec.speech:
+            headline = f"  {self._paint(rec.label, f'{rec.label.upper():<10}')} {rec.confidence:4.0%}"
+        else:
+            headline = f"  {'(silence)':<10}     "
+        lines = [f"{headline}   speaker {rec.speaker}{'  (new)' if changed else ''}", BARS_CAPTION]
         shown = rec.smoothed or {}
         width = max(len(label) for label in self.labels)
         for label in self.labels:
             p = shown.get(label, 0.0)
-            bar = "█" * round(p * BAR_WIDTH)
-            lines.append(f"  {label:<{width}} {bar:<{BAR_WIDTH}} {p:4.2f}")
-        ms = f"{rec.inference_ms:.1f} ms/window" if rec.inference_ms is not None else "- ms/window"
+            bar = self._paint(label, "█" * round(p * BAR_WIDTH) + " " * (BAR_WIDTH - round(p * BAR_WIDTH)))
+            mark = " ◀" if rec.speech and label == rec.label else ""
+            lines.append(f"  {label:<{width}} {bar} {p:4.2f}{mark}")
+        ms = f"{rec.inference_ms:.0f} ms/window" if rec.inference_ms is not None else "- ms/window"
         lines += [
             "",
-            f"  t={rec.end_s:6.1f}s   {ms}   dropped samples: {rec.dropped_samples}{rec.speaker_note()}",
+            f"  last {self.cells * self.hop_s:g} s ▕{self._strip_cells()}▏",
+            fit(f"  t={rec.end_s:6.1f}s  {ms}  dropped {hop.dropped_samples}{hop.speaker_note()}"),
         ]
         prefix = ANSI_UP_AND_CLEAR.format(n=self._lines_drawn) if self._lines_drawn else ""
         self.stream.write(prefix + "\n".join(lines) + "\n")
         self.stream.flush()
         self._lines_drawn = len(lines)
+
+    def _strip_cells(self) -> str:
+        """One cell per hop, oldest first, padded with blanks to the strip's width."""
+        cells = []
+        for label, changed in self._strip:
+            glyph = "┃" if changed else ("█" if label is not None else " ")
+            cells.append(glyph if label is None else self._paint(label, glyph))
+        return "".join(cells) + " " * (self.cells - len(cells))
 
     def note(self, line: str) -> None:
         """Printed below the panel, which is then drawn afresh underneath (redrawing in place would overwrite
@@ -147,9 +196,19 @@ class TerminalView(PlainView):
         self._lines_drawn = 0
 
 
-def make_view(stream, labels: tuple[str, ...], header: str) -> PlainView:
+def emotion_colours(labels: tuple[str, ...]) -> dict[str, str]:
+    """An ANSI colour (SGR parameters) for each label: the usual ones for known emotions, then the rest of
+    ``PALETTE`` in turn for labels of other models."""
+    spare = [c for c in PALETTE if c not in EMOTION_COLOURS.values()] or list(PALETTE)
+    colours = {}
+    for i, label in enumerate(labels):
+        colours[label] = EMOTION_COLOURS.get(label, spare[i % len(spare)])
+    return colours
+
+
+def make_view(stream, labels: tuple[str, ...], header: list[str], hop_s: float = 0.5) -> PlainView:
     is_tty = hasattr(stream, "isatty") and stream.isatty()
-    return (TerminalView if is_tty else PlainView)(stream, labels, header)
+    return (TerminalView if is_tty else PlainView)(stream, labels, header, hop_s)
 
 
 class Summary:
@@ -164,15 +223,16 @@ class Summary:
         self.skipped_windows = 0
         self.started = time.monotonic()
 
-    def add(self, rec: HopRecord) -> None:
+    def add(self, hop: LiveHop) -> None:
+        rec = hop.result
         self.label_hops[rec.label] += 1
         if rec.inference_ms is not None:
             self.inference_ms.append(rec.inference_ms)
-        if rec.latency_ms is not None:
-            self.latency_ms.append(rec.latency_ms)
+        if hop.latency_ms is not None:
+            self.latency_ms.append(hop.latency_ms)
         if rec.speaker_norm is not None:
             self.speaker = (rec.speaker_norm, rec.speaker_speech_s or 0.0)
-        self.skipped_windows = rec.skipped_windows
+        self.skipped_windows = hop.skipped_windows
 
     def render(self, audio_s: float, dropped_samples: int, device_overflows: int) -> str:
         hops = sum(self.label_hops.values())

@@ -1,7 +1,8 @@
 """``emotion-live``: listen (microphone, a recording, or a pipe) and show the speaker's emotion every hop.
 
-Threads: the audio source only fills a ring buffer; this (main) thread reads it, cuts sliding windows, gates
-them with a VAD, runs the model on speech windows, smooths, and displays.
+Threads: the audio source only fills a ring buffer; this (main) thread reads it and feeds an ``EmotionStream``
+(windows, speech gate, model, speaker adaptation, smoothing: ``emotion_monitor.realtime.stream``), then shows
+and writes its results.
 """
 
 from __future__ import annotations
@@ -13,22 +14,17 @@ import sys
 import threading
 import time
 
-import numpy as np
-import soxr
-
-from emotion_monitor.realtime.analysis import SILENCE_LABEL, probs_dict
 from emotion_monitor.realtime.audio import AudioError
-from emotion_monitor.realtime.display import HopRecord, Summary, command_parser, make_view
-from emotion_monitor.realtime.errors import ModelError, NonFiniteOutputError, run_command
+from emotion_monitor.realtime.display import LiveHop, Summary, command_parser, make_view
+from emotion_monitor.realtime.errors import ModelError, run_command
 from emotion_monitor.realtime.metadata import DEFAULT_HOP_S
-from emotion_monitor.realtime.model import EmotionModel, ModelOptions, load_model
+from emotion_monitor.realtime.model import ModelOptions, load_model
 from emotion_monitor.realtime.outputs import LockedOutput
 from emotion_monitor.realtime.providers import PROVIDER_CHOICES
 from emotion_monitor.realtime.smoothing import (
     DEFAULT_ALPHA,
     DEFAULT_MARGIN,
     DEFAULT_PATIENCE_HOPS,
-    Smoother,
     SmootherOptions,
 )
 from emotion_monitor.realtime.sources import (
@@ -42,16 +38,14 @@ from emotion_monitor.realtime.sources import (
 from emotion_monitor.realtime.speaker_norm import (
     DEFAULT_MIN_SPEECH_S,
     SPEAKER_NORM_MODES,
-    SpeakerNormalizer,
     SpeakerNormOptions,
 )
-from emotion_monitor.realtime.vad import load_vad
-from emotion_monitor.realtime.windowing import AudioWindow, StreamWindower
+from emotion_monitor.realtime.stream import EmotionStream, StreamOptions, StreamResult
 
+DEFAULT_SPEAKER_TURNS = False
+"""Whether ``--speaker-turns`` is on unless asked (docs/streaming.md: why, from the protocol's figures)."""
 READ_TIMEOUT_S = 0.25
 """Longest wait for audio before the loop checks that the source is still alive (never hang)."""
-RESET_AFTER_SILENT_HOPS = 2
-"""Silent hops after which the smoother forgets the last utterance (1 s at the default hop)."""
 
 EPILOG = """\
 examples:
@@ -62,18 +56,14 @@ examples:
   arecord -f S16_LE -r 16000 -c 1 | emotion-live --stdin-pcm --rate 16000
   emotion-live --speaker-baseline me-calm.wav   # judge against a calm recording of the speaker
 
-Windows without enough speech show as "silence". Speaker normalisation is on by default: press Enter or send
-SIGUSR1 when the speaker changes. Ctrl-C, SIGTERM or the end of the input print a summary and exit 0; errors
-print one line and exit 2. Details: docs/live.md; accuracy: docs/model-card.md (in the project's repository).
+Windows without enough speech show as "silence". Speaker adaptation (--speaker-norm) is off by default: it helps
+a speaker heard in many moods and hurts one who keeps a single mood (docs/model-card.md). Press Enter or send
+SIGUSR1 when the speaker changes (S2, S3, ...); --speaker-turns detects changes from the voice (off by default: it
+misses many turns and adds false ones, docs/streaming.md). A --jsonl record is the Python API's StreamResult plus
+timestamp, dropped_samples, latency_ms and skipped_windows. Ctrl-C, SIGTERM or the end of the input print a
+summary and exit 0; errors print one line and exit 2. Details: docs/live.md; accuracy: docs/model-card.md (in the
+project's repository).
 """
-
-
-def running_speaker_norm(args: argparse.Namespace, model) -> bool:
-    """Whether to normalise by a running speaker mean: as asked (``--[no-]speaker-norm``), else on when the model
-    has a running speaker head and no calm baseline was given."""
-    if args.speaker_norm is not None:
-        return args.speaker_norm
-    return args.speaker_baseline is None and model.has_speaker_head("running")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,9 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     speaker.add_argument(
         "--speaker-norm",
         action=argparse.BooleanOptionalAction,
-        default=None,
-        help="normalise by the current speaker's running mean (default: on when the model has a speaker head, "
-        "as the bundled one does; reset with Enter or SIGUSR1)",
+        default=False,
+        help="normalise by the current speaker's running mean (off by default: it hurts a speaker who keeps one "
+        "mood, docs/model-card.md; needs a model with a speaker head, as the bundled one; reset with Enter or "
+        "SIGUSR1)",
     )
     speaker.add_argument(
         "--speaker-baseline",
@@ -132,6 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_MIN_SPEECH_S,
         help="seconds of a speaker's speech before their mean is used",
+    )
+    ana.add_argument(
+        "--speaker-turns",
+        action=argparse.BooleanOptionalAction,
+        default=DEFAULT_SPEAKER_TURNS,
+        help="detect changes of speaker from the voice: each speaker gets an id (S1, S2, ...) and their own "
+        "running mean; a returning speaker gets theirs back (docs/streaming.md has the measurements)",
     )
     run = p.add_argument_group("runtime and output")
     run.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto", help="ONNX Runtime device")
@@ -161,150 +159,80 @@ def make_source(args, model_rate: int) -> AudioSource:
 
 
 class Monitor:
-    """Window → gate → model → smoother → display, for one stream."""
+    """Source → ring buffer → ``EmotionStream`` → view and JSONL, for one stream. The pipeline is the stream's;
+    this loop only moves audio, keeps the caller-side figures (latency, drops, skips) and shows results."""
 
-    def __init__(
-        self,
-        model: EmotionModel,
-        windower: StreamWindower,
-        smoother: Smoother,
-        view,
-        jsonl,
-        source,
-        normalizer: SpeakerNormalizer | None = None,
-        stay_live: bool = True,
-    ):
-        self.model = model
-        # Skip stale windows when analysis falls behind a live source (see ``_due``).
+    def __init__(self, stream: EmotionStream, view, jsonl, source: AudioSource, stay_live: bool = True):
+        self.stream = stream
+        # Skip stale windows when analysis falls behind a live source (``EmotionStream.process(newest_only=)``).
         self.stay_live = stay_live and source.live
-        self.skipped_windows = 0
-        self.normalizer = normalizer
         self._reset_requested = threading.Event()
-        self.windower = windower
-        self.smoother = smoother
         self.view = view
         self.jsonl = jsonl
         self.source = source
-        self.summary = Summary(windower.spec.hop_s)
-        self._silent_hops = 0
-        self.failed_windows = 0
+        self.summary = Summary(stream.spec.hop_s)
+        self._failure_noted = False
+
+    @property
+    def skipped_windows(self) -> int:
+        return self.stream.skipped_windows
+
+    @property
+    def failed_windows(self) -> int:
         """Speech windows without an estimate because the model returned NaN/inf for them (not in the JSONL)."""
+        return self.stream.failed_windows
 
     def request_speaker_reset(self) -> None:
-        """Forget the current speaker before the next window (safe from any thread or a signal handler)."""
+        """A new speaker from the next chunk on (safe from any thread or a signal handler)."""
         self._reset_requested.set()
 
-    def _score(self, window: AudioWindow) -> tuple[np.ndarray, float]:
-        """Probabilities of a speech window (speaker-normalised when enabled) and inference milliseconds."""
-        started = time.perf_counter()
-        scores = self.model.score_windows([window.samples], pooled=self.normalizer is not None)
-        ms = (time.perf_counter() - started) * 1000.0
-        if self.normalizer is None:
-            return scores.probs[0], ms
-        # Each speech window brings one hop of new speech (windows overlap by window - hop).
-        self.normalizer.update(
-            scores.pooled, speech_s=min(self.windower.spec.hop_s, window.end_s - window.start_s)
-        )
-        probs = self.normalizer.apply(scores.probs, scores.pooled)[0]
-        if not np.isfinite(probs).all():
-            raise NonFiniteOutputError("speaker-normalised probabilities are NaN or infinite")
-        return probs, ms
-
-    def _speaker_state(self) -> tuple[str | None, float | None]:
-        if self.normalizer is None:
-            return None, None
-        if self.normalizer.fixed:
-            return "baseline", self.normalizer.speech_s
-        return ("active" if self.normalizer.ready else "warming"), self.normalizer.speech_s
-
-    def handle(self, window: AudioWindow) -> None:
-        probs = smoothed = ms = None
-        if self._reset_requested.is_set() and self.normalizer is not None:
+    def _apply_speaker_reset(self) -> None:
+        if self._reset_requested.is_set():
             self._reset_requested.clear()
-            self.normalizer.reset()
-            self.smoother.reset()
-            self.view.note("new speaker: speaker statistics reset")
-        if window.speech:
-            try:
-                raw, ms = self._score(window)
-            except NonFiniteOutputError as exc:  # no estimate for this window, never a NaN row
-                self.failed_windows += 1
-                if self.failed_windows == 1:
-                    self.view.note(f"{window.start_s:.1f}-{window.end_s:.1f} s: {exc} (counted from now on)")
-                return
-            state = self.smoother.update(raw, weight=window.speech_s)
-            probs, smoothed = probs_dict(self.model.labels, raw), probs_dict(self.model.labels, state.probs)
-            label, confidence = self.model.labels[state.index], state.confidence
-            self._silent_hops = 0
-        else:
-            label, confidence = SILENCE_LABEL, 0.0
-            self._silent_hops += 1
-            if self._silent_hops >= RESET_AFTER_SILENT_HOPS:
-                self.smoother.reset()  # a new utterance starts fresh
-        speaker_norm, speaker_speech_s = self._speaker_state()
-        rec = HopRecord(
-            start_s=window.start_s,
-            end_s=window.end_s,
-            speech=window.speech,
-            label=label,
-            confidence=confidence,
-            probs=probs,
-            smoothed=smoothed,
-            inference_ms=ms,
-            dropped_samples=self.source.ring.stats().dropped,
-            latency_ms=self._latency_ms(window),
-            skipped_windows=self.skipped_windows,
-            speaker_norm=speaker_norm,
-            speaker_speech_s=speaker_speech_s,
-        )
-        self.view.show(rec)
-        self.summary.add(rec)
-        if self.jsonl is not None:
-            self.jsonl.write(rec.to_json() + "\n")
-            self.jsonl.flush()
+            speaker = self.stream.new_speaker()
+            self.view.note(f"new speaker {speaker}: speaker statistics reset")
 
-    def _latency_ms(self, window: AudioWindow) -> float | None:
+    def show(self, results: list[StreamResult]) -> None:
+        failed = self.stream.failed_windows
+        for result in results:
+            hop = LiveHop(
+                result,
+                dropped_samples=self.source.ring.stats().dropped,
+                latency_ms=self._latency_ms(result),
+                skipped_windows=self.stream.skipped_windows,
+            )
+            self.view.show(hop)
+            self.summary.add(hop)
+            if self.jsonl is not None:
+                self.jsonl.write(hop.to_json() + "\n")
+                self.jsonl.flush()
+        if failed and not self._failure_noted:
+            self._failure_noted = True
+            self.view.note(f"{self.stream.first_failure} (counted from now on)")
+
+    def _latency_ms(self, result: StreamResult) -> float | None:
         """Milliseconds since the window's last sample entered the ring buffer (None if no longer known)."""
-        source_index = round(window.end * self.source.sample_rate / window.sample_rate)
-        arrived = self.source.ring.arrival_time(source_index)
+        arrived = self.source.ring.arrival_time(round(result.end_s * self.source.sample_rate))
         return None if arrived is None else (time.monotonic() - arrived) * 1000.0
-
-    def _due(self, windows: list[AudioWindow]) -> list[AudioWindow]:
-        """The windows to analyse now. Several at once means the last analysis took longer than a hop; on a live
-        source only the newest is analysed, so estimates stay current instead of lagging ever further behind
-        (and the ring buffer is read in time, so no audio is lost). Skipped windows are counted."""
-        if not self.stay_live or len(windows) <= 1:
-            return windows
-        self.skipped_windows += len(windows) - 1
-        return windows[-1:]
 
     def run(self, max_seconds: float | None = None) -> None:
         """Consume until end of input, ``max_seconds`` of audio, or Ctrl-C (KeyboardInterrupt propagates)."""
-        resampler = None
-        if self.source.sample_rate != self.model.sample_rate:
-            resampler = soxr.ResampleStream(
-                self.source.sample_rate, self.model.sample_rate, 1, dtype="float32"
-            )
-        ring = self.source.ring
-        limit = None if max_seconds is None else round(max_seconds * self.model.sample_rate)
-        while limit is None or self.windower.received < limit:
+        ring, rate = self.source.ring, self.source.sample_rate
+        limit = None if max_seconds is None else round(max_seconds * rate)
+        received = 0
+        while limit is None or received < limit:
             chunk = ring.read(timeout_s=READ_TIMEOUT_S)
             if chunk.size == 0:
                 if ring.closed:
                     break
                 self.source.check()
                 continue
-            if resampler is not None:
-                chunk = resampler.resample_chunk(chunk)
             if limit is not None:  # stop exactly at the limit, whatever the read sizes
-                chunk = chunk[: limit - self.windower.received]
-            for window in self._due(self.windower.feed(chunk)):
-                self.handle(window)
-        if resampler is not None:  # the resampler holds back a few samples until told the stream ended
-            for window in self.windower.feed(resampler.resample_chunk(np.zeros(0, np.float32), last=True)):
-                self.handle(window)
-        for window in self.windower.flush():
-            self.handle(window)
+                chunk = chunk[: limit - received]
+            received += chunk.size
+            self._apply_speaker_reset()
+            self.show(self.stream.process(chunk, rate, newest_only=self.stay_live))
+        self.show(self.stream.flush())
 
 
 class StopRequested(KeyboardInterrupt):
@@ -348,29 +276,40 @@ def main(argv: list[str] | None = None) -> int:
     return run_command("emotion-live", lambda: run(args), (ModelError, SourceError, AudioError, ValueError))
 
 
+def stream_options(args: argparse.Namespace) -> StreamOptions:
+    """The command line's analysis options as ``StreamOptions``."""
+    return StreamOptions(
+        window_s=args.window_s,
+        hop_s=args.hop_s,
+        vad=args.vad,
+        smoothing=SmootherOptions(args.alpha, args.margin, args.patience),
+        speaker_norm=args.speaker_norm,
+        speaker_norm_options=SpeakerNormOptions(args.speaker_norm_mode, args.speaker_min_s),
+        speaker_turns=args.speaker_turns,
+    )
+
+
 def run(args) -> int:
     if args.fast and not args.input:
         raise ValueError("--fast only applies to --input")
     model = load_model(
         args.model, ModelOptions(provider=args.provider, intra_op_threads=args.threads, batch_size=1)
     )
-    vad, vad_notice = load_vad(args.vad)
-    if vad_notice:  # the header says why CUDA was not used, when it was not
-        print(vad_notice, file=sys.stderr)
-    spec = model.window_spec(args.window_s, args.hop_s)
-    normalizer = None
-    running = running_speaker_norm(args, model)
-    if running or args.speaker_baseline:
-        options = SpeakerNormOptions(args.speaker_norm_mode, args.speaker_min_s)
-        normalizer = model.speaker_normalizer(options, args.speaker_baseline)
-    smoother = Smoother(SmootherOptions(args.alpha, args.margin, args.patience))
+    options = stream_options(args)
+    baseline = None
+    if args.speaker_baseline:
+        baseline = model.speaker_baseline(args.speaker_baseline, options.speaker_norm_options)
+    stream = EmotionStream(model, options, baseline=baseline)
+    if stream.vad_notice:  # the header says why CUDA was not used, when it was not
+        print(stream.vad_notice, file=sys.stderr)
     source = make_source(args, model.sample_rate)
     out = sys.stderr if args.jsonl == "-" else sys.stdout  # JSON on stdout keeps the panel off it
-    header = (
-        f"emotion-live: {model.path.name} on {model.device} ({model.providers[0]}"
-        f"{f'; CUDA not used: {model.cuda_skipped}' if model.cuda_skipped else ''}), "
-        f"window {spec.window_s:g} s, hop {spec.hop_s:g} s, VAD {vad.name}, input: {source.description}"
-    )
+    spec = stream.spec
+    cuda = f" ({model.providers[0]}; CUDA not used: {model.cuda_skipped})" if model.cuda_skipped else ""
+    header = [
+        f"emotion-live: {model.path.name} on {model.device}{cuda}, window {spec.window_s:g} s, hop {spec.hop_s:g} s",
+        f"VAD {stream.windower.vad.name}, input: {source.description}",
+    ]
     with contextlib.ExitStack() as stack:
         jsonl = None
         if args.jsonl == "-":
@@ -381,22 +320,16 @@ def run(args) -> int:
         install_stop_signals(stack)
         source.start()  # first: a missing or unusable device fails before anything is shown
         stack.callback(source.stop)
-        view = make_view(out, model.labels, header)
-        windower = StreamWindower(spec, vad, model.speech_gate)
-        monitor = Monitor(
-            model, windower, smoother, view, jsonl, source, normalizer, stay_live=not args.every_window
-        )
-        if running:
+        view = make_view(out, model.labels, header, spec.hop_s)
+        monitor = Monitor(stream, view, jsonl, source, stay_live=not args.every_window)
+        if stream.adaptation == "running" or stream.turns is not None:
             install_reset_triggers(monitor, stack, use_stdin=not args.stdin_pcm)
         with contextlib.suppress(
             KeyboardInterrupt
         ):  # Ctrl-C/SIGTERM/SIGHUP: the normal stop, go on to the summary
             monitor.run(args.max_seconds)
         stats = source.ring.stats()
-        print(
-            monitor.summary.render(monitor.windower.received_s, stats.dropped, stats.device_overflows),
-            file=out,
-        )
+        print(monitor.summary.render(stream.received_s, stats.dropped, stats.device_overflows), file=out)
         if monitor.failed_windows:
             print(
                 f"emotion-live: {monitor.failed_windows} speech window(s) without an estimate: the model "

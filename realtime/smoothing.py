@@ -2,9 +2,10 @@
 
 Raw per-window estimates flicker between neighbouring classes (calm/neutral, angry/disgust). The EMA steadies
 the probabilities, each window counted by its evidence (its seconds of speech): the first window of an utterance
-holds little speech, and a later window holding the whole utterance outweighs it instead of being held back by it; the hysteresis keeps the shown label until another class beats it by ``margin`` for
-``patience_hops`` consecutive hops. After silence the state is reset, so a new utterance starts fresh instead of
-inheriting the previous speaker's mood.
+holds little speech, and a later window holding the whole utterance outweighs it instead of being held back by it;
+the hysteresis keeps the shown label until another class beats it by ``margin`` for ``patience_hops`` consecutive
+hops. After ``reset_after_silence_s`` of silence (``silence(seconds)``) the state is reset, so a new utterance
+starts fresh instead of inheriting the previous one's mood.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ DEFAULT_MARGIN = 0.1
 """How far (in probability) a challenger must lead the shown label."""
 DEFAULT_PATIENCE_HOPS = 2
 """For how many consecutive hops the challenger must lead before the label switches."""
+DEFAULT_RESET_AFTER_SILENCE_S = 1.0
+"""Seconds of silence after which the smoother forgets the last utterance (two hops at the default hop)."""
 
 
 @dataclass(frozen=True)
@@ -26,12 +29,15 @@ class SmootherOptions:
     alpha: float = DEFAULT_ALPHA
     margin: float = DEFAULT_MARGIN
     patience_hops: int = DEFAULT_PATIENCE_HOPS
+    reset_after_silence_s: float = DEFAULT_RESET_AFTER_SILENCE_S
 
     def __post_init__(self):
         if not 0.0 < self.alpha <= 1.0:
             raise ValueError(f"alpha must be in (0, 1], got {self.alpha}")
         if self.margin < 0 or self.patience_hops < 1:
             raise ValueError("margin must be >= 0 and patience_hops >= 1")
+        if self.reset_after_silence_s < 0:
+            raise ValueError(f"reset_after_silence_s must be >= 0, got {self.reset_after_silence_s}")
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,8 @@ class Smoothed:
 
 
 class Smoother:
-    """``update(probs)`` once per speech hop; ``reset()`` after silence. ``state`` is None until the first update."""
+    """``update(probs, speech_s)`` once per speech hop, ``silence(seconds)`` once per silent hop; ``reset()`` for a
+    new speaker. ``state`` is None until the first update (and after a reset)."""
 
     def __init__(self, options: SmootherOptions | None = None):
         self.options = options or SmootherOptions()
@@ -59,20 +66,28 @@ class Smoother:
         self._index = -1
         self._challenger = -1
         self._streak = 0
+        self._silent_s = 0.0
+
+    def silence(self, seconds: float) -> None:
+        """``seconds`` more of silence; after ``reset_after_silence_s`` in a row the state is reset."""
+        self._silent_s += float(seconds)
+        if self._silent_s >= self.options.reset_after_silence_s - 1e-9:  # 10 hops of 0.1 s make 1 s
+            self.reset()
 
     @property
     def state(self) -> Smoothed | None:
         return None if self._probs is None else Smoothed(self._probs.copy(), self._index)
 
-    def update(self, probs: np.ndarray, weight: float = 1.0) -> Smoothed:
-        """``probs`` [classes] of the newest window, and its evidence ``weight`` (e.g. seconds of speech) → smoothed
-        probabilities and the (steady) label index.
+    def update(self, probs: np.ndarray, speech_s: float = 1.0) -> Smoothed:
+        """``probs`` [classes] of the newest window, and its evidence, the ``speech_s`` seconds of speech it holds
+        → smoothed probabilities and the (steady) label index.
 
-        The newest window's share is ``alpha`` when its weight equals the state's (a plain EMA), more when it
+        The newest window's share is ``alpha`` when its speech equals the state's (a plain EMA), more when it
         carries more evidence than the windows before it, less when it carries less.
         """
+        self._silent_s = 0.0
         probs = np.asarray(probs, dtype=np.float64)
-        weight = max(float(weight), 1e-6)
+        weight = max(float(speech_s), 1e-6)
         if self._probs is None:
             self._probs = probs.copy()
             self._weight = weight

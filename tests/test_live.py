@@ -286,10 +286,8 @@ def test_falling_behind_a_live_source_skips_stale_windows_and_loses_no_audio(
     from emotion_monitor.realtime.display import PlainView
     from emotion_monitor.realtime.live import Monitor
     from emotion_monitor.realtime.model import EmotionModel
-    from emotion_monitor.realtime.smoothing import Smoother, SmootherOptions
     from emotion_monitor.realtime.sources import FileReplaySource
-    from emotion_monitor.realtime.vad import load_vad
-    from emotion_monitor.realtime.windowing import StreamWindower
+    from emotion_monitor.realtime.stream import EmotionStream, StreamOptions
 
     model = EmotionModel(tiny_model)
     fast_score = model.score_windows
@@ -297,9 +295,9 @@ def test_falling_behind_a_live_source_skips_stale_windows_and_loses_no_audio(
         model, "score_windows", lambda w, pooled=False: (time.sleep(0.25), fast_score(w, pooled))[1]
     )
     source = FileReplaySource(ravdess_16k / ANGRY_CLIP, model.sample_rate, realtime=True)
-    windower = StreamWindower(model.window_spec(hop_s=0.1), load_vad("energy")[0])
+    stream = EmotionStream(model, StreamOptions(hop_s=0.1, vad="energy", speaker_norm=False))
     view = PlainView(io.StringIO(), model.labels, "test")
-    monitor = Monitor(model, windower, Smoother(SmootherOptions()), view, None, source, stay_live=stay_live)
+    monitor = Monitor(stream, view, None, source, stay_live=stay_live)
     source.start()
     try:
         monitor.run()

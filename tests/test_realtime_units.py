@@ -9,9 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from emotion_monitor.realtime.display import HopRecord, Summary, make_view
+from emotion_monitor.realtime.display import LiveHop, Summary, make_view
 from emotion_monitor.realtime.ringbuffer import RingBuffer
 from emotion_monitor.realtime.smoothing import Smoother, SmootherOptions
+from emotion_monitor.realtime.stream import StreamResult
 from emotion_monitor.realtime.vad import FRAME_SAMPLES, FrameVAD
 from emotion_monitor.realtime.windowing import StreamWindower, WindowSpec, tile_bounds
 
@@ -229,14 +230,15 @@ class _Tty(io.StringIO):
         return True
 
 
-def _record(end_s: float, speech: bool) -> HopRecord:
+def _record(end_s: float, speech: bool) -> LiveHop:
     probs = {"calm": 0.25, "angry": 0.75} if speech else None
-    return HopRecord(end_s - 2, end_s, speech, "angry" if speech else "silence", 0.75, probs, probs, 12.0, 0)
+    label, ms = ("angry", 12.0) if speech else ("silence", None)
+    return LiveHop(StreamResult(end_s - 2, end_s, speech, label, 0.75, probs, probs, ms, "S1"))
 
 
 def test_plain_lines_when_not_a_terminal_and_ansi_redraw_on_a_terminal():
     plain = io.StringIO()
-    view = make_view(plain, ("calm", "angry"), "header")
+    view = make_view(plain, ("calm", "angry"), ["header"])
     view.show(_record(2.0, True))
     view.show(_record(2.5, False))
     lines = plain.getvalue().splitlines()
@@ -244,9 +246,9 @@ def test_plain_lines_when_not_a_terminal_and_ansi_redraw_on_a_terminal():
     assert "angry" in lines[1] and "12.0 ms" in lines[1] and "silence" in lines[2]
 
     tty = _Tty()
-    view = make_view(tty, ("calm", "angry"), "header")
+    view = make_view(tty, ("calm", "angry"), ["header"])
     view.show(_record(2.0, True))
-    assert "\x1b[" not in tty.getvalue()  # nothing to redraw yet
+    assert "\x1b[J" not in tty.getvalue()  # nothing to redraw yet
     view.show(_record(2.5, True))
     assert tty.getvalue().count("\x1b[J") == 1  # the panel is redrawn in place, not appended
     assert "█" * 22 in tty.getvalue()  # 0.75 of a 30-character bar
@@ -268,10 +270,10 @@ def test_smoother_lets_stronger_later_evidence_outweigh_an_early_window():
         Smoother(SmootherOptions(alpha=0.5, margin=0.1, patience_hops=1)),
     )
     early, later = np.array([0.1, 0.9, 0.0]), np.array([0.65, 0.35, 0.0])
-    plain.update(early, weight=1.0)
-    weighted.update(early, weight=0.3)
-    assert plain.update(later, weight=1.0).index == 1  # equal evidence: the plain EMA keeps the early label
-    assert weighted.update(later, weight=1.5).index == 0  # five times the speech: the later window wins
+    plain.update(early, speech_s=1.0)
+    weighted.update(early, speech_s=0.3)
+    assert plain.update(later, speech_s=1.0).index == 1  # equal evidence: the plain EMA keeps the early label
+    assert weighted.update(later, speech_s=1.5).index == 0  # five times the speech: the later window wins
     assert weighted.state.probs.sum() == pytest.approx(1.0)
 
 

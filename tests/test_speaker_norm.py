@@ -372,36 +372,46 @@ def test_score_segments_normalise_speech_windows_only(tiny_model, model, ravdess
 
 
 def test_reset_request_restarts_the_running_mean_and_tells_the_user(model):
-    """What Enter / SIGUSR1 trigger: the next window starts a new speaker, and the view says so once."""
+    """What Enter / SIGUSR1 trigger: the next chunk starts a new speaker, and the view says so once."""
     from types import SimpleNamespace
 
     from emotion_monitor.realtime.live import Monitor
     from emotion_monitor.realtime.ringbuffer import RingBuffer
-    from emotion_monitor.realtime.smoothing import Smoother, SmootherOptions
-    from emotion_monitor.realtime.vad import load_vad
-    from emotion_monitor.realtime.windowing import AudioWindow, StreamWindower
+    from emotion_monitor.realtime.stream import EmotionStream, StreamOptions
 
     class View:
         def __init__(self):
             self.notes, self.records = [], []
 
-        def show(self, rec):
-            self.records.append(rec)
+        def show(self, hop):
+            self.records.append(hop.result)
 
         def note(self, line):
             self.notes.append(line)
 
     view = View()
-    source = SimpleNamespace(ring=RingBuffer(16_000), sample_rate=model.sample_rate, live=False)
-    windower = StreamWindower(model.window_spec(hop_s=0.5), load_vad("energy")[0])
-    norm = SpeakerNormalizer(model.speaker_norm_head(), SpeakerNormOptions(min_speech_s=1.0))
-    monitor = Monitor(model, windower, Smoother(SmootherOptions()), view, None, source, norm)
-    samples = _windows(model, 6, count=1)[0]
-    window = AudioWindow(0, samples.size, samples, True, 1.0, model.sample_rate)
-    for _ in range(3):
-        monitor.handle(window)
-    assert norm.speech_s == pytest.approx(1.5) and view.records[-1].speaker_norm == "active"
+    ring = RingBuffer(16_000 * 10)
+    source = SimpleNamespace(ring=ring, sample_rate=model.sample_rate, live=False)
+    options = StreamOptions(
+        hop_s=0.5, vad="energy", speaker_norm_options=SpeakerNormOptions(min_speech_s=1.0)
+    )
+    stream = EmotionStream(model, options)
+    monitor = Monitor(stream, view, None, source)
+    samples = _windows(model, 6, count=1)[0]  # 2 s of loud noise: speech to the energy gate
+    ring.write(np.concatenate([samples, samples]))
+    ring.close()
+    monitor.run()
+    speech = [r for r in view.records if r.speech]
+    assert speech[-1].speaker_norm == "active" and speech[-1].speaker == "S1"
+    norm = stream.speakers.normalizer
+    assert norm.speech_s == pytest.approx(0.5 * len(speech))
+    shown = len(view.records)
     monitor.request_speaker_reset()
-    monitor.handle(window)
-    assert norm.windows == 1 and view.records[-1].speaker_norm == "warming"
-    assert view.notes == ["new speaker: speaker statistics reset"]
+    ring = source.ring = RingBuffer(16_000 * 10)
+    ring.write(samples[:8_000])
+    ring.close()
+    monitor.run(max_seconds=0.5)
+    after = view.records[shown:]
+    assert after and after[0].speaker == "S2" and after[0].speaker_norm == "warming"
+    assert stream.speakers.normalizer.windows == 1 and norm.windows == len(speech)
+    assert view.notes == ["new speaker S2: speaker statistics reset"]
