@@ -393,7 +393,7 @@ def test_reset_request_restarts_the_running_mean_and_tells_the_user(model):
     ring = RingBuffer(16_000 * 10)
     source = SimpleNamespace(ring=ring, sample_rate=model.sample_rate, live=False)
     options = StreamOptions(
-        hop_s=0.5, vad="energy", speaker_norm_options=SpeakerNormOptions(min_speech_s=1.0)
+        hop_s=0.5, vad="energy", speaker_norm=True, speaker_norm_options=SpeakerNormOptions(min_speech_s=1.0)
     )
     stream = EmotionStream(model, options)
     monitor = Monitor(stream, view, None, source)

@@ -147,7 +147,9 @@ def test_a_rate_change_mid_stream_keeps_time_going(model, talk):
 
 def test_reset_starts_the_session_again(model, talk):
     audio, rate = sf.read(str(talk), dtype="float32")
-    stream = EmotionStream(model, StreamOptions(speaker_norm_options=SpeakerNormOptions(min_speech_s=1.0)))
+    stream = EmotionStream(
+        model, StreamOptions(speaker_norm=True, speaker_norm_options=SpeakerNormOptions(min_speech_s=1.0))
+    )
     first = stream.process(audio, rate) + stream.flush()
     stream.new_speaker()
     stream.reset()
@@ -160,7 +162,9 @@ def test_reset_starts_the_session_again(model, talk):
 
 def test_new_speaker_gets_a_new_id_a_fresh_baseline_and_a_fresh_smoother(model, talk):
     audio, rate = sf.read(str(talk), dtype="float32")
-    stream = EmotionStream(model, StreamOptions(speaker_norm_options=SpeakerNormOptions(min_speech_s=1.0)))
+    stream = EmotionStream(
+        model, StreamOptions(speaker_norm=True, speaker_norm_options=SpeakerNormOptions(min_speech_s=1.0))
+    )
     assert stream.adaptation == "running", "the tiny model carries a running speaker head"
     half = len(audio) // 2
     first = [r for r in stream.process(audio[:half], rate) if r.speech]
@@ -205,3 +209,13 @@ def test_speaker_turns_need_the_pooled_output(constant_model):
     assert not model.has_pooled
     with pytest.raises(ModelError, match="speaker turns need"):
         EmotionStream(model, StreamOptions(speaker_turns=True, speaker_norm=False))
+
+
+def test_speaker_adaptation_is_off_unless_asked(model, talk):
+    """Off by default (it hurts a speaker who keeps one mood: model card); on when asked, or with None when the
+    model carries a running speaker head."""
+    audio, rate = sf.read(str(talk), dtype="float32")
+    plain = EmotionStream(model)
+    assert plain.adaptation is None
+    assert all(r.speaker_norm is None for r in plain.process(audio, rate) + plain.flush())
+    assert EmotionStream(model, StreamOptions(speaker_norm=None)).adaptation == "running"
