@@ -122,6 +122,11 @@ class EmotionServer:
         if options.stream.speaker_norm is not False and model.has_speaker_head("running"):
             model.speaker_norm_head("running")  # loaded once here, not by two sessions' threads at once
 
+    @property
+    def sessions(self) -> tuple[Session, ...]:
+        """The sessions open now (each holds its ``stream``)."""
+        return tuple(self._sessions)
+
     def stats(self) -> ServerStats:
         return ServerStats(len(self._connections), len(self._sessions), self._finished, self._rejected)
 
