@@ -11,7 +11,7 @@ const COLOURS = {
 const SPARE = ["#6d4c41", "#00acc1", "#c0ca33", "#5e35b1", "#f4511e"];
 const $ = (id) => document.getElementById(id);
 
-const state = { ws: null, audio: null, media: null, labels: [], hopS: 0.5, hops: [], count: 0, lastSpeaker: null };
+const state = { ws: null, audio: null, media: null, labels: [], hopS: 0.5, hops: [], count: 0, lastSpeaker: null, done: false };
 
 function colour(label, i) {
   return COLOURS[label] || SPARE[i % SPARE.length];
@@ -37,7 +37,7 @@ async function start() {
     $("start").textContent = "Start microphone";
     $("start").disabled = false;
     $("new-speaker").disabled = true;
-    if (!$("status").classList.contains("error")) setStatus(`disconnected (${event.code})`);
+    if (!state.done && !$("status").classList.contains("error")) setStatus(`disconnected (${event.code})`);
   };
   ws.onerror = () => setStatus("cannot reach emotion-serve", true);
 }
@@ -83,6 +83,7 @@ function onMessage(msg) {
   if (msg.error) {
     setStatus(`server: ${msg.error}`, true);
   } else if (msg.ready) {
+    state.done = false;
     state.labels = msg.labels;
     state.hopS = msg.hop_s;
     state.hops = [];
@@ -98,6 +99,7 @@ function onMessage(msg) {
     });
     startAudio();
   } else if (msg.done) {
+    state.done = true;
     setStatus(`stopped: ${msg.hops} hops, ${msg.received_s.toFixed(1)} s heard`);
   } else if (msg.end_s !== undefined) {
     onHop(msg);
