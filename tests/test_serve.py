@@ -383,6 +383,22 @@ def test_emotion_serve_errors_are_one_line(tiny_model):
     assert busy.stderr.startswith(f"emotion-serve: error: cannot listen on 127.0.0.1:{port}: "), busy.stderr
 
 
+def test_the_client_example_in_the_docs_runs(served, model, recordings, tmp_path):
+    """docs/serve.md's Python client, as printed there, against the server: one line per hop, then done."""
+    text = (REPO_ROOT / "docs" / "serve.md").read_text()
+    example = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "sync.client" in b)
+    wav = tmp_path / "talk.wav"
+    sf.write(wav, recordings[0], 16_000, subtype="PCM_16")
+    code = example.replace('"talk.wav"', repr(str(wav))).replace("ws://127.0.0.1:8765/", served.url)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert '"ready": true' in lines[0] and "'done': True" in lines[-1]
+    hops = lines[1:-1]
+    assert len(hops) == len(reference(model, recordings[0]))
+    assert all(re.fullmatch(r" *\d+\.\d s  \w+ +\d\.\d\d", line) for line in hops), hops
+
+
 def test_the_page_loads_nothing_from_elsewhere():
     for path in WEB_DIR.iterdir():
         assert not re.search(r"(https?:)?//[\w.-]+\.[a-z]{2,}", path.read_text()), (
