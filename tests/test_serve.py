@@ -295,9 +295,9 @@ def test_closing_a_client_mid_stream_frees_its_stream(served, recordings):
 
 
 def test_a_client_that_does_not_read_loses_the_oldest_hops_and_is_told(model, recordings):
-    """The client sends 20 s of speech as fast as it can and reads nothing until it has sent {"end": true}: the
-    server keeps at most 4 hops waiting (hop 0.1 s: about 200 hops), drops the oldest and says how many."""
-    pcm = np.concatenate(recordings * 2)
+    """The client sends 78 s of speech as fast as it can and reads nothing until it has sent {"end": true}: the
+    server keeps at most 4 hops waiting (hop 0.1 s: about 760 hops), drops the oldest and says how many."""
+    pcm = np.concatenate(recordings * 4)
     with BackgroundServer(model, max_pending_results=4) as served:
         sock = socket.create_connection(("127.0.0.1", served.server.port))
         sock.setsockopt(
