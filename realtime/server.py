@@ -63,6 +63,8 @@ STATIC_TYPES = {
 CONTENT_SECURITY_POLICY = "default-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'"
 """The page may load and connect to this server only (its WebSocket is same-origin)."""
 STATS_PATH = "/stats"
+DROPPABLE = ("hop", "note")
+"""Outbox kinds a slow reader may lose (``ready``, ``done`` and fatal errors are never dropped)."""
 DONE = object()
 """The outbox's last item after ``{"end": true}``: the ``done`` message, written when it is sent."""
 
@@ -119,7 +121,7 @@ class EmotionServer:
         self._finished = 0
         self._rejected = 0
         self._server = None
-        if options.stream.speaker_norm is not False and model.has_speaker_head("running"):
+        if model.has_speaker_head("running"):
             model.speaker_norm_head("running")  # loaded once here, not by two sessions' threads at once
 
     @property
@@ -236,7 +238,7 @@ class Session:
         self.max_pending = server.options.max_pending_results
         self.hops = 0
         self.dropped_results = 0
-        self._outbox: deque[tuple[str, object]] = deque()  # (kind, payload): kind hop | message | last
+        self._outbox: deque[tuple[str, object]] = deque()  # (kind, payload): hop | note | message | last
         self._wake = asyncio.Event()
 
     async def run(self) -> None:
@@ -264,7 +266,7 @@ class Session:
                 try:
                     command = parse_command(message)
                 except ProtocolError as exc:  # not fatal: tell the client, keep the stream
-                    self._post("message", error_message(str(exc), None))
+                    self._post("note", error_message(str(exc), None))
                     continue
                 if command == "new_speaker":
                     self.stream.new_speaker()  # between two frames: no analysis runs on this stream now
@@ -287,31 +289,34 @@ class Session:
             self._post("hop", result)
 
     def _post(self, kind: str, payload) -> None:
-        if kind == "hop" and sum(k == "hop" for k, _ in self._outbox) >= self.max_pending:
-            oldest = next(i for i, (k, _) in enumerate(self._outbox) if k == "hop")
+        """Queue a message. ``hop`` and ``note`` (a non-fatal error) are bounded together: past
+        ``max_pending`` the oldest of them is dropped (a dropped hop is counted for the client)."""
+        if kind in DROPPABLE and sum(k in DROPPABLE for k, _ in self._outbox) >= self.max_pending:
+            oldest = next(i for i, (k, _) in enumerate(self._outbox) if k in DROPPABLE)
+            if self._outbox[oldest][0] == "hop":
+                self.dropped_results += 1
             del self._outbox[oldest]
-            self.dropped_results += 1
         self._outbox.append((kind, payload))
         self._wake.set()
 
     async def _send_loop(self) -> None:
-        """Send the outbox in order; ``last`` (``done`` or a fatal error, or nothing) ends the loop."""
-        while True:
-            while not self._outbox:
-                self._wake.clear()
-                await self._wake.wait()
-            kind, payload = self._outbox.popleft()
-            if kind == "hop":
-                await self.ws.send(hop_message(payload, self.dropped_results))
-            elif kind == "message":
-                await self.ws.send(payload)
-            else:
-                if payload is DONE:  # written now: the dropped count is final
-                    payload = done_message(self.stream, self.hops, self.dropped_results)
-                if payload is not None:
-                    with contextlib.suppress(ConnectionClosed):
+        """Send the outbox in order; ``last`` (``done``, a fatal error, or nothing) or a closed connection ends
+        the loop."""
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                while not self._outbox:
+                    self._wake.clear()
+                    await self._wake.wait()
+                kind, payload = self._outbox.popleft()
+                if kind == "hop":
+                    payload = hop_message(payload, self.dropped_results)
+                elif kind == "last":
+                    if payload is DONE:  # written now: the dropped count is final
+                        payload = done_message(self.stream, self.hops, self.dropped_results)
+                    if payload is not None:
                         await self.ws.send(payload)
-                return
+                    return
+                await self.ws.send(payload)
 
 
 async def _close_with_error(ws: ServerConnection, error: str, close_code: int) -> None:

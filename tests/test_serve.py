@@ -399,6 +399,17 @@ def test_the_client_example_in_the_docs_runs(served, model, recordings, tmp_path
     assert all(re.fullmatch(r" *\d+\.\d s  \w+ +\d\.\d\d", line) for line in hops), hops
 
 
+def test_the_service_never_imports_torch():
+    code = (
+        "import sys, emotion_monitor.realtime.serve, emotion_monitor.realtime.server\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO_ROOT
+    )
+    assert run.returncode == 0 and run.stdout.strip() == "[]", run.stdout + run.stderr
+
+
 def test_the_page_loads_nothing_from_elsewhere():
     for path in WEB_DIR.iterdir():
         assert not re.search(r"(https?:)?//[\w.-]+\.[a-z]{2,}", path.read_text()), (
