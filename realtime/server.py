@@ -28,6 +28,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
@@ -162,8 +163,15 @@ class EmotionServer:
 
     # -- HTTP: the page and the stats ----------------------------------------------------------------------------
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        """A WebSocket upgrade (any path) goes on to ``_handle``; a plain GET gets the page, a file or stats."""
+        """A WebSocket upgrade (any path; from a browser only from this server's page) goes on to ``_handle``;
+        a plain GET gets the page, a file or stats."""
         if request.headers.get("Upgrade", "").lower() == "websocket":
+            origin = request.headers.get("Origin")
+            if origin is not None and urlsplit(origin).netloc != request.headers.get("Host"):
+                # A page from another site (cross-site WebSocket): only this server's own page may connect.
+                return connection.respond(
+                    http.HTTPStatus.FORBIDDEN, f"cross-origin WebSocket from {origin}\n"
+                )
             return None
         path = request.path.split("?", 1)[0]
         if path == STATS_PATH:

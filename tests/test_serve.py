@@ -104,8 +104,9 @@ def recordings(ravdess_16k) -> list[np.ndarray]:
 def stream_pcm(
     url: str, pcm: np.ndarray, frame_samples: int = FRAME_SAMPLES, **config
 ) -> tuple[dict, list, dict]:
-    """Stream int16 ``pcm`` (16 kHz) as fast as the server takes it; (ready, hop messages, done)."""
-    with connect(url) as ws:
+    """Stream int16 ``pcm`` (16 kHz) as fast as the server takes it; (ready, hop messages, done). With the
+    ``Origin`` a browser on the server's page sends."""
+    with connect(url, origin=url.replace("ws://", "http://").rstrip("/")) as ws:
         ws.send(json.dumps({"sample_rate": 16_000, "speaker_norm": False} | config))
         ready = json.loads(ws.recv(timeout=30))
         assert ready.get("ready") is True, ready
@@ -255,6 +256,14 @@ def test_a_frame_over_the_size_limit_closes_only_that_connection(served, recordi
                 ws.recv(timeout=30)
     assert ws.close_code == 1009  # "message too big", from websockets itself
     assert_server_still_serves(served, recordings)
+
+
+def test_a_page_from_another_site_cannot_connect(served, recordings):
+    with pytest.raises(websockets.exceptions.InvalidStatus, match="403"):
+        connect(served.url, origin="http://evil.example")
+    _, hops, _ = stream_pcm(served.url, recordings[2][:24_000])  # with the page's own origin
+    assert hops
+    served.wait_idle()
 
 
 def test_too_many_connections_is_an_error_and_a_freed_slot_serves_again(model, recordings):
