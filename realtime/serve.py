@@ -18,6 +18,7 @@ from emotion_monitor.realtime.metadata import DEFAULT_HOP_S
 from emotion_monitor.realtime.model import ModelOptions, load_model
 from emotion_monitor.realtime.providers import PROVIDER_CHOICES
 from emotion_monitor.realtime.stream import StreamOptions
+from emotion_monitor.realtime.wire import DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_PENDING_RESULTS
 
 PROG = "emotion-serve"
 EPILOG = """\
@@ -42,13 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8765, help="port (0: any free port)")
     p.add_argument("--model", help="exported .onnx model (default: bundled model)")
-    p.add_argument("--max-connections", type=int, default=16, help="WebSocket sessions at once")
-    p.add_argument("--workers", type=int, help="analysis threads shared by all sessions (default: the cores)")
     p.add_argument(
-        "--threads", type=int, help="intra-op threads per inference (default: ONNX Runtime's, ≤ 4)"
+        "--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, help="WebSocket sessions at once"
     )
+    p.add_argument("--workers", type=int, help="analysis threads shared by all sessions (default: the cores)")
+    p.add_argument("--threads", type=int, help="intra-op threads per inference (default: cores, at most 4)")
     p.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto", help="ONNX Runtime device")
-    p.add_argument("--hop-s", type=float, default=DEFAULT_HOP_S, help="default seconds between estimates")
+    p.add_argument(
+        "--hop-s",
+        type=float,
+        default=DEFAULT_HOP_S,
+        help="seconds between estimates (a client may ask for another)",
+    )
     p.add_argument("--vad", choices=("auto", "silero", "energy"), default="auto", help="speech gate")
     p.add_argument(
         "--speaker-norm",
@@ -59,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-pending-results",
         type=int,
-        default=64,
+        default=DEFAULT_MAX_PENDING_RESULTS,
         help="hop messages kept for a slow reader before the oldest are dropped",
     )
     return p

@@ -43,6 +43,11 @@ from emotion_monitor.realtime.wire import (
     CLOSE_NORMAL,
     CLOSE_POLICY,
     CLOSE_TRY_LATER,
+    CONFIG_TIMEOUT_S,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_PENDING_RESULTS,
+    MAX_FRAME_BYTES,
+    MAX_QUEUED_FRAMES,
     ProtocolError,
     SessionConfig,
     decode_pcm,
@@ -85,11 +90,11 @@ class ServerOptions:
     host: str = "127.0.0.1"
     port: int = 8765
     workers: int | None = None
-    max_connections: int = 16
-    max_pending_results: int = 64
-    max_frame_bytes: int = 256 * 1024
-    max_queued_frames: int = 4
-    config_timeout_s: float = 10.0
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_pending_results: int = DEFAULT_MAX_PENDING_RESULTS
+    max_frame_bytes: int = MAX_FRAME_BYTES
+    max_queued_frames: int = MAX_QUEUED_FRAMES
+    config_timeout_s: float = CONFIG_TIMEOUT_S
     stream: StreamOptions = field(default_factory=StreamOptions)
 
 

@@ -24,6 +24,15 @@ MIN_HOP_S = 0.1
 MAX_HOP_S = 5.0
 """Hops a client may ask for: a shorter hop is more inference per second of audio, shared with everyone."""
 MAX_SPEAKER_MIN_S = 600.0
+MAX_FRAME_BYTES = 256 * 1024
+"""Largest binary message (8 s of 16 kHz audio); a larger one closes the connection (1009)."""
+MAX_QUEUED_FRAMES = 4
+"""Unread messages buffered per connection before the server stops reading its socket (backpressure)."""
+DEFAULT_MAX_CONNECTIONS = 16
+DEFAULT_MAX_PENDING_RESULTS = 64
+"""Hop messages kept for a client that reads slowly; past that the oldest is dropped and counted."""
+CONFIG_TIMEOUT_S = 10.0
+"""A connection that sends no configuration within this is closed."""
 CONFIG_KEYS = ("sample_rate", "hop_s", "speaker_norm", "speaker_norm_mode", "speaker_min_s")
 """Every key the configuration message may hold."""
 COMMANDS = ("end", "new_speaker")
