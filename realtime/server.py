@@ -101,11 +101,11 @@ class ServerOptions:
 @dataclass(frozen=True)
 class ServerStats:
     """connections: WebSocket connections open now; streams: sessions holding an ``EmotionStream`` now;
-    sessions: sessions finished or broken off since start; rejected: connections refused (too many)."""
+    finished: sessions ended (done, failed or broken off) since start; rejected: connections refused (too many)."""
 
     connections: int
     streams: int
-    sessions: int
+    finished: int
     rejected: int
 
     def to_json(self) -> str:

@@ -172,7 +172,7 @@ def test_four_concurrent_clients_each_get_their_own_results(served, model, recor
         other = probs(hops, model.labels)
         n = min(len(first), len(other))
         assert not np.allclose(first[:n], other[:n], atol=1e-5), "two clients got the same results"
-    assert served.wait_idle().sessions >= 4
+    assert served.wait_idle().finished >= 4
 
 
 def test_speaker_adaptation_and_new_speaker_per_connection(served, recordings):
@@ -368,7 +368,7 @@ def test_emotion_serve_command_serves_the_page_and_stops_on_sigterm(tiny_model, 
         _, hops, _ = stream_pcm(f"ws://{base}/", recordings[0])
         assert any(h["speech"] for h in hops)
         with urllib.request.urlopen(f"http://{base}/stats", timeout=10) as stats:
-            assert json.loads(stats.read()) == {"connections": 0, "streams": 0, "sessions": 1, "rejected": 0}
+            assert json.loads(stats.read()) == {"connections": 0, "streams": 0, "finished": 1, "rejected": 0}
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         assert "stopping" in proc.stderr.read()
