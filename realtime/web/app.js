@@ -100,7 +100,7 @@ function onMessage(msg) {
     startAudio();
   } else if (msg.done) {
     state.done = true;
-    setStatus(`stopped: ${msg.hops} hops, ${msg.received_s.toFixed(1)} s heard`);
+    if (!$("status").classList.contains("error")) setStatus(`stopped: ${msg.hops} hops, ${msg.received_s.toFixed(1)} s heard`);
   } else if (msg.end_s !== undefined) {
     onHop(msg);
   }
