@@ -309,6 +309,10 @@ def test_configs_are_found_in_a_built_wheel(tmp_path):
     # Data folders ship too: the VAD model (the runtime needs no silero-vad package) and the bundled head.
     assert (installed / "realtime" / "assets" / "silero_vad.onnx").is_file()
     assert (installed / "export" / "bundled" / "model.json").is_file()
+    # emotion-serve's live page (package data, no build step).
+    assert {"index.html", "app.js", "pcm-worklet.js", "style.css"} <= {
+        p.name for p in (installed / "realtime" / "web").iterdir()
+    }
     # One distinctive top-level name: no generic `core`, `export`, `realtime` or `configs` in site-packages.
     assert sorted(
         p.name for p in target.iterdir() if p.name != "bin" and not p.name.endswith(".dist-info")
