@@ -322,8 +322,8 @@ def run(args) -> int:
         stack.callback(source.stop)
         view = make_view(out, model.labels, header, spec.hop_s)
         monitor = Monitor(stream, view, jsonl, source, stay_live=not args.every_window)
-        if stream.adaptation == "running" or stream.turns is not None:
-            install_reset_triggers(monitor, stack, use_stdin=not args.stdin_pcm)
+        # Enter / SIGUSR1 start a new speaker (a new id; with adaptation, a fresh mean) whether or not it adapts.
+        install_reset_triggers(monitor, stack, use_stdin=not args.stdin_pcm)
         with contextlib.suppress(
             KeyboardInterrupt
         ):  # Ctrl-C/SIGTERM/SIGHUP: the normal stop, go on to the summary
