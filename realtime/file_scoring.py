@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from queue import Empty, Full, Queue
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -51,15 +49,10 @@ PENDING_BATCHES = 1
 """Windows are scored as soon as this many model batches are pending."""
 
 
-SILENT_FRAME_DB = 35.0
-"""A VAD frame this far below the loudest frame so far is silence without asking the VAD (the whole-file trim's
-own rule, ``PreprocessOptions.trim_db``): a pause of room noise costs next to nothing."""
 LOUD_FRAME_DB = 15.0
 """A VAD frame within this of the loudest frame so far is speech without asking the VAD (``GatedVAD``)."""
 WARM_UP_FRAMES = 16
 """VAD frames (0.5 s) before a quiet stretch that the VAD is fed, unasked, before it is asked about the stretch."""
-PREFETCH_BLOCKS = 4
-"""Decoded blocks (with their VAD frames) waiting for the model: decoding and the VAD run in their own thread."""
 
 
 class SpeechTiler:
@@ -155,14 +148,13 @@ class SpeechTiler:
 class GatedVAD:
     """Speech flags per 512-sample frame of a stream, for finding pauses, with the VAD asked as little as possible.
 
-        A frame within ``LOUD_FRAME_DB`` of the loudest frame so far is speech (a loud stretch that is not speech,
-        music say, is scored as before). A pause has no such frame, so the VAD (``FrameVAD.frame_probability``, in
-        stream order, fresh at each stretch) is asked only once a stretch without one has lasted ``min_pause_s``:
-        about its frames so far and each next one, until a loud frame ends the stretch (first fed the half second
-    before the stretch, unasked, as context). Frames ``SILENT_FRAME_DB``
-        below the loudest so far are not speech, without asking. A stretch that ends sooner is speech (a gap
-        between words). Continuous speech thus costs next to no VAD time; pauses cost the VAD's time on them.
-        Flags come in stream order, those of an open quiet stretch once it is decided (``flush`` at the end).
+    A frame within ``LOUD_FRAME_DB`` of the loudest frame so far is speech (a loud stretch that is not speech,
+    music say, is scored as before). A pause has no such frame, so the VAD (``FrameVAD.frame_probability``, in
+    stream order, fresh at each stretch) is asked only once a stretch without one has lasted ``min_pause_s``:
+    about its frames so far and each next one, until a loud frame ends the stretch (first fed the half second
+    before the stretch, unasked, as context). A stretch that ends sooner is speech (a gap between words).
+    Continuous speech thus costs next to no VAD time; pauses and quiet speech cost the VAD's time on them.
+    Flags come in stream order, those of an open quiet stretch once it is decided (``flush`` at the end).
     """
 
     def __init__(self, vad: FrameVAD, sample_rate: int, min_pause_s: float = MIN_PAUSE_S):
@@ -170,7 +162,7 @@ class GatedVAD:
         self.min_pause_frames = max(1, round(min_pause_s * sample_rate / FRAME_SAMPLES))
         self._pending = np.zeros(0, np.float32)
         self._loudest_db = -np.inf
-        self._quiet: list[tuple[np.ndarray, bool]] = []  # the open quiet stretch, undecided: (frame, silent)
+        self._quiet: list[np.ndarray] = []  # the frames of the open quiet stretch, undecided
         self._asking = False  # the open quiet stretch is a pause's length: the VAD decides each frame
         self._recent: deque[np.ndarray] = deque(maxlen=WARM_UP_FRAMES + self.min_pause_frames)
         self.asked = 0
@@ -186,7 +178,6 @@ class GatedVAD:
         if n:
             self._loudest_db = loudest[-1]
         loud = level_db >= loudest - LOUD_FRAME_DB
-        silent = level_db < loudest - SILENT_FRAME_DB
         self.frames += n
         out: list[bool] = []
         for i in range(n):
@@ -197,13 +188,13 @@ class GatedVAD:
                 self._asking = False
                 out.append(True)
             elif self._asking:
-                out.append(self._ask(frames[i], silent[i]))
+                out.append(self._ask(frames[i]))
             else:
-                self._quiet.append((frames[i], silent[i]))
+                self._quiet.append(frames[i])
                 if len(self._quiet) >= self.min_pause_frames:
                     self._warm_up()
                     self._asking = True
-                    out += [self._ask(frame, quiet) for frame, quiet in self._quiet]
+                    out += [self._ask(frame) for frame in self._quiet]
                     self._quiet = []
         return np.array(out, bool)
 
@@ -222,52 +213,9 @@ class GatedVAD:
             self.vad.frame_probability(frame)
         self.asked += min(len(before), WARM_UP_FRAMES)
 
-    def _ask(self, frame: np.ndarray, silent: bool) -> bool:
-        if silent:
-            return False
+    def _ask(self, frame: np.ndarray) -> bool:
         self.asked += 1
         return self.vad.frame_probability(frame) >= SPEECH_THRESHOLD
-
-
-def prefetch(items: Iterator, size: int = PREFETCH_BLOCKS) -> Iterator:
-    """``items`` produced by a thread of their own, up to ``size`` ahead (decoding and the VAD release the GIL
-    in their native code, so they run while the model does). Exceptions reach the consumer; the thread has ended
-    when this generator is exhausted or closed."""
-    queue: Queue = Queue(maxsize=size)
-    done = object()
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        queue.put((item, None), timeout=0.1)
-                        break
-                    except Full:
-                        continue
-                if stop.is_set():
-                    return
-            queue.put((done, None))
-        except BaseException as exc:  # handed to the consumer, raised there
-            queue.put((done, exc))
-
-    thread = threading.Thread(target=produce, name="decode", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, exc = queue.get()
-            if exc is not None:
-                raise exc
-            if item is done:
-                return
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():
-            with contextlib.suppress(Empty):
-                queue.get(timeout=0.1)
-        thread.join()
 
 
 class WindowBatcher:
@@ -349,7 +297,7 @@ def score_stream_clip(
     batcher = WindowBatcher(model, pooled)
     level = RunningLevel()
     shares: list[float] = []
-    with contextlib.closing(prefetch(_with_speech(blocks, vad, model.sample_rate))) as items:
+    with contextlib.closing(_with_speech(blocks, vad, model.sample_rate)) as items:
         for block, speech in items:
             if on_block is not None:
                 on_block()
