@@ -51,6 +51,12 @@ PENDING_BATCHES = 1
 
 LOUD_FRAME_DB = 15.0
 """A VAD frame within this of the loudest frame so far is speech without asking the VAD (``GatedVAD``)."""
+NOISE_FRAMES = 8
+"""Frames of a pause the VAD must have called non-speech before quieter frames go unasked (``GatedVAD``)."""
+NOISE_MARGIN_DB = 3.0
+"""Inside a pause, a frame less than this above the pause's mean noise level is the pause going on."""
+NOISE_WARM_UP_FRAMES = 4
+"""Frames skipped just before a louder one in a pause that the VAD is fed, unasked, before it is asked."""
 WARM_UP_FRAMES = 16
 """VAD frames (0.5 s) before a quiet stretch that the VAD is fed, unasked, before it is asked about the stretch."""
 
@@ -152,7 +158,9 @@ class GatedVAD:
     music say, is scored as before). A pause has no such frame, so the VAD (``FrameVAD.frame_probability``, in
     stream order, fresh at each stretch) is asked only once a stretch without one has lasted ``min_pause_s``:
     about its frames so far and each next one, until a loud frame ends the stretch (first fed the half second
-    before the stretch, unasked, as context). A stretch that ends sooner is speech (a gap between words).
+    before the stretch, unasked, as context). Once the VAD has called ``NOISE_FRAMES`` of a pause non-speech,
+    frames of it less than ``NOISE_MARGIN_DB`` above their mean level are the pause going on, unasked (speech
+    rises above a pause's noise). A stretch that ends sooner than a pause is speech (a gap between words).
     Continuous speech thus costs next to no VAD time; pauses and quiet speech cost the VAD's time on them.
     Flags come in stream order, those of an open quiet stretch once it is decided (``flush`` at the end).
     """
@@ -163,6 +171,9 @@ class GatedVAD:
         self._pending = np.zeros(0, np.float32)
         self._loudest_db = -np.inf
         self._quiet: list[np.ndarray] = []  # the frames of the open quiet stretch, undecided
+        self._quiet_db: list[float] = []  # and their levels
+        self._noise: list[float] = []  # levels of the frames of this pause that the VAD called non-speech
+        self._skipped = 0  # frames of this pause not asked about since the last one that was
         self._asking = False  # the open quiet stretch is a pause's length: the VAD decides each frame
         self._recent: deque[np.ndarray] = deque(maxlen=WARM_UP_FRAMES + self.min_pause_frames)
         self.asked = 0
@@ -185,23 +196,27 @@ class GatedVAD:
             if loud[i]:
                 out += [True] * len(self._quiet)  # a gap between words: part of the speech around it
                 self._quiet = []
+                self._quiet_db = []
                 self._asking = False
                 out.append(True)
             elif self._asking:
-                out.append(self._ask(frames[i]))
+                out.append(self._ask_in_pause(frames[i], level_db[i]))
             else:
                 self._quiet.append(frames[i])
+                self._quiet_db.append(level_db[i])
                 if len(self._quiet) >= self.min_pause_frames:
                     self._warm_up()
                     self._asking = True
-                    out += [self._ask(frame) for frame in self._quiet]
-                    self._quiet = []
+                    self._noise = []
+                    quiet = zip(self._quiet, self._quiet_db, strict=True)
+                    out += [self._ask_in_pause(f, db, warm=False) for f, db in quiet]
+                    self._quiet, self._quiet_db, self._skipped = [], [], 0
         return np.array(out, bool)
 
     def flush(self) -> np.ndarray:
         """The flags of a quiet stretch still open at the end (shorter than a pause: speech)."""
         out = np.ones(len(self._quiet), bool)
-        self._quiet = []
+        self._quiet, self._quiet_db = [], []
         return out
 
     def _warm_up(self) -> None:
@@ -212,6 +227,22 @@ class GatedVAD:
         for frame in before[-WARM_UP_FRAMES:]:
             self.vad.frame_probability(frame)
         self.asked += min(len(before), WARM_UP_FRAMES)
+
+    def _ask_in_pause(self, frame: np.ndarray, level_db: float, warm: bool = True) -> bool:
+        """Inside a pause: a frame no louder than the pause's noise so far (``NOISE_MARGIN_DB``) is the pause
+        going on, without asking; a louder one is asked about (after the frames skipped just before it)."""
+        if len(self._noise) >= NOISE_FRAMES and level_db < np.mean(self._noise) + NOISE_MARGIN_DB:
+            self._skipped += 1
+            return False
+        if warm and self._skipped:
+            recent = list(self._recent)[:-1]
+            for before in recent[-min(self._skipped, NOISE_WARM_UP_FRAMES) :]:
+                self.vad.frame_probability(before)
+            self._skipped = 0
+        speech = self._ask(frame)
+        if not speech:
+            self._noise.append(level_db)
+        return speech
 
     def _ask(self, frame: np.ndarray) -> bool:
         self.asked += 1
