@@ -278,6 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        if (
+            args.model is None
+        ):  # built once now if it is not cached: a build must not count in a run's figures
+            from emotion_monitor.realtime.model_store import resolve_model_path
+
+            args.model = str(resolve_model_path())
         if args.model == "constant":
             from fuzz_inputs import write_constant_model  # same folder (run as a script)
 
