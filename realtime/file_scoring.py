@@ -49,7 +49,7 @@ PENDING_BATCHES = 1
 """Windows are scored as soon as this many model batches are pending."""
 
 
-LOUD_FRAME_DB = 15.0
+LOUD_FRAME_DB = 25.0
 """A VAD frame within this of the loudest frame so far is speech without asking the VAD (``GatedVAD``)."""
 NOISE_FRAMES = 8
 """Frames of a pause the VAD must have called non-speech before quieter frames go unasked (``GatedVAD``)."""
