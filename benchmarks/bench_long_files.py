@@ -8,8 +8,9 @@ the ratios come from one run on the same (possibly busy) machine.
 
 Cases (``--cases``):
   labels      whole-file labels of ``--clips`` short clips (half RAVDESS, half CREMA-D): new vs old, same share;
-              and of "joined" files (one RAVDESS actor's clips of one emotion joined with pauses): accuracy of
-              the whole-file label against that emotion, new and old.
+              and of "joined" files (one actor's clips of one emotion joined with pauses, about half the file;
+              RAVDESS ``--actors`` or ``--joined-crema N`` CREMA-D actors): accuracy of the whole-file label
+              against that emotion, new and old.
   pauses      a conversation-like file (``--speech-s`` of speech, about half of it pauses) against the same speech
               without pauses: wall time ratio (new; old too with ``--old-python``).
   throughput  continuous speech (clips back to back, files of ``--file-s``): x real time, new and old.
@@ -40,6 +41,7 @@ from emotion_monitor.core.data import EMOTIONS
 from emotion_monitor.core.paths import data_root, ravdess_dir
 from emotion_monitor.export.quantize import cpu_flags
 from emotion_monitor.realtime.audio import SAMPLE_RATE, PreprocessOptions, load_audio, prepare_clip
+from emotion_monitor.realtime.file_scoring import WHOLE_CLIP_S
 
 PAUSE_DBFS = -60.0
 """Level of the noise that fills pauses (a quiet room)."""
@@ -62,6 +64,31 @@ def crema_clips(n: int, seed: int = 0) -> list[tuple[Path, str]]:
     files = sorted((data_root() / "crema-d-16k").rglob("*.flac"))
     picked = [files[i] for i in sorted(np.random.default_rng(seed).choice(len(files), n, replace=False))]
     return [(f, CREMA_EMOTIONS[f.stem.split("_")[2]]) for f in picked]
+
+
+def joined_groups(args) -> list[tuple[str, str, list[Path]]]:
+    """(actor, emotion, clips) for the "joined" files: RAVDESS ``--actors``, or ``--joined-crema`` CREMA-D actors."""
+    if args.joined_crema:
+        files = sorted((data_root() / "crema-d-16k").glob("*.flac"))
+        actors = sorted({f.name.split("_")[0] for f in files})[: args.joined_crema]
+        return [
+            (
+                a,
+                e,
+                [
+                    f
+                    for f in files
+                    if f.name.startswith(a + "_") and CREMA_EMOTIONS[f.stem.split("_")[2]] == e
+                ],
+            )
+            for a in actors
+            for e in CREMA_EMOTIONS.values()
+        ]
+    return [
+        (f"{a:02d}", e, [f for f, label in ravdess_clips([a]) if label == e])
+        for a in args.actors
+        for e in EMOTIONS
+    ]
 
 
 def write_recording(
@@ -99,20 +126,23 @@ def run_score(
     python: str, paths: list[Path], out: Path, model: str | None, threads: int, *extra: str
 ) -> dict:
     """One ``emotion-score`` child: wall seconds, peak RSS (MB), labels by file name."""
-    cmd = [python, "-m", "emotion_monitor.realtime.score", *map(str, paths), "--out", str(out)]
+    # /usr/bin/time measures the child alone (ru_maxrss of a forked child counts this process's own memory)
+    cmd = ["/usr/bin/time", "-f", "peak_rss_kb %M", python, "-m", "emotion_monitor.realtime.score"]
+    cmd += [*map(str, paths), "--out", str(out)]
     cmd += (["--model", model] if model else []) + ["--threads", str(threads), *extra]
     start = time.perf_counter()
     child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd="/")
     stderr = child.stderr.read()
-    _, status, usage = os.wait4(child.pid, 0)
+    status = child.wait()
     wall_s = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
+    peak_kb = int(stderr.strip().rsplit("peak_rss_kb ", 1)[-1])
+    if status != 0:
         raise SystemExit(f"{python} emotion-score failed: {stderr.strip()[-800:]}")
     labels = {}
     if "--segments" not in extra:
         with out.open(newline="") as f:
             labels = {Path(row["path"]).name: row["label"] for row in csv.DictReader(f)}
-    return {"wall_s": wall_s, "peak_rss_mb": usage.ru_maxrss / 1024, "labels": labels}
+    return {"wall_s": wall_s, "peak_rss_mb": peak_kb / 1024, "labels": labels}
 
 
 def versions(args) -> dict[str, str]:
@@ -131,12 +161,10 @@ def case_labels(args, tmp: Path) -> dict:
     joined = tmp / "joined"
     joined.mkdir()
     truth = {}
-    for actor in args.actors:
-        for emotion in EMOTIONS:
-            files = [f for f, e in ravdess_clips([actor]) if e == emotion]
-            name = f"actor{actor:02d}_{emotion}.flac"
-            info = write_recording(joined / name, files, 0.5, None, rng)
-            truth[name] = (emotion, info["total_s"])
+    for actor, emotion, files in joined_groups(args):
+        name = f"actor{actor}_{emotion}.flac"
+        info = write_recording(joined / name, files, 0.5, None, rng)
+        truth[name] = (emotion, info["total_s"])
     report: dict = {"clips": len(short), "joined_files": len(truth)}
     labels = {}
     for version, python in versions(args).items():
@@ -156,6 +184,7 @@ def case_labels(args, tmp: Path) -> dict:
         same = sum(labels["new"]["joined"][k] == v for k, v in labels["old"]["joined"].items())
         report["joined_same_label_as_old"] = f"{same}/{len(truth)}"
     report["joined_file_s"] = [min(s for _, s in truth.values()), max(s for _, s in truth.values())]
+    report["joined_files_streamed"] = sum(s > WHOLE_CLIP_S for _, s in truth.values())
     return report
 
 
@@ -233,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         "--model", help="ONNX model; 'constant': the fuzz stand-in (memory only); default: bundled"
     )
     p.add_argument("--actors", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--joined-crema", type=int, metavar="N", help="labels: joined files of N CREMA-D actors")
     p.add_argument("--clips", type=int, default=200, help="labels: short clips (half RAVDESS, half CREMA-D)")
     p.add_argument("--speech-s", type=float, default=300.0, help="pauses: seconds of speech in each file")
     p.add_argument("--file-s", type=float, default=60.0, help="throughput: seconds per continuous file")
@@ -248,6 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        if (
+            args.model is None
+        ):  # built once now if it is not cached: a build must not count in a run's figures
+            from emotion_monitor.realtime.model_store import resolve_model_path
+
+            args.model = str(resolve_model_path())
         if args.model == "constant":
             from fuzz_inputs import write_constant_model  # same folder (run as a script)
 

@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from queue import Empty, Full, Queue
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -51,15 +49,16 @@ PENDING_BATCHES = 1
 """Windows are scored as soon as this many model batches are pending."""
 
 
-SILENT_FRAME_DB = 35.0
-"""A VAD frame this far below the loudest frame so far is silence without asking the VAD (the whole-file trim's
-own rule, ``PreprocessOptions.trim_db``): a pause of room noise costs next to nothing."""
-LOUD_FRAME_DB = 15.0
+LOUD_FRAME_DB = 25.0
 """A VAD frame within this of the loudest frame so far is speech without asking the VAD (``GatedVAD``)."""
+NOISE_FRAMES = 8
+"""Frames of a pause the VAD must have called non-speech before quieter frames go unasked (``GatedVAD``)."""
+NOISE_MARGIN_DB = 3.0
+"""Inside a pause, a frame less than this above the pause's mean noise level is the pause going on."""
+NOISE_WARM_UP_FRAMES = 4
+"""Frames skipped just before a louder one in a pause that the VAD is fed, unasked, before it is asked."""
 WARM_UP_FRAMES = 16
 """VAD frames (0.5 s) before a quiet stretch that the VAD is fed, unasked, before it is asked about the stretch."""
-PREFETCH_BLOCKS = 4
-"""Decoded blocks (with their VAD frames) waiting for the model: decoding and the VAD run in their own thread."""
 
 
 class SpeechTiler:
@@ -155,14 +154,15 @@ class SpeechTiler:
 class GatedVAD:
     """Speech flags per 512-sample frame of a stream, for finding pauses, with the VAD asked as little as possible.
 
-        A frame within ``LOUD_FRAME_DB`` of the loudest frame so far is speech (a loud stretch that is not speech,
-        music say, is scored as before). A pause has no such frame, so the VAD (``FrameVAD.frame_probability``, in
-        stream order, fresh at each stretch) is asked only once a stretch without one has lasted ``min_pause_s``:
-        about its frames so far and each next one, until a loud frame ends the stretch (first fed the half second
-    before the stretch, unasked, as context). Frames ``SILENT_FRAME_DB``
-        below the loudest so far are not speech, without asking. A stretch that ends sooner is speech (a gap
-        between words). Continuous speech thus costs next to no VAD time; pauses cost the VAD's time on them.
-        Flags come in stream order, those of an open quiet stretch once it is decided (``flush`` at the end).
+    A frame within ``LOUD_FRAME_DB`` of the loudest frame so far is speech (a loud stretch that is not speech,
+    music say, is scored as before). A pause has no such frame, so the VAD (``FrameVAD.frame_probability``, in
+    stream order, fresh at each stretch) is asked only once a stretch without one has lasted ``min_pause_s``:
+    about its frames so far and each next one, until a loud frame ends the stretch (first fed the half second
+    before the stretch, unasked, as context). Once the VAD has called ``NOISE_FRAMES`` of a pause non-speech,
+    frames of it less than ``NOISE_MARGIN_DB`` above their mean level are the pause going on, unasked (speech
+    rises above a pause's noise). A stretch that ends sooner than a pause is speech (a gap between words).
+    Continuous speech thus costs next to no VAD time; pauses and quiet speech cost the VAD's time on them.
+    Flags come in stream order, those of an open quiet stretch once it is decided (``flush`` at the end).
     """
 
     def __init__(self, vad: FrameVAD, sample_rate: int, min_pause_s: float = MIN_PAUSE_S):
@@ -170,7 +170,10 @@ class GatedVAD:
         self.min_pause_frames = max(1, round(min_pause_s * sample_rate / FRAME_SAMPLES))
         self._pending = np.zeros(0, np.float32)
         self._loudest_db = -np.inf
-        self._quiet: list[tuple[np.ndarray, bool]] = []  # the open quiet stretch, undecided: (frame, silent)
+        self._quiet: list[np.ndarray] = []  # the frames of the open quiet stretch, undecided
+        self._quiet_db: list[float] = []  # and their levels
+        self._noise: list[float] = []  # levels of the frames of this pause that the VAD called non-speech
+        self._skipped = 0  # frames of this pause not asked about since the last one that was
         self._asking = False  # the open quiet stretch is a pause's length: the VAD decides each frame
         self._recent: deque[np.ndarray] = deque(maxlen=WARM_UP_FRAMES + self.min_pause_frames)
         self.asked = 0
@@ -186,7 +189,6 @@ class GatedVAD:
         if n:
             self._loudest_db = loudest[-1]
         loud = level_db >= loudest - LOUD_FRAME_DB
-        silent = level_db < loudest - SILENT_FRAME_DB
         self.frames += n
         out: list[bool] = []
         for i in range(n):
@@ -194,23 +196,27 @@ class GatedVAD:
             if loud[i]:
                 out += [True] * len(self._quiet)  # a gap between words: part of the speech around it
                 self._quiet = []
+                self._quiet_db = []
                 self._asking = False
                 out.append(True)
             elif self._asking:
-                out.append(self._ask(frames[i], silent[i]))
+                out.append(self._ask_in_pause(frames[i], level_db[i]))
             else:
-                self._quiet.append((frames[i], silent[i]))
+                self._quiet.append(frames[i])
+                self._quiet_db.append(level_db[i])
                 if len(self._quiet) >= self.min_pause_frames:
                     self._warm_up()
                     self._asking = True
-                    out += [self._ask(frame, quiet) for frame, quiet in self._quiet]
-                    self._quiet = []
+                    self._noise = []
+                    quiet = zip(self._quiet, self._quiet_db, strict=True)
+                    out += [self._ask_in_pause(f, db, warm=False) for f, db in quiet]
+                    self._quiet, self._quiet_db, self._skipped = [], [], 0
         return np.array(out, bool)
 
     def flush(self) -> np.ndarray:
         """The flags of a quiet stretch still open at the end (shorter than a pause: speech)."""
         out = np.ones(len(self._quiet), bool)
-        self._quiet = []
+        self._quiet, self._quiet_db = [], []
         return out
 
     def _warm_up(self) -> None:
@@ -222,52 +228,25 @@ class GatedVAD:
             self.vad.frame_probability(frame)
         self.asked += min(len(before), WARM_UP_FRAMES)
 
-    def _ask(self, frame: np.ndarray, silent: bool) -> bool:
-        if silent:
+    def _ask_in_pause(self, frame: np.ndarray, level_db: float, warm: bool = True) -> bool:
+        """Inside a pause: a frame no louder than the pause's noise so far (``NOISE_MARGIN_DB``) is the pause
+        going on, without asking; a louder one is asked about (after the frames skipped just before it)."""
+        if len(self._noise) >= NOISE_FRAMES and level_db < np.mean(self._noise) + NOISE_MARGIN_DB:
+            self._skipped += 1
             return False
+        if warm and self._skipped:
+            recent = list(self._recent)[:-1]
+            for before in recent[-min(self._skipped, NOISE_WARM_UP_FRAMES) :]:
+                self.vad.frame_probability(before)
+            self._skipped = 0
+        speech = self._ask(frame)
+        if not speech:
+            self._noise.append(level_db)
+        return speech
+
+    def _ask(self, frame: np.ndarray) -> bool:
         self.asked += 1
         return self.vad.frame_probability(frame) >= SPEECH_THRESHOLD
-
-
-def prefetch(items: Iterator, size: int = PREFETCH_BLOCKS) -> Iterator:
-    """``items`` produced by a thread of their own, up to ``size`` ahead (decoding and the VAD release the GIL
-    in their native code, so they run while the model does). Exceptions reach the consumer; the thread has ended
-    when this generator is exhausted or closed."""
-    queue: Queue = Queue(maxsize=size)
-    done = object()
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        queue.put((item, None), timeout=0.1)
-                        break
-                    except Full:
-                        continue
-                if stop.is_set():
-                    return
-            queue.put((done, None))
-        except BaseException as exc:  # handed to the consumer, raised there
-            queue.put((done, exc))
-
-    thread = threading.Thread(target=produce, name="decode", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, exc = queue.get()
-            if exc is not None:
-                raise exc
-            if item is done:
-                return
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():
-            with contextlib.suppress(Empty):
-                queue.get(timeout=0.1)
-        thread.join()
 
 
 class WindowBatcher:
@@ -349,7 +328,7 @@ def score_stream_clip(
     batcher = WindowBatcher(model, pooled)
     level = RunningLevel()
     shares: list[float] = []
-    with contextlib.closing(prefetch(_with_speech(blocks, vad, model.sample_rate))) as items:
+    with contextlib.closing(_with_speech(blocks, vad, model.sample_rate)) as items:
         for block, speech in items:
             if on_block is not None:
                 on_block()
