@@ -50,7 +50,7 @@ PENDING_BATCHES = 4
 window's edges) share batches."""
 
 
-LOUD_FRAME_DB = 25.0
+LOUD_FRAME_DB = 20.0
 """A VAD frame within this of the loudest frame so far is speech without asking the VAD (``GatedVAD``)."""
 NOISE_FRAMES = 8
 """Frames of a pause the VAD must have called non-speech before quieter frames go unasked (``GatedVAD``)."""
