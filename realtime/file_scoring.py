@@ -45,11 +45,12 @@ MIN_PAUSE_S = 1.0
 SPEECH_PAD_S = 0.1
 """Audio kept before the first and after the last speech frame of a stretch of speech (as much as a training
 clip keeps around its sound, ``PreprocessOptions.trim_pad_s``)."""
-PENDING_BATCHES = 1
-"""Windows are scored as soon as this many model batches are pending."""
+PENDING_BATCHES = 4
+"""Windows wait until this many model batches are pending, so that windows of one length (after trimming each
+window's edges) share batches."""
 
 
-LOUD_FRAME_DB = 25.0
+LOUD_FRAME_DB = 20.0
 """A VAD frame within this of the loudest frame so far is speech without asking the VAD (``GatedVAD``)."""
 NOISE_FRAMES = 8
 """Frames of a pause the VAD must have called non-speech before quieter frames go unasked (``GatedVAD``)."""

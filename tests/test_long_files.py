@@ -67,10 +67,11 @@ def test_speech_tiler_without_vad_covers_everything_and_short_streams_are_one_wi
 
 @pytest.fixture
 def joined(tmp_path, ravdess_16k):
-    """Real clips (trimmed) joined twice: back to back, and with 3 s pauses of quiet room-like noise."""
+    """Real clips (trimmed) joined twice: back to back, and with 3 s pauses of quiet room-like noise (these
+    clips are quiet: their loudest frames are about -25 dBFS; the noise is 45 dB below)."""
     files = sorted((ravdess_16k / "Actor_01").glob("*.flac"))[:16]
     clips = [prepare_clip(load_audio(f), PreprocessOptions()) for f in files]
-    noise = np.random.default_rng(0).normal(0, 1e-3, 3 * RATE).astype(np.float32)
+    noise = np.random.default_rng(0).normal(0, 3e-4, 3 * RATE).astype(np.float32)  # -70 dBFS
     sf.write(tmp_path / "speech.wav", np.concatenate(clips), RATE)
     sf.write(tmp_path / "paused.wav", np.concatenate([x for c in clips for x in (c, noise)]), RATE)
     return tmp_path, sum(len(c) for c in clips) / RATE, len(clips)
