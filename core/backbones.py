@@ -43,13 +43,13 @@ class Wav2Vec2FamilyBackbone(SpeechBackbone):
         self,
         model: nn.Module,
         name_or_path: str | None = None,
-        normalize_waveform: bool = True,
+        normalise_waveform: bool = True,
         gradient_checkpointing: bool = False,
     ):
         super().__init__()
         self.model = model
         self.name_or_path = name_or_path
-        self.normalize_waveform = normalize_waveform
+        self.normalise_waveform = normalise_waveform
         self.hidden_size = int(model.config.hidden_size)
         self.num_layers = int(model.config.num_hidden_layers)
         # The convolutional feature encoder is always frozen: fine-tuning it on ~1k clips only overfits.
@@ -70,12 +70,12 @@ class Wav2Vec2FamilyBackbone(SpeechBackbone):
             "kind": self.model.config.model_type,
             "name_or_path": self.name_or_path,
             "config": self.model.config.to_dict(),
-            "normalize_waveform": self.normalize_waveform,
+            "normalise_waveform": self.normalise_waveform,
         }
 
     def forward(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None):
-        if self.normalize_waveform:
-            input_values = _normalize_waveform(input_values, attention_mask)
+        if self.normalise_waveform:
+            input_values = _normalise_waveform(input_values, attention_mask)
         # wav2vec2-base (group norm) must not see an attention mask: padded zeros are handled by pooling.
         use_mask = attention_mask if self.model.config.feat_extract_norm == "layer" else None
         out = self.model(input_values, attention_mask=use_mask, output_hidden_states=True)
@@ -87,7 +87,7 @@ class Wav2Vec2FamilyBackbone(SpeechBackbone):
         return tuple(out.hidden_states), frame_mask
 
 
-def _normalize_waveform(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def _normalise_waveform(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Zero mean, unit variance per utterance (what Wav2Vec2FeatureExtractor does), over valid samples."""
     if mask is None:
         mean = x.mean(dim=-1, keepdim=True)
@@ -120,7 +120,7 @@ def build_backbone(
     name_or_path: hub id or local directory for pretrained weights (``from_pretrained``).
     config: a transformers config dict; when given, the model is built from it with random weights
         (tests, and rebuilding an architecture whose weights come from a checkpoint) and nothing is loaded.
-    Other keyword arguments go to the family's builder (e.g. ``normalize_waveform`` for wav2vec2).
+    Other keyword arguments go to the family's builder (e.g. ``normalise_waveform`` for wav2vec2).
     """
     if kind not in BUILDERS:
         raise ValueError(f"unknown backbone kind {kind!r}; expected one of {tuple(BUILDERS)}")
@@ -140,7 +140,7 @@ def build_wav2vec2_family(
     name_or_path: str | None,
     config: dict | None = None,
     gradient_checkpointing: bool = False,
-    normalize_waveform: bool = True,
+    normalise_waveform: bool = True,
     **_: Any,
 ) -> SpeechBackbone:
     """A wav2vec2-family encoder (``WAV2VEC2_FAMILY``) through transformers' Auto classes. Keyword arguments
@@ -156,4 +156,4 @@ def build_wav2vec2_family(
                 "a pretrained backbone needs model.backbone.name_or_path (hub id or local directory)"
             )
         model = AutoModel.from_pretrained(name_or_path)
-    return Wav2Vec2FamilyBackbone(model, name_or_path, normalize_waveform, gradient_checkpointing)
+    return Wav2Vec2FamilyBackbone(model, name_or_path, normalise_waveform, gradient_checkpointing)

@@ -237,7 +237,7 @@ def random_crop(clip: np.ndarray, length: int, rng: np.random.Generator) -> np.n
     return fit_length(clip, length, int(rng.integers(0, slack + 1)))
 
 
-def center_crop(clip: np.ndarray, length: int) -> np.ndarray:
+def centre_crop(clip: np.ndarray, length: int) -> np.ndarray:
     """Evaluation crop: the centred ``length`` window (short clips centred in zeros); deterministic."""
     return fit_length(clip, length, abs(len(clip) - length) // 2)
 
@@ -290,7 +290,7 @@ class ClipDataset(Dataset):
             if self.augmenter is not None:
                 window = self.augmenter.after_normalisation(window, rng)
         else:
-            window = prepare_input(center_crop(clip, self.length), self.options)
+            window = prepare_input(centre_crop(clip, self.length), self.options)
         return {
             "input_values": torch.from_numpy(np.ascontiguousarray(window, dtype=np.float32)),
             "label": torch.tensor(self.labels[index], dtype=torch.long),

@@ -181,7 +181,7 @@ def build_whisper_backbone(
     config: a ``WhisperConfig`` dict → random weights (tests, or rebuilding before loading a checkpoint).
     name_or_path: None / ``whisper-base`` / ``whisper-tiny.en`` → the weights installed as pip packages
         (``emotion_monitor.core.ct2``); any other value → ``transformers.WhisperModel.from_pretrained`` (local directory).
-    Extra keyword arguments (e.g. ``normalize_waveform`` meant for wav2vec2) do not apply and are ignored.
+    Extra keyword arguments (e.g. ``normalise_waveform`` meant for wav2vec2) do not apply and are ignored.
     """
     from transformers import WhisperConfig, WhisperModel
     from transformers.models.whisper.modeling_whisper import WhisperEncoder

@@ -421,7 +421,7 @@ def rms_dbfs(samples: np.ndarray) -> float:
     return float(10.0 * np.log10(mean + _EPS * _EPS))
 
 
-def normalize_level(samples: np.ndarray, target_dbfs: float = -23.0, max_gain_db: float = 30.0) -> np.ndarray:
+def normalise_level(samples: np.ndarray, target_dbfs: float = -23.0, max_gain_db: float = 30.0) -> np.ndarray:
     """Scale to ``target_dbfs`` RMS, never by more than ``max_gain_db``; peaks are kept below full scale."""
     gain_db = min(target_dbfs - rms_dbfs(samples), max_gain_db)
     out = samples * np.float32(10.0 ** (gain_db / 20.0))
@@ -470,4 +470,4 @@ def prepare_input(window: np.ndarray, options: PreprocessOptions) -> np.ndarray:
     window = np.asarray(window, dtype=np.float32)
     if options.target_dbfs is None:
         return window
-    return normalize_level(window, options.target_dbfs, options.max_gain_db)
+    return normalise_level(window, options.target_dbfs, options.max_gain_db)

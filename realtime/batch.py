@@ -30,8 +30,8 @@ from emotion_monitor.realtime.file_scoring import score_file_clip, score_file_ti
 from emotion_monitor.realtime.model import EmotionModel, ModelOptions, load_model
 from emotion_monitor.realtime.progress import Progress, is_terminal
 from emotion_monitor.realtime.results import ResultWriter, output_format, prediction_row, segment_row
-from emotion_monitor.realtime.speaker_groups import make_normalizer, normalise_group, speaker_groups
-from emotion_monitor.realtime.speaker_norm import DEFAULT_MIN_SPEECH_S, SpeakerNormalizer, SpeakerNormOptions
+from emotion_monitor.realtime.speaker_groups import make_normaliser, normalise_group, speaker_groups
+from emotion_monitor.realtime.speaker_norm import DEFAULT_MIN_SPEECH_S, SpeakerNormaliser, SpeakerNormOptions
 from emotion_monitor.realtime.vad import FrameVAD, load_vad
 
 EXIT_SOME_FAILED = 1
@@ -205,10 +205,10 @@ def score_files(
     scorer: FileScorer,
     groups: list[tuple[str | None, list[Path]]],
     sink: BatchSink,
-    normalizer: SpeakerNormalizer | None = None,
+    normaliser: SpeakerNormaliser | None = None,
 ) -> None:
     """The run loop: every group's files scored, normalised per speaker (``speaker`` not None, with
-    ``normalizer``) and handed to ``sink``. A file that cannot be scored, for any reason but a model that does not
+    ``normaliser``) and handed to ``sink``. A file that cannot be scored, for any reason but a model that does not
     fit, is ``sink.failed`` in one line naming it; the others go on."""
     for speaker, group in groups:
         if all(sink.is_done(path) for path in group):
@@ -223,11 +223,11 @@ def score_files(
         probs = [a.probs for _, a in analysed]
         if speaker is not None and analysed:
             probs = normalise_group(
-                normalizer, [(a.probs, a.pooled, a.speech, a.speech_s) for _, a in analysed]
+                normaliser, [(a.probs, a.pooled, a.speech, a.speech_s) for _, a in analysed]
             )
-            if not normalizer.ready:
+            if not normaliser.ready:
                 sink.notice(
-                    f"notice: speaker {speaker}: {normalizer.speech_s:.1f} s of speech "
+                    f"notice: speaker {speaker}: {normaliser.speech_s:.1f} s of speech "
                     f"< --speaker-min-s {scorer.options.speaker_min_s:g}; scored without speaker normalisation"
                 )
         for (path, a), p in zip(analysed, probs, strict=True):
@@ -327,7 +327,7 @@ def run_local(
     for notice in (scorer.model.provider_notice, scorer.vad_notice):
         if notice:
             print(notice, file=sys.stderr)
-    normalizer = make_normalizer(
+    normaliser = make_normaliser(
         scorer.model,
         options.speaker_norm,
         options.speaker_baseline,
@@ -340,7 +340,7 @@ def run_local(
         progress.message(f"{PROG}: {line}")
     skipped = sum(writer.is_done(path) for path in found.files)
     try:
-        score_files(scorer, groups, sink, normalizer)
+        score_files(scorer, groups, sink, normaliser)
         progress.update(len(found.files), "")
     finally:
         progress.close()

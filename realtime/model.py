@@ -49,7 +49,7 @@ from emotion_monitor.realtime.metadata import (
 )
 from emotion_monitor.realtime.model_store import resolve_model_path
 from emotion_monitor.realtime.providers import CUDA, default_batch_windows, start_session
-from emotion_monitor.realtime.speaker_norm import SpeakerNormalizer, SpeakerNormHead, SpeakerNormOptions
+from emotion_monitor.realtime.speaker_norm import SpeakerNormaliser, SpeakerNormHead, SpeakerNormOptions
 from emotion_monitor.realtime.vad import FrameVAD
 from emotion_monitor.realtime.windowing import SpeechGate, WindowSpec
 
@@ -219,7 +219,7 @@ class EmotionModel:
 
     def speaker_baseline(
         self, path: str | Path, options: SpeakerNormOptions | None = None
-    ) -> SpeakerNormalizer:
+    ) -> SpeakerNormaliser:
         """A normaliser fixed on ``path``, a recording of the speaker talking calmly (neutral voice, at rest).
 
         Raises AudioError (one line) when the file is unusable or shorter than ``MIN_BASELINE_S`` of sound, and
@@ -233,16 +233,16 @@ class EmotionModel:
                 f"too short for a speaker baseline ({clip.duration_s:.1f} s of sound; at least {MIN_BASELINE_S:g} s, "
                 "better 10 s or more of calm speech)",
             )
-        return SpeakerNormalizer.from_baseline(head, clip.pooled, clip.duration_s, options)
+        return SpeakerNormaliser.from_baseline(head, clip.pooled, clip.duration_s, options)
 
-    def speaker_normalizer(
+    def speaker_normaliser(
         self, options: SpeakerNormOptions, baseline: str | Path | None = None
-    ) -> SpeakerNormalizer:
+    ) -> SpeakerNormaliser:
         """A running-mean normaliser, or one fixed on the calm ``baseline`` recording when given
         (``speaker_baseline``): what ``--speaker-norm`` / ``--speaker-baseline`` ask for in both commands."""
         if baseline is not None:
             return self.speaker_baseline(baseline, options)
-        return SpeakerNormalizer(self.speaker_norm_head(), options)
+        return SpeakerNormaliser(self.speaker_norm_head(), options)
 
     def has_speaker_head(self, kind: str = "running") -> bool:
         """Whether the model carries a speaker head of ``kind`` (``running`` or ``baseline``; the bundled default

@@ -1,5 +1,5 @@
 """``emotion-score --speaker-norm``/``--speaker-baseline``: which files are one speaker, and each file's window
-probabilities judged against that speaker's own average voice (``SpeakerNormalizer``)."""
+probabilities judged against that speaker's own average voice (``SpeakerNormaliser``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from emotion_monitor.realtime.audio import AudioError
-from emotion_monitor.realtime.speaker_norm import SpeakerNormalizer, SpeakerNormOptions
+from emotion_monitor.realtime.speaker_norm import SpeakerNormaliser, SpeakerNormOptions
 
 if TYPE_CHECKING:
     from emotion_monitor.realtime.model import EmotionModel
@@ -63,33 +63,33 @@ def speaker_groups(
     return list(groups.items()) + [(None, [f]) for f in alone]
 
 
-def make_normalizer(
+def make_normaliser(
     model: EmotionModel, speaker_norm: str | None, baseline: str | None, options: SpeakerNormOptions
-) -> SpeakerNormalizer | None:
+) -> SpeakerNormaliser | None:
     """The speaker normaliser asked for (running mean when ``speaker_norm``, calm ``baseline``), or None."""
     if not (speaker_norm or baseline):
         return None
     try:
-        return model.speaker_normalizer(options, baseline)
+        return model.speaker_normaliser(options, baseline)
     except AudioError as exc:  # the whole run depends on the baseline: an error, not one failed file
         raise ValueError(f"--speaker-baseline: {exc}") from None
 
 
 def normalise_group(
-    normalizer: SpeakerNormalizer, windows: list[tuple[np.ndarray, np.ndarray, np.ndarray, float]]
+    normaliser: SpeakerNormaliser, windows: list[tuple[np.ndarray, np.ndarray, np.ndarray, float]]
 ) -> list[np.ndarray]:
     """Each file's window probabilities normalised with the mean of the whole group's speech windows
-    (unchanged when the group has too little speech: ``normalizer.ready`` is then False).
+    (unchanged when the group has too little speech: ``normaliser.ready`` is then False).
 
     ``windows``: per file (probs ``[W, classes]``, pooled ``[W, L+1, H]``, speech ``[W]`` bool, speech seconds).
     """
-    normalizer.reset()
+    normaliser.reset()
     for _, pooled, speech, speech_s in windows:
-        normalizer.update(pooled[speech], speech_s)
+        normaliser.update(pooled[speech], speech_s)
     out = []
     for probs, pooled, speech, _ in windows:
         probs = probs.copy()
         if speech.any():
-            probs[speech] = normalizer.apply(probs[speech], pooled[speech])
+            probs[speech] = normaliser.apply(probs[speech], pooled[speech])
         out.append(probs)
     return out

@@ -7,7 +7,7 @@ current speaker's mean is more accurate -- when that mean comes from a varied hi
 ``blend`` (the default) averages the centred head's probabilities with the plain head's: it gains less from a
 good history and loses far less from a one-sided one. ``centred`` uses the centred head alone.
 
-    norm = SpeakerNormalizer(model.speaker_norm_head())
+    norm = SpeakerNormaliser(model.speaker_norm_head())
     scores = model.score_windows(windows, pooled=True)
     probs, pooled = scores.probs, scores.pooled
     norm.update(pooled, speech_s=hop_s * len(windows))
@@ -15,7 +15,7 @@ good history and loses far less from a one-sided one. ``centred`` uses the centr
     norm.reset()                         # a new speaker
 
 A running mean drifts towards any mood that lasts, and then hides it. A calm baseline recorded once (about 10 s
-of the speaker talking at rest) does not: ``SpeakerNormalizer.from_baseline(model.speaker_norm_head("baseline"),
+of the speaker talking at rest) does not: ``SpeakerNormaliser.from_baseline(model.speaker_norm_head("baseline"),
 pooled_of_the_recording)`` judges every window against it, with a head trained for exactly that.
 """
 
@@ -73,7 +73,7 @@ class SpeakerNormOptions:
             raise ValueError(f"min_speech_s {self.min_speech_s}: must be >= 0")
 
 
-class SpeakerNormalizer:
+class SpeakerNormaliser:
     """Running mean of one speaker's pooled features and the estimates it allows. ``reset()`` for a new speaker.
 
     The mean is over every window given to ``update`` (speech windows only: silence says nothing about the
@@ -93,7 +93,7 @@ class SpeakerNormalizer:
         pooled: np.ndarray,
         speech_s: float,
         options: SpeakerNormOptions | None = None,
-    ) -> SpeakerNormalizer:
+    ) -> SpeakerNormaliser:
         """A normaliser fixed on a calm baseline recording's windows ``pooled [N, L+1, H]`` (``speech_s`` seconds):
         ``update`` and ``reset`` leave it unchanged, and it is ready at once. ``head``: the ``baseline`` head."""
         norm = cls(head, options)

@@ -12,7 +12,7 @@
 
 Every rule of the live monitor lives here or in the small classes composed here: ``StreamWindower`` (windows
 ending every hop, the VAD and the model's speech gate), ``EmotionModel.score_windows`` (trimming, level,
-non-finite outputs), ``TurnDetector`` (who speaks), ``SpeakerRegistry`` (a ``SpeakerNormalizer`` per speaker) and ``Smoother`` (EMA weighted by
+non-finite outputs), ``TurnDetector`` (who speaks), ``SpeakerRegistry`` (a ``SpeakerNormaliser`` per speaker) and ``Smoother`` (EMA weighted by
 seconds of speech, hysteresis, reset after silence). No threads, no I/O while streaming, no clock: time is the
 stream's own (seconds of audio received since the last ``reset``), so a recording gives the same results
 whatever the chunk sizes. ``emotion-live`` is an audio source, a ring buffer and a view around this object.
@@ -33,7 +33,7 @@ from emotion_monitor.realtime.errors import ModelError, NonFiniteOutputError
 from emotion_monitor.realtime.metadata import DEFAULT_HOP_S, POOLED_NAME
 from emotion_monitor.realtime.model import EmotionModel
 from emotion_monitor.realtime.smoothing import Smoother, SmootherOptions
-from emotion_monitor.realtime.speaker_norm import SpeakerNormalizer, SpeakerNormOptions
+from emotion_monitor.realtime.speaker_norm import SpeakerNormaliser, SpeakerNormOptions
 from emotion_monitor.realtime.speakers import SpeakerRegistry
 from emotion_monitor.realtime.turns import TurnDetector, TurnOptions
 from emotion_monitor.realtime.vad import FrameVAD, load_vad
@@ -123,7 +123,7 @@ class EmotionStream:
         model: EmotionModel,
         options: StreamOptions | None = None,
         *,
-        baseline: SpeakerNormalizer | None = None,
+        baseline: SpeakerNormaliser | None = None,
         vad: FrameVAD | None = None,
     ):
         """``model``: a loaded ``EmotionModel``. ``baseline``: a normaliser fixed on a calm recording of the speaker
@@ -147,7 +147,7 @@ class EmotionStream:
         make = None
         if running:
             head = model.speaker_norm_head("running")  # loaded once, shared by every speaker's normaliser
-            make = lambda: SpeakerNormalizer(head, options.speaker_norm_options)  # noqa: E731
+            make = lambda: SpeakerNormaliser(head, options.speaker_norm_options)  # noqa: E731
         self.speakers = SpeakerRegistry(make, baseline)
         if options.speaker_turns and not model.has_pooled:
             raise ModelError(
@@ -276,18 +276,18 @@ class EmotionStream:
 
     def _score(self, window: AudioWindow) -> tuple[np.ndarray, float]:
         """Probabilities of a speech window (adapted to the current speaker when on) and inference milliseconds."""
-        pooled = self.speakers.normalizer is not None or self.turns is not None
+        pooled = self.speakers.normaliser is not None or self.turns is not None
         started = time.perf_counter()
         scores = self.model.score_windows([window.samples], pooled=pooled)
         ms = (time.perf_counter() - started) * 1000.0
         if self.turns is not None:
             self._follow_turns(scores.pooled[0])
-        normalizer = self.speakers.normalizer
-        if normalizer is None:
+        normaliser = self.speakers.normaliser
+        if normaliser is None:
             return scores.probs[0], ms
         # Each speech window brings one hop of new speech (windows overlap by window - hop).
-        normalizer.update(scores.pooled, speech_s=min(self.spec.hop_s, window.end_s - window.start_s))
-        probs = normalizer.apply(scores.probs, scores.pooled)[0]
+        normaliser.update(scores.pooled, speech_s=min(self.spec.hop_s, window.end_s - window.start_s))
+        probs = normaliser.apply(scores.probs, scores.pooled)[0]
         if not np.isfinite(probs).all():
             raise NonFiniteOutputError("speaker-normalised probabilities are NaN or infinite")
         return probs, ms
@@ -312,11 +312,11 @@ class EmotionStream:
         smoothed: dict[str, float] | None,
         ms: float | None,
     ) -> StreamResult:
-        normalizer = self.speakers.normalizer
+        normaliser = self.speakers.normaliser
         state = speech_s = None
-        if normalizer is not None:
-            speech_s = normalizer.speech_s
-            state = "baseline" if normalizer.fixed else ("active" if normalizer.ready else "warming")
+        if normaliser is not None:
+            speech_s = normaliser.speech_s
+            state = "baseline" if normaliser.fixed else ("active" if normaliser.ready else "warming")
         return StreamResult(
             start_s=window.start_s,
             end_s=window.end_s,

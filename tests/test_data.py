@@ -14,7 +14,7 @@ from emotion_monitor.core.augment import Augmenter, AugmentOptions, add_noise, t
 from emotion_monitor.core.data import (
     ClipDataset,
     DataError,
-    center_crop,
+    centre_crop,
     decode_clips,
     fold_actors,
     index_ravdess,
@@ -163,8 +163,8 @@ def test_crops_pad_and_are_deterministic_for_eval():
     clip = np.arange(100, dtype=np.float32) + 1
     crops = {tuple(random_crop(clip, 40, rng)[:1]) for _ in range(20)}
     assert len(crops) > 1 and all(len(random_crop(clip, 40, rng)) == 40 for _ in range(5))
-    assert np.array_equal(center_crop(clip, 40), clip[30:70])
-    short = center_crop(clip[:10], 40)
+    assert np.array_equal(centre_crop(clip, 40), clip[30:70])
+    short = centre_crop(clip[:10], 40)
     assert len(short) == 40 and np.count_nonzero(short) == 10 and short[15] == 1.0
     padded = random_crop(clip[:10], 40, rng)
     assert len(padded) == 40 and np.count_nonzero(padded) == 10

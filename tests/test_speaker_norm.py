@@ -23,7 +23,7 @@ from emotion_monitor.realtime.analysis import score_clip, score_timeline
 from emotion_monitor.realtime.errors import ModelError
 from emotion_monitor.realtime.model import EmotionModel
 from emotion_monitor.realtime.score import SEGMENTS_HOP_S
-from emotion_monitor.realtime.speaker_norm import SpeakerNormalizer, SpeakerNormOptions
+from emotion_monitor.realtime.speaker_norm import SpeakerNormaliser, SpeakerNormOptions
 
 ACTOR_CLIPS = 3
 """Clips per actor folder in the scoring tests (about 10 s of speech)."""
@@ -55,7 +55,7 @@ def test_running_mean_is_the_mean_of_every_window_and_reset_forgets(model):
     scores = model.score_windows(_windows(model, 0) + _windows(model, 1), pooled=True)
     probs, pooled = scores.probs, scores.pooled
     assert pooled.shape[0] == 8 and pooled.ndim == 3
-    norm = SpeakerNormalizer(model.speaker_norm_head(), SpeakerNormOptions("centred", min_speech_s=2.0))
+    norm = SpeakerNormaliser(model.speaker_norm_head(), SpeakerNormOptions("centred", min_speech_s=2.0))
     norm.update(pooled[:3], speech_s=1.5)
     assert not norm.ready, "1.5 s < 2 s of speech: not yet"
     np.testing.assert_array_equal(norm.apply(probs[:3], pooled[:3]), probs[:3])
@@ -70,8 +70,8 @@ def test_blend_is_the_mean_of_plain_and_centred(model):
     scores = model.score_windows(_windows(model, 2) + _windows(model, 3), pooled=True)
     probs, pooled = scores.probs, scores.pooled
     head = model.speaker_norm_head()
-    centred = SpeakerNormalizer(head, SpeakerNormOptions("centred", 0.0))
-    blend = SpeakerNormalizer(head, SpeakerNormOptions("blend", 0.0))
+    centred = SpeakerNormaliser(head, SpeakerNormOptions("centred", 0.0))
+    blend = SpeakerNormaliser(head, SpeakerNormOptions("blend", 0.0))
     for norm in (centred, blend):
         norm.update(pooled, speech_s=4.0)
     want_centred = head.probs(pooled, pooled.mean(axis=0))
@@ -273,7 +273,7 @@ def test_baseline_is_fixed_ready_at_once_and_survives_reset(model):
     scores = model.score_windows(_windows(model, 4) + _windows(model, 5), pooled=True)
     probs, pooled = scores.probs, scores.pooled
     head = model.speaker_norm_head("baseline")
-    norm = SpeakerNormalizer.from_baseline(
+    norm = SpeakerNormaliser.from_baseline(
         head, pooled[:4], speech_s=1.0, options=SpeakerNormOptions("centred")
     )
     assert norm.ready, "a baseline needs no warm-up"
@@ -403,7 +403,7 @@ def test_reset_request_restarts_the_running_mean_and_tells_the_user(model):
     monitor.run()
     speech = [r for r in view.records if r.speech]
     assert speech[-1].speaker_norm == "active" and speech[-1].speaker == "S1"
-    norm = stream.speakers.normalizer
+    norm = stream.speakers.normaliser
     assert norm.speech_s == pytest.approx(0.5 * len(speech))
     shown = len(view.records)
     monitor.request_speaker_reset()
@@ -413,5 +413,5 @@ def test_reset_request_restarts_the_running_mean_and_tells_the_user(model):
     monitor.run(max_seconds=0.5)
     after = view.records[shown:]
     assert after and after[0].speaker == "S2" and after[0].speaker_norm == "warming"
-    assert stream.speakers.normalizer.windows == 1 and norm.windows == len(speech)
+    assert stream.speakers.normaliser.windows == 1 and norm.windows == len(speech)
     assert view.notes == ["new speaker S2: speaker statistics reset"]

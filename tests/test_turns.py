@@ -89,15 +89,15 @@ def test_registry_gives_a_returning_speaker_their_own_normaliser():
         return made[-1]
 
     registry = SpeakerRegistry(make)
-    first = registry.normalizer
-    assert registry.current == "S1" and registry.new() == "S2" and registry.normalizer is not first
+    first = registry.normaliser
+    assert registry.current == "S1" and registry.new() == "S2" and registry.normaliser is not first
     registry.switch("S1")
-    assert registry.normalizer is first and registry.ids == ["S1", "S2"]
+    assert registry.normaliser is first and registry.ids == ["S1", "S2"]
     with pytest.raises(KeyError, match="S9"):
         registry.switch("S9")
     registry.reset()
     assert registry.ids == ["S1"] and len(made) == 3
-    assert SpeakerRegistry().normalizer is None
+    assert SpeakerRegistry().normaliser is None
 
 
 @pytest.mark.audio
