@@ -78,26 +78,28 @@ measured on voices the heads never heard, under one protocol (`docs/evaluation.m
 
 INTENDED_USE = """\
 - **For:** watching the emotional tone of speech over time (a call, a talk, a recording session), research and
-  demonstrations; comparing recordings of the same speaker (with speaker normalisation).
+  demonstrations; comparing recordings of the same speaker (with `--speaker-baseline`).
 - **Not for:** decisions about people (hiring, health, policing, credit, education), lie or intent detection,
   or any use where a wrong label harms someone. A label is an estimate of how acted emotional speech sounds,
   not of what a person feels."""
 
 DATA = """\
-Acted emotional speech: RAVDESS (North American English, two sentences; CC BY-NC-SA 4.0) and CREMA-D (English,
-twelve sentences, six emotions, speakers aged 20–74 of varied ethnicity; ODbL). Each file is used as recorded
-(its `emotion-score` windows and its live-timeline speech windows) and every second file once more through a
-simulated microphone and room. Some speakers of each corpus are held back and never used. A corpus that lacks
-some of the eight labels is trained with those labels left out of its clips' softmax. Models trained on RAVDESS,
-including these heads, inherit its non-commercial licence."""
+Acted emotional speech in three languages: RAVDESS (North American English, two sentences, all eight labels;
+CC BY-NC-SA 4.0), CREMA-D (English, twelve sentences, six emotions, speakers aged 20–74 of varied ethnicity;
+ODbL), ASED (Amharic, 65 speakers each in their own dialect and room, five emotions, labels confirmed by
+listeners) and nEMO (Polish, 9 actors, six emotions; CC BY-NC-SA 4.0), the last two as 20 kbit/s Ogg Opus. Each
+file is used through its `emotion-score` windows (the clip view). Every class weighs the same within its corpus
+and every corpus the same in the loss. Some speakers and corpora are held back and never used. A corpus that
+lacks some of the eight labels is trained with those labels left out of its clips' softmax. Models trained on
+RAVDESS or nEMO, including these heads, inherit their non-commercial licence."""
 
 LIMITATIONS = """\
-- Acted, mostly North American English, read sentences. Expect lower accuracy on spontaneous, noisy or
-  non-English speech, and on voices and microphones far from these; leave-one-corpus-out above is the estimate
-  for a corpus never heard.
+- Acted, read sentences. Expect lower accuracy on spontaneous (natural) or noisy speech, and on languages, voices
+  and microphones far from these; leave-one-corpus-out above is the estimate for a corpus never heard, and the
+  label shares under calibration show which labels it over-answers there.
 - Accuracy varies strongly by speaker: see the ± over folds.
-- Speaker normalisation needs about 10 s of the speaker's speech first; a running mean hides part of a mood that
-  lasts the whole session (`--speaker-baseline` avoids that, see `docs/live.md`).
+- Speaker adaptation (off by default) needs about 10 s of the speaker's speech first and loses accuracy on a
+  speaker who keeps one mood (the one-mood rows); `--speaker-baseline` avoids that, see `docs/live.md`.
 - Live windows get an emotion only with enough speech (the speech gate above); short utterances get none.
 - The eight labels are those of the corpora: other states (boredom, stress, sarcasm) are mapped onto them."""
 
@@ -309,8 +311,10 @@ def render(info: dict, bundle_dir: Path = BUNDLE_DIR, link_base: str = "../expor
         "",
         "## Results",
         "",
-        "A prediction is the top class among the classes of the test corpus. Speaker-normalised rows use the test "
-        "speaker's own unlabelled speech, so they are not single-clip inference.",
+        "Levels `clip`/`window`: the top class among the classes of the test corpus; `clip_all`/`window_all`: the "
+        "top class among every class the heads know, as the product answers (macro-F1 there counts labels the "
+        "corpus lacks). Speaker-normalised rows use the test speaker's own unlabelled speech, so they are not "
+        "single-clip inference.",
         "",
     ]
     for key, node in result_sections(info).items():
