@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from emotion_monitor.core.calibration import calibration_report, format_calibration
 from emotion_monitor.core.emotions import EMOTIONS
+from emotion_monitor.core.model_card import TITLES
 from emotion_monitor.core.paths import BUNDLE_DIR
 from emotion_monitor.core.protocol import (
     FoldScores,
@@ -96,14 +97,15 @@ def _sessions(plain: tuple, centred: tuple, sessions: str, seed: int) -> FoldSco
     )
 
 
-SPEAKER_NORM_TITLES = {
-    "speaker_norm": "Speaker adaptation (blend), mixed sessions: running mean of what was heard (the live rule)",
-    "speaker_norm_one_mood": "Speaker adaptation (blend), one-mood sessions (each speaker's clips of one emotion)",
-    "speaker_norm_all": "Speaker-normalised head alone, each test speaker centred on all their clips",
-    "speaker_norm_loco": "Leave one corpus out, speaker adaptation (blend), mixed sessions",
-    "speaker_norm_one_mood_loco": "Leave one corpus out, speaker adaptation (blend), one-mood sessions",
-    "speaker_norm_all_loco": "Leave one corpus out, speaker-normalised head alone, centred on all their clips",
-}
+SPEAKER_NORM_KEYS = (
+    "speaker_norm",
+    "speaker_norm_one_mood",
+    "speaker_norm_all",
+    "speaker_norm_loco",
+    "speaker_norm_one_mood_loco",
+    "speaker_norm_all_loco",
+)
+"""The speaker-adaptation sections of the report, in print order (their titles: ``core.model_card.TITLES``)."""
 
 
 def speaker_norm_report(cfg: DictConfig, plain: list, plain_loco: dict) -> dict:
@@ -127,7 +129,7 @@ def speaker_norm_report(cfg: DictConfig, plain: list, plain_loco: dict) -> dict:
         report["speaker_norm_all_loco"] = {
             name: summarise([centred_loco[name][0]])[name] for name in centred_loco
         }
-    return {key: report[key] for key in SPEAKER_NORM_TITLES if key in report}
+    return {key: report[key] for key in SPEAKER_NORM_KEYS if key in report}
 
 
 def evaluate(cfg: DictConfig, folds: list | None = None, speaker_norm: bool | None = None) -> dict:
@@ -181,9 +183,9 @@ def evaluate(cfg: DictConfig, folds: list | None = None, speaker_norm: bool | No
         report["test_model"] = {"path": str(cfg.dataset.test_model), "clip": deltas}
     if speaker_norm if speaker_norm is not None else bool(cfg.get("speaker_norm", False)):
         report.update(speaker_norm_report(cfg, folds, plain_loco))
-        for key, title in SPEAKER_NORM_TITLES.items():
+        for key in SPEAKER_NORM_KEYS:
             if key in report:
-                text += "\n\n" + format_table(title, report[key])
+                text += "\n\n" + format_table(TITLES[key], report[key])
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "evaluation.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -57,7 +57,7 @@ TITLES = {
     "speaker_norm.results": "Speaker-normalised (blend), k-fold",
     "speaker_norm.leave_one_corpus_out": "Speaker-normalised (blend), leave one corpus out",
     "speaker_norm_all": "Speaker-normalised head alone, each test speaker centred on all their clips",
-    "speaker_norm_loco": "Leave one corpus out, speaker-normalised (blend), running mean (the live rule)",
+    "speaker_norm_loco": "Leave one corpus out, speaker adaptation (blend), mixed sessions",
     "speaker_norm_all_loco": "Leave one corpus out, speaker-normalised head alone, centred on all their clips",
     "test_model": "The same k-fold heads on another encoder's clip windows (clip level)",
     "speaker_norm_one_mood": "Speaker adaptation (blend), one-mood sessions (each speaker's clips of one emotion)",
