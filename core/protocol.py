@@ -238,9 +238,9 @@ def session_scores(
     In each session (``session_order``) utterance i is judged against the mean pooled features of utterances
     0..i (what the monitor has heard by then), mapped by ``centre_map`` (``SpeakerSubspace.centre``; None: the
     mean itself), by the mean of the plain head's and the centred head's probabilities, and by the plain head alone
-    until ``min_speech_s`` seconds were heard. ``centred`` None: the plain head throughout (the no-adaptation
-    baseline of the same sessions). ``classes``: the heads' classes; utterances of other classes are neither heard
-    nor scored, as in ``score_speakers``.
+    until ``min_speech_s`` seconds were heard (the plain head's scores of the same clips are ``score_speakers``').
+    ``classes``: the heads' classes; utterances of other classes are neither heard nor scored, as in
+    ``score_speakers``.
     """
     scores = FoldScores()
     k = len(EMOTIONS)
@@ -265,26 +265,23 @@ def session_scores(
                     total_feat += fs.pooled[clip_rows].astype(np.float64).sum(axis=0)
                     count += len(clip_rows)
                     heard_s += float(fs.speech_s[clip_rows].sum())
-                    mean = (total_feat / count).astype(np.float32)[None]
-                    if centre_map is not None:
-                        mean = centre_map(mean)
+                    centre = None  # the plain head alone until min_speech_s of the session was heard
+                    if heard_s >= min_speech_s:
+                        mean = (total_feat / count).astype(np.float32)[None]
+                        mean = centre_map(mean) if centre_map is not None else mean
+                        centre = np.broadcast_to(mean, (len(fs.utterances) * len(fs.views), *mean.shape[1:]))
                     win_rows = speaker_windows[fs.utt[speaker_windows] == u]
                     y = fs.utt_label[u]
                     for level, rows in (("clip", clip_rows), ("window", win_rows)):
                         if not len(rows):
                             continue
                         p = predict_rows(plain, fs, rows)
-                        if centred is not None and heard_s >= min_speech_s:
-                            centre = np.broadcast_to(
-                                mean, (len(fs.utterances) * len(fs.views), *mean.shape[1:])
-                            )
+                        if centre is not None:
                             p = (p + predict_rows(centred, fs, rows, centre)) / 2
+                        if level == "clip":
+                            p = np.average(p, axis=0, weights=fs.speech_s[rows])[None]
                         for suffix, among in (("", allowed), ("_all", every)):
-                            if level == "clip":
-                                weighted = np.average(p, axis=0, weights=fs.speech_s[rows])[None]
-                                cm[f"clip{suffix}"][y, _top(weighted, among)[0]] += 1
-                            else:
-                                np.add.at(cm[f"window{suffix}"], (np.full(len(rows), y), _top(p, among)), 1)
+                            np.add.at(cm[f"{level}{suffix}"], (np.full(len(p), y), _top(p, among)), 1)
                     covered += bool(len(win_rows))
                     total += 1
         scores.confusion[corpus.name] = cm
