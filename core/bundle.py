@@ -94,14 +94,20 @@ def _metrics(summary: dict) -> dict:
     }
 
 
-def calibration_info(report: dict, temperature: float) -> dict:
+def calibration_temperature(report: dict) -> float:
+    """The temperature the protocol fitted (``report["calibration_loco"]``), which the shipped heads' logits are
+    divided by (``with_temperature``); 1 when the report has none."""
+    return float(report.get("calibration_loco", {}).get("temperature", 1.0))
+
+
+def calibration_info(report: dict) -> dict:
     """What ``model.json`` and the ONNX metadata say of the calibration (``core.calibration``)."""
     calibration = report.get("calibration_loco")
     if not calibration:
         return {}
     return {
         "method": "temperature",
-        "temperature": temperature,
+        "temperature": calibration_temperature(report),
         "fitted_on": "the clips of every held-out corpus under leave-one-corpus-out (argmax over all labels)",
         "corpora": {
             name: {
@@ -135,12 +141,10 @@ def write_bundle(
     data,
     references: list[dict],
     subspace=None,
-    temperature: float = 1.0,
 ) -> Path:
     """Heads by file name + the protocol's ``report`` (``emotion_monitor.core.experiment.evaluate``) → ``out``;
-    ``subspace``: the speaker subspace the speaker-normalised head centres in (``SUBSPACE_FILE``), or None;
-    ``temperature``: what the heads' logits were divided by (``with_temperature``), recorded with the
-    calibration."""
+    ``subspace``: the speaker subspace the speaker-normalised head centres in (``SUBSPACE_FILE``), or None. The
+    heads come already divided by ``calibration_temperature(report)``."""
     from omegaconf import OmegaConf
     from safetensors.torch import save_file
 
@@ -179,7 +183,7 @@ def write_bundle(
         "metrics": _metrics(report["kfold"]),
         "leave_one_corpus_out": _metrics(report["leave_one_corpus_out"]),
         "leave_one_corpus_out_mean": report.get("leave_one_corpus_out_mean", {}),
-        "calibration": calibration_info(report, temperature),
+        "calibration": calibration_info(report),
         "protocol": report["protocol"],
         "speaker_norm": {
             "default_mode": "blend",

@@ -241,7 +241,12 @@ def bundle(cfg: DictConfig) -> dict:
     with ``model.json`` (metrics, protocol, how to rebuild) into ``cfg.bundle_dir`` (default: export/bundled/)."""
     from hydra.utils import to_absolute_path
 
-    from emotion_monitor.core.bundle import reference_predictions, with_temperature, write_bundle
+    from emotion_monitor.core.bundle import (
+        calibration_temperature,
+        reference_predictions,
+        with_temperature,
+        write_bundle,
+    )
     from emotion_monitor.core.train import fit
 
     out = Path(to_absolute_path(cfg.bundle_dir)) if cfg.get("bundle_dir") else BUNDLE_DIR
@@ -257,9 +262,8 @@ def bundle(cfg: DictConfig) -> dict:
         )
         heads[file_name] = module.model
         subspace = data.subspace if file_name == "head_speaker_norm.safetensors" else subspace
-    temperature = float(report.get("calibration_loco", {}).get("temperature", 1.0))
     for model in heads.values():
-        with_temperature(model, temperature)  # every exported probability is the calibrated one
+        with_temperature(model, calibration_temperature(report))  # every exported probability is calibrated
     references = reference_predictions(heads["head.safetensors"], data.feature_set(), data.eval_view)
-    write_bundle(out, heads, report, cfg, data, references, subspace, temperature)
+    write_bundle(out, heads, report, cfg, data, references, subspace)
     return report
