@@ -187,7 +187,7 @@ def write_bundle(
         "protocol": report["protocol"],
         "speaker_norm": {
             "default_mode": "blend",
-            "centre": str(cfg.get("speaker_norm_centre", "all")),
+            "centre": str(cfg.speaker_norm_centre),
             "protocol": "the live rule on the splits above: each session's utterances in a seeded random order, "
             "each judged against the centre of the utterances heard so far once 10 s were heard, plain and "
             "centred heads' probabilities blended; mixed sessions hold all of a speaker's clips, one-mood "

@@ -113,7 +113,7 @@ def speaker_norm_report(cfg: DictConfig, plain: list, plain_loco: dict) -> dict:
     of the config: ``subspace`` or ``all``), scored with each test speaker centred on all their clips, and the
     live rule (``_sessions``) with the plain heads on mixed and one-mood sessions; k-fold and leave-one-corpus-out.
     ``plain``/``plain_loco``: the plain heads' ``cross_validate``/``leave_one_corpus_out``."""
-    centred_cfg = with_overrides(cfg, dataset__speaker_centre=str(cfg.get("speaker_norm_centre", "all")))
+    centred_cfg = with_overrides(cfg, dataset__speaker_centre=str(cfg.speaker_norm_centre))
     centred = cross_validate(centred_cfg)
     centred_loco = leave_one_corpus_out(centred_cfg)
     report: dict = {"speaker_norm_all": summarise([scores for scores, _, _ in centred])}
@@ -181,7 +181,7 @@ def evaluate(cfg: DictConfig, folds: list | None = None, speaker_norm: bool | No
         )
     if deltas:
         report["test_model"] = {"path": str(cfg.dataset.test_model), "clip": deltas}
-    if speaker_norm if speaker_norm is not None else bool(cfg.get("speaker_norm", False)):
+    if speaker_norm if speaker_norm is not None else bool(cfg.speaker_norm):
         report.update(speaker_norm_report(cfg, folds, plain_loco))
         for key in SPEAKER_NORM_KEYS:
             if key in report:
@@ -249,12 +249,12 @@ def bundle(cfg: DictConfig) -> dict:
     )
     from emotion_monitor.core.train import fit
 
-    out = Path(to_absolute_path(cfg.bundle_dir)) if cfg.get("bundle_dir") else BUNDLE_DIR
+    out = Path(to_absolute_path(cfg.bundle_dir)) if cfg.bundle_dir else BUNDLE_DIR
     report = evaluate(with_overrides(cfg, dataset__speaker_centre=None), speaker_norm=True)
     heads, subspace = {}, None
     for file_name, centre in (
         ("head.safetensors", None),
-        ("head_speaker_norm.safetensors", str(cfg.get("speaker_norm_centre", "all"))),
+        ("head_speaker_norm.safetensors", str(cfg.speaker_norm_centre)),
         ("head_speaker_baseline.safetensors", "baseline"),
     ):
         _, module, data = fit(

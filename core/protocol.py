@@ -79,6 +79,11 @@ def scored_classes(corpus, classes: Sequence[int] | None) -> list[int]:
     return sorted(set(corpus.classes) & set(classes if classes is not None else range(len(EMOTIONS))))
 
 
+def heads_classes(classes: Sequence[int] | None) -> list[int]:
+    """The classes the product answers among (the ``_all`` levels): every class the heads were trained on."""
+    return sorted(classes) if classes is not None else list(range(len(EMOTIONS)))
+
+
 def score_speakers(
     model,
     fs: FeatureSet,
@@ -93,7 +98,7 @@ def score_speakers(
     were trained on (None: all); utterances of other classes are not scored."""
     scores = FoldScores()
     k = len(EMOTIONS)
-    every = sorted(classes) if classes is not None else list(range(k))
+    every = heads_classes(classes)
     for corpus in fs.corpora:
         corpus_speakers = [s for s in speakers if s in set(corpus.speakers)]
         if not corpus_speakers:
@@ -244,7 +249,7 @@ def session_scores(
     """
     scores = FoldScores()
     k = len(EMOTIONS)
-    every = sorted(classes) if classes is not None else list(range(k))
+    every = heads_classes(classes)
     rng = np.random.default_rng(seed)
     for corpus in fs.corpora:
         corpus_speakers = [s for s in speakers if s in set(corpus.speakers)]
