@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 
@@ -31,9 +31,11 @@ log = logging.getLogger(__name__)
 
 BASELINE_CLASSES = (EMOTIONS.index("neutral"), EMOTIONS.index("calm"))
 """A calm baseline recording: the speaker's neutral and calm speech (CREMA-D has neutral only)."""
-CENTRES = {"all": None, "baseline": BASELINE_CLASSES, "subspace": None}
+CENTRES = {"all": None, "baseline": BASELINE_CLASSES, "subspace": None, "session": None}
 """``speaker_centre`` modes → the labels whose clips make a speaker's mean (None: all of them). ``subspace``: the
-mean of all their clips, of which only the part in the speaker subspace is removed (``SpeakerSubspace``)."""
+mean of all their clips, of which only the part in the speaker subspace is removed (``SpeakerSubspace``).
+``session``: trained on the means of random sessions of the speaker (``SessionCentres``), mixed and one-mood;
+tested, like ``all``, on the mean of all their clips."""
 
 
 @dataclass
@@ -83,6 +85,47 @@ def fit_speaker_subspace(
     _, _, vt = np.linalg.svd(flat, full_matrices=False)
     basis = vt[: min(rank, len(vt))].T.astype(np.float32)
     return SpeakerSubspace(np.stack(speaker_means).mean(axis=0).astype(np.float32), basis)
+
+
+class SessionCentres:
+    """Training centres as the live monitor's running mean sees a speaker: for each training window, the mean clip
+    features of a random session of its speaker (in its view) that holds its own clip: ``k`` of the speaker's clips,
+    ``k`` uniform from ``min(3, n)`` to all ``n``, of every emotion (a *mixed* session) or, with probability
+    ``one_mood_share``, of its own emotion only (a speaker who keeps one mood). Redrawn at every call, so every
+    epoch sees other sessions; seeded."""
+
+    def __init__(self, fs: FeatureSet, speakers: Sequence[str], one_mood_share: float, seed: int):
+        if not 0.0 <= one_mood_share <= 1.0:
+            raise DataError(f"one_mood_share must be in [0, 1], got {one_mood_share}")
+        self.fs, self.one_mood_share = fs, one_mood_share
+        self.rng = np.random.default_rng(seed)
+        views = len(fs.views)
+        clip = np.flatnonzero((fs.kind == CLIP) & np.isin(fs.utt_speaker[fs.utt], list(speakers)))
+        slot = fs.centre_index(clip)
+        self.sums = np.zeros((len(fs.utterances) * views, *fs.pooled.shape[1:]), np.float32)
+        np.add.at(self.sums, slot, fs.pooled[clip].astype(np.float32))
+        self.counts = np.bincount(slot, minlength=len(self.sums)).astype(np.float32)
+        # Per (speaker, view): the slots (utterance x view) that hold clip windows; per label too.
+        self.by_speaker: dict[tuple[str, int], np.ndarray] = {}
+        for key in {(fs.utt_speaker[u], v) for u, v in zip(fs.utt[clip], fs.view[clip], strict=True)}:
+            utts = np.flatnonzero(fs.utt_speaker == key[0])
+            slots = utts * views + key[1]
+            self.by_speaker[key] = slots[self.counts[slots] > 0]
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        """``[len(rows), L+1, H]``: one freshly drawn session mean per window row."""
+        fs, views = self.fs, len(self.fs.views)
+        out = np.empty((len(rows), *fs.pooled.shape[1:]), np.float32)
+        for i, row in enumerate(rows):
+            own = fs.utt[row] * views + fs.view[row]
+            pool = self.by_speaker[(fs.utt_speaker[fs.utt[row]], fs.view[row])]
+            if self.rng.random() < self.one_mood_share:
+                pool = pool[fs.utt_label[pool // views] == fs.utt_label[fs.utt[row]]]
+            others = pool[pool != own]
+            k = int(self.rng.integers(min(3, len(others) + 1), len(others) + 2))
+            chosen = np.append(self.rng.choice(others, size=k - 1, replace=False), own)
+            out[i] = self.sums[chosen].sum(axis=0) / max(self.counts[chosen].sum(), 1.0)
+        return out
 
 
 @dataclass
@@ -263,7 +306,8 @@ def speaker_folds(speakers_by_corpus: dict[str, list[str]], num_folds: int, seed
 
 
 class PooledDataset(Dataset):
-    """Rows of a FeatureSet as ``{"pooled", "label", "allowed", "weight"}``; batches are fetched whole."""
+    """Rows of a FeatureSet as ``{"pooled", "label", "allowed", "weight"}``; batches are fetched whole.
+    ``centres``: rows → the speaker centres ``[n, L+1, H]`` to subtract from them (None: none)."""
 
     def __init__(
         self,
@@ -271,13 +315,13 @@ class PooledDataset(Dataset):
         rows: np.ndarray,
         allowed: np.ndarray,
         weights: np.ndarray,
-        centre: np.ndarray | None,
+        centres: Callable[[np.ndarray], np.ndarray] | None,
     ):
         self.fs, self.rows = fs, rows
         self.labels = fs.utt_label[fs.utt[rows]]
         self.allowed = allowed
         self.weights = weights
-        self.centre = centre
+        self.centres = centres
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -288,8 +332,8 @@ class PooledDataset(Dataset):
     def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         idx = np.asarray(indices)
         x = self.fs.pooled[self.rows[idx]].astype(np.float32)
-        if self.centre is not None:
-            x = x - self.centre[self.fs.centre_index(self.rows[idx])]
+        if self.centres is not None:
+            x = x - self.centres(self.rows[idx])
         return [
             {
                 "pooled": torch.from_numpy(x),
@@ -317,7 +361,8 @@ class FeatureDataModule(pl.LightningDataModule):
     (``corpus_weights``). speaker_centre: None, or subtract each
     speaker's mean features (``all`` their clips, their calm ``baseline`` clips, or the ``subspace`` part of
     the mean of all their clips, of rank ``speaker_rank``) in training and test alike (the speaker-normalised
-    heads). encoder_layers: train on the first this many
+    heads), or train on random session means, ``one_mood_share`` of them one-mood (``session``,
+    ``SessionCentres``). encoder_layers: train on the first this many
     transformer layers' features only (a truncated encoder; None = all the cache holds). test_model: another
     ONNX model (an int8 copy of ``model``) whose clip windows (view ``clip``) the protocol also scores with the
     same heads (``test_feature_set``). No argument has a default: ``configs/dataset/features.yaml`` is their
@@ -342,6 +387,7 @@ class FeatureDataModule(pl.LightningDataModule):
         class_balance: bool,
         speaker_centre: str | None,
         speaker_rank: int,
+        one_mood_share: float,
         window_s: float,
         model: str | None,
         encoder_layers: int | None,
@@ -361,6 +407,8 @@ class FeatureDataModule(pl.LightningDataModule):
         self.corpus_balance = corpus_balance
         self.class_balance = class_balance
         self.speaker_rank = speaker_rank
+        self.one_mood_share = one_mood_share
+        self.seed = seed
         self.subspace: SpeakerSubspace | None = None
         if speaker_centre is not None and speaker_centre not in CENTRES:
             raise DataError(
@@ -438,13 +486,18 @@ class FeatureDataModule(pl.LightningDataModule):
         agreement = fs.utt_agreement[fs.utt[rows]]
         weights = (1.0 - self.agreement_weight) + self.agreement_weight * agreement
         weights = weights * self.corpus_weights(fs.corpus[rows], fs.utt_label[fs.utt[rows]])
+        centres = None
         if self.speaker_centre is not None:
             self.centre = fs.speaker_means(CENTRES[self.speaker_centre])
             if self.speaker_centre == "subspace":
                 view = fs.views.index(self.eval_view)
                 self.subspace = fit_speaker_subspace(fs, self.split["train"], self.speaker_rank, view)
                 self.centre = self.subspace.centre(self.centre)
-        self.datasets["train"] = PooledDataset(fs, rows, allowed, weights.astype(np.float32), self.centre)
+            centre = self.centre
+            centres = lambda rows: centre[fs.centre_index(rows)]  # noqa: E731
+            if self.speaker_centre == "session":
+                centres = SessionCentres(fs, self.split["train"], self.one_mood_share, self.seed)
+        self.datasets["train"] = PooledDataset(fs, rows, allowed, weights.astype(np.float32), centres)
         log.info("training windows: %d from %d speakers", len(rows), len(self.split["train"]))
 
     def corpus_weights(self, corpus: np.ndarray, labels: np.ndarray) -> np.ndarray:

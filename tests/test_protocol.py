@@ -3,14 +3,23 @@ class masks for corpora without some emotions, and the loss that leaves absent c
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from support import CALM, HAPPY, SAD, C, FirstDims, make_set, recipe_train_settings, scores_window
 
+from emotion_monitor.core.corpora import Corpus, Utterance
 from emotion_monitor.core.data import DataError
-from emotion_monitor.core.feature_data import FeatureSet, SpeakerSubspace, fit_speaker_subspace, speaker_folds
+from emotion_monitor.core.feature_data import (
+    FeatureSet,
+    SessionCentres,
+    SpeakerSubspace,
+    fit_speaker_subspace,
+    speaker_folds,
+)
 from emotion_monitor.core.losses import FocalLoss
 from emotion_monitor.core.protocol import (
     format_deltas,
@@ -202,3 +211,47 @@ def test_speaker_subspace_is_fitted_on_within_emotion_speaker_differences():
     direction = subspace.basis[:, 0].reshape(2, C)
     assert abs(direction[1, 3]) == pytest.approx(1.0, abs=1e-4)  # the speaker offset, not the emotion
     assert np.allclose(subspace.mu[1, 3], 0.0)
+
+
+def _one_speaker_set(labels: list[int]) -> FeatureSet:
+    """One speaker, one clip window per utterance; window j is ``label`` in layer 0 and clip ``j`` in layer 1."""
+    a = Corpus("a", [], tuple(range(C)))
+    a.utterances = [Utterance(Path(f"a{j}.wav"), y, "a:1", "a") for j, y in enumerate(labels)]
+    pooled = np.zeros((len(labels), 2, C), np.float32)
+    for j, y in enumerate(labels):
+        pooled[j, 0, y] = 1.0
+        pooled[j, 1, j] = 1.0
+    n = len(labels)
+    return FeatureSet(
+        corpora=[a],
+        views=["clean"],
+        utterances=a.utterances,
+        pooled=pooled.astype(np.float16),
+        utt=np.arange(n),
+        view=np.zeros(n, np.int64),
+        kind=np.full(n, CLIP, np.int8),
+        speech_s=np.full(n, 3.0, np.float32),
+        trailing_s=np.zeros(n, np.float32),
+        allowed=np.ones((1, C), bool),
+    )
+
+
+def test_session_centres_are_means_of_sessions_that_hold_the_clip():
+    """One-mood sessions hold only the clip's emotion; mixed ones draw from every emotion; each holds the clip."""
+    labels = [HAPPY, SAD, HAPPY, SAD, HAPPY, SAD, HAPPY, SAD]
+    fs = _one_speaker_set(labels)
+    rows = np.arange(len(labels))
+    one_mood = SessionCentres(fs, ["a:1"], one_mood_share=1.0, seed=0)
+    for _ in range(20):
+        centres = one_mood(rows)
+        for j, y in enumerate(labels):
+            assert centres[j, 0, y] == pytest.approx(1.0)  # every clip of the session has the clip's emotion
+            assert centres[j, 1, j] > 0  # the clip itself is heard
+            size = round(1 / centres[j, 1, j])
+            assert 3 <= size <= 4  # 3 to all 4 clips of that emotion
+    mixed = SessionCentres(fs, ["a:1"], one_mood_share=0.0, seed=0)
+    draws = np.stack([mixed(rows) for _ in range(20)])
+    assert (draws[:, :, 1] > 0).sum(axis=-1).max() == len(labels)  # some sessions are all of them
+    assert (draws[:, :, 0, [HAPPY, SAD]].min(axis=-1) > 0).mean() > 0.5  # most hold both emotions
+    with pytest.raises(DataError, match="one_mood_share"):
+        SessionCentres(fs, ["a:1"], one_mood_share=1.5, seed=0)
