@@ -11,25 +11,30 @@ import pytest
 from emotion_monitor.realtime.speakers import SpeakerRegistry
 from emotion_monitor.realtime.turns import TurnChange, TurnDetector, TurnOptions
 
-LAYERS, HIDDEN = 7, 64
+DIMS = 256
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x)
 
 
 def voices(seed: int, count: int) -> list[np.ndarray]:
-    """``count`` distinct voices: a ``pooled`` ``[layers, hidden]`` centre each."""
+    """``count`` distinct voices: a unit speaker embedding each (random directions: cosine distance about 1)."""
     rng = np.random.default_rng(seed)
-    return [rng.standard_normal((LAYERS, HIDDEN)) for _ in range(count)]
+    return [unit(rng.standard_normal(DIMS)) for _ in range(count)]
 
 
 def windows(voice: np.ndarray, n: int, rng) -> list[np.ndarray]:
-    return [voice + 0.4 * rng.standard_normal(voice.shape) for _ in range(n)]
+    """``n`` windows of a voice: its embedding moved by noise (cosine distance about 0.1 from it)."""
+    return [unit(voice + 0.45 * unit(rng.standard_normal(DIMS))) for _ in range(n)]
 
 
 def follow(detector: TurnDetector, sequence: list[np.ndarray]) -> list[str]:
     """The speaker id after every window, naming new speakers S2, S3, ... as the stream does."""
     detector.begin("S1")
     current, known, ids = "S1", 1, []
-    for pooled in sequence:
-        change = detector.observe(pooled)
+    for embedding in sequence:
+        change = detector.observe(embedding)
         if change is not None:
             if change.to is None:
                 known += 1
@@ -75,9 +80,9 @@ def test_detector_caps_the_number_of_speakers():
 
 def test_observe_before_begin_and_bad_options_are_errors():
     with pytest.raises(RuntimeError, match="begin"):
-        TurnDetector().observe(np.zeros((LAYERS, HIDDEN)))
-    with pytest.raises(ValueError, match="change_ratio"):
-        TurnOptions(change_ratio=0)
+        TurnDetector().observe(np.ones(DIMS))
+    with pytest.raises(ValueError, match="change_distance"):
+        TurnOptions(change_distance=0)
     assert TurnChange(None).to is None
 
 
