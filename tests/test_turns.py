@@ -111,7 +111,8 @@ TURN_ACTORS = ("Actor_01", "Actor_02", "Actor_01", "Actor_02")
 
 def two_speaker_recording(ravdess_16k, turn_s: float = 4.0) -> tuple[np.ndarray, list[float]]:
     """RAVDESS actors 1 and 2 taking turns (``TURN_ACTORS``), each turn at least ``turn_s`` of their clips
-    (trimmed of silence, several emotions, 0.15 s apart; 4-6 s), 0.5 s between turns, 1 s of silence first.
+    (trimmed of silence, several emotions at normal intensity, 0.15 s apart; 4-6 s), 0.5 s between turns, 1 s
+    of silence first.
     Returns 16 kHz audio and each turn's first second."""
     from emotion_monitor.realtime.audio import load_audio, trim_silence
 
@@ -119,7 +120,7 @@ def two_speaker_recording(ravdess_16k, turn_s: float = 4.0) -> tuple[np.ndarray,
     for k, actor in enumerate(TURN_ACTORS):
         starts.append(t)
         spoken = 0.0
-        for clip in sorted((ravdess_16k / actor).glob("*.flac"))[k * 11 :: 5]:
+        for clip in sorted((ravdess_16k / actor).glob("03-01-0?-01-*.flac"))[k * 7 :: 3]:
             speech = trim_silence(load_audio(clip))
             parts += [speech, np.zeros(2400, np.float32)]
             spoken += len(speech) / 16_000
@@ -175,7 +176,7 @@ def test_turns_through_pulseaudio_are_found_from_the_voices(
     audio, starts = two_speaker_recording(ravdess_16k)
     wav = tmp_path / "two-speakers.wav"
     sf.write(wav, audio, 16_000)
-    seconds = len(audio) / 16_000 + 2
+    seconds = len(audio) / 16_000 + 1
     args = ("--model", str(tiny_model), "--speaker-turns", "--max-seconds", f"{seconds:.0f}")
     run = live_from_pulse(pulse_sink, wav, tmp_path / "turns.jsonl", *args)
     assert run.returncode == 0, run.stderr
