@@ -163,6 +163,34 @@ def test_stream_finds_the_turns_of_a_two_speaker_recording(tiny_model, speaker_m
         assert turn_s < found_s <= turn_s + 3.0, (runs, starts)
 
 
+@pytest.mark.data
+def test_speaker_turns_run_without_torch(tiny_model, speaker_model, ravdess_16k, tmp_path):
+    """``emotion-live --speaker-turns`` on a file: the speaker model runs on ONNX Runtime, torch is never imported
+    (the speaker model is already built by the fixture, as it is after a first run)."""
+    import subprocess
+    import sys
+
+    import soundfile as sf
+    from support import REPO_ROOT
+
+    audio, _ = two_speaker_recording(ravdess_16k, turn_s=2.0)
+    wav = tmp_path / "two.wav"
+    sf.write(wav, audio, 16_000)
+    code = (
+        "import sys\n"
+        "from emotion_monitor.realtime.live import main as live\n"
+        f"assert live(['--model', {str(tiny_model)!r}, '--input', {str(wav)!r}, '--fast', '--speaker-turns']) == 0\n"
+        "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'resemblyzer', 'librosa')))\n"
+        "assert not bad, bad\n"
+        "print('TORCH-FREE')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "TORCH-FREE" in result.stdout
+
+
 @pytest.mark.audio
 @pytest.mark.data
 def test_turns_through_pulseaudio_are_found_from_the_voices(
