@@ -14,9 +14,8 @@ Every rule of the live monitor lives here or in the small classes composed here:
 ending every hop, the VAD and the model's speech gate), ``EmotionModel.score_windows`` (trimming, level,
 non-finite outputs), ``SpeakerEncoder`` and ``TurnDetector`` (who speaks), ``SpeakerRegistry`` (a
 ``SpeakerNormaliser`` per speaker) and ``Smoother`` (EMA weighted by seconds of speech, hysteresis, reset after
-silence). No threads, no I/O while streaming, no clock: time is the
-stream's own (seconds of audio received since the last ``reset``), so a recording gives the same results
-whatever the chunk sizes. ``emotion-live`` is an audio source, a ring buffer and a view around this object.
+silence). No threads, no I/O while streaming, no clock: time is the stream's own (seconds of audio received since
+the last ``reset``), so a recording gives the same results whatever the chunk sizes. ``emotion-live`` is an audio source, a ring buffer and a view around this object.
 """
 
 from __future__ import annotations
