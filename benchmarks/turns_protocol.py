@@ -5,11 +5,13 @@ odd actors are male, even female; CREMA-D's sexes come from VideoDemographics.cs
 emotion (chosen at random per turn), made of that speaker's clips trimmed of silence (0.15 s between clips,
 0.2-0.7 s between turns). Every conversation streams through ``EmotionStream`` (0.1 s chunks) three times:
 
-- per-speaker: ``speaker_turns=True`` + running speaker means (one per detected speaker);
+- per-speaker: ``speaker_turns=True`` (the GE2E speaker model + ``TurnDetector``) + running speaker means (one
+  per detected speaker);
 - running mean: one running mean of every voice (``emotion-live``'s adaptation without turns);
 - none: no speaker adaptation.
 
-The model runs once per window (the three runs see the very same windows; a cache hands the scores back).
+The models run once per window (the three runs see the very same windows; caches hand the emotion scores and the
+speaker embeddings back, so ``--grid`` only replays the detector).
 Printed per group (two speakers same-sex / cross-sex, three speakers):
 
 - recall@3s: share of true turn changes followed within 3 s by a change of the ``speaker`` field;
@@ -20,7 +22,7 @@ Printed per group (two speakers same-sex / cross-sex, three speakers):
 
 Usage:
     python benchmarks/turns_protocol.py                          # 24 conversations, seed 1
-    python benchmarks/turns_protocol.py --conversations 6 --seed 0 --grid   # also a grid of detector settings
+    python benchmarks/turns_protocol.py --conversations 12 --seed 0 --grid  # also a grid of detector settings
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from emotion_monitor.core.data import EMOTIONS
 from emotion_monitor.core.paths import data_root
 from emotion_monitor.realtime.audio import load_audio, prepare_clip
 from emotion_monitor.realtime.model import EmotionModel, WindowScores, load_model
+from emotion_monitor.realtime.speaker_embedding import SpeakerEncoder
 from emotion_monitor.realtime.stream import EmotionStream, StreamOptions, StreamResult
 from emotion_monitor.realtime.turns import TurnOptions
 
@@ -53,6 +56,8 @@ TOLERANCE_S = 3.0
 CLIP_GAP_S = 0.15
 TURN_GAP_S = (0.2, 0.7)
 TURN_S = (2.0, 10.0)
+GRID_DISTANCES = (0.3, 0.35)
+GRID_CONFIRM = (2, 3)
 KINDS = (("2 speakers, same sex", 2, "same"), ("2 speakers, cross sex", 2, "cross"), ("3 speakers", 3, "any"))
 
 
@@ -180,8 +185,27 @@ class CachedModel:
         )
 
 
-def stream_conversation(model, conv: Conversation, options: StreamOptions) -> list[StreamResult]:
-    stream = EmotionStream(model, options)
+class CachedSpeakerEncoder:
+    """A ``SpeakerEncoder`` that remembers each embedding (the detector's settings change, the audio does not)."""
+
+    def __init__(self, encoder: SpeakerEncoder):
+        self._encoder = encoder
+        self.cache: dict[bytes, np.ndarray] = {}
+        self.embed_s = 0.0
+
+    def embed(self, samples: np.ndarray) -> np.ndarray:
+        key = hashlib.blake2b(np.ascontiguousarray(samples).tobytes(), digest_size=16).digest()
+        if key not in self.cache:
+            started = time.perf_counter()
+            self.cache[key] = self._encoder.embed(samples)
+            self.embed_s += time.perf_counter() - started
+        return self.cache[key]
+
+
+def stream_conversation(
+    model, conv: Conversation, options: StreamOptions, encoder=None
+) -> list[StreamResult]:
+    stream = EmotionStream(model, options, speaker_encoder=encoder if options.speaker_turns else None)
     step = round(CHUNK_S * RATE)
     results = []
     for k in range(0, len(conv.audio), step):
@@ -256,7 +280,9 @@ class Tally:
         self.delays, self.right, self.total = [], defaultdict(int), defaultdict(int)
 
 
-def evaluate(model: CachedModel, convs: list[Conversation], turn_options: TurnOptions, modes=MODES) -> dict:
+def evaluate(
+    model: CachedModel, encoder: CachedSpeakerEncoder, convs: list[Conversation], turn_options, modes=MODES
+) -> dict:
     tallies: dict[str, Tally] = defaultdict(Tally)
     for conv in convs:
         tally = tallies[conv.kind]
@@ -265,7 +291,7 @@ def evaluate(model: CachedModel, convs: list[Conversation], turn_options: TurnOp
         for mode, options in modes.items():
             if options.speaker_turns:
                 options = replace(options, turn_options=turn_options)
-            results = stream_conversation(model, conv, options)
+            results = stream_conversation(model, conv, options, encoder)
             right, total = accuracy_counts(conv, results, model.labels)
             tally.right[mode] += right
             tally.total[mode] += total
@@ -322,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         (read_corpus("crema-d", root / "crema-d-16k"), root / "crema-d-16k"),
     ]
     model = CachedModel(load_model(args.model, batch_size=1))
+    encoder = CachedSpeakerEncoder(SpeakerEncoder.load())
     lib = ClipLibrary(model, corpora)
     rng = np.random.default_rng(args.seed)
     convs = []
@@ -330,16 +357,22 @@ def main(argv: list[str] | None = None) -> int:
         convs.append(build_conversation(lib, rng, f"conv{i:02d}", corpus, KINDS[i % len(KINDS)]))
     print(
         f"# {len(convs)} conversations ({sum(len(c.audio) for c in convs) / RATE / 60:.1f} min), seed {args.seed}, "
-        f"model {model.path.name}, {time.strftime('%Y-%m-%d')}, {machine()}"
+        f"model {model.path.name}, speaker model {encoder._encoder.path.name}, {time.strftime('%Y-%m-%d')}, "
+        f"{machine()}"
     )
-    print(report(evaluate(model, convs, TurnOptions()), MODES))
+    print(f"# detector: {TurnOptions()}")
+    print(report(evaluate(model, encoder, convs, TurnOptions()), MODES))
     if args.grid:
         turns_only = {"per-speaker": MODES["per-speaker"]}
-        for ratio, confirm in itertools.product((0.9, 1.0, 1.1), (2, 3)):
-            options = TurnOptions(change_ratio=ratio, confirm_windows=confirm)
-            print(f"\n## change_ratio {ratio}, confirm_windows {confirm}")
-            print(report(evaluate(model, convs, options, turns_only), turns_only))
-    print(f"# {time.time() - started:.0f} s ({model.model_s:.0f} s in the model)", file=sys.stderr)
+        for distance, confirm in itertools.product(GRID_DISTANCES, GRID_CONFIRM):
+            options = TurnOptions(change_distance=distance, confirm_windows=confirm)
+            print(f"\n## change_distance {distance}, confirm_windows {confirm}")
+            print(report(evaluate(model, encoder, convs, options, turns_only), turns_only))
+    print(
+        f"# {time.time() - started:.0f} s ({model.model_s:.0f} s in the emotion model, "
+        f"{encoder.embed_s:.0f} s in the speaker model)",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -58,8 +58,8 @@ examples:
 
 Windows without enough speech show as "silence". Speaker adaptation (--speaker-norm) is off by default: it helps
 a speaker heard in many moods and hurts one who keeps a single mood (docs/model-card.md). Press Enter or send
-SIGUSR1 when the speaker changes (S2, S3, ...); --speaker-turns detects changes from the voice (off by default: it
-misses many turns and adds false ones, docs/streaming.md). A --jsonl record is the Python API's StreamResult plus
+SIGUSR1 when the speaker changes (S2, S3, ...); --speaker-turns detects changes from the voice with a speaker model
+(built once from the speakers extra; off by default: it misses some turns and adds false ones, docs/streaming.md). A --jsonl record is the Python API's StreamResult plus
 timestamp, dropped_samples, latency_ms and skipped_windows. Ctrl-C, SIGTERM or the end of the input print a
 summary and exit 0; errors print one line and exit 2. Details: docs/live.md; accuracy: docs/model-card.md (in the
 project's repository).

@@ -73,43 +73,64 @@ def default_model_path() -> Path:
     explicit = os.environ.get(MODEL_ENV)
     if explicit:
         return Path(explicit).expanduser()
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / DIST_NAME / f"{DEFAULT_PREFIX}{package_version()}-{bundle_fingerprint()}.onnx"
+    return cache_dir() / f"{DEFAULT_PREFIX}{package_version()}-{bundle_fingerprint()}.onnx"
+
+
+def cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/speech-emotion-monitor`` (``~/.cache`` without it): the models built on first use."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / DIST_NAME
 
 
 def build_default_model(path: Path, log=None) -> Path:
-    """Run the exporter (``python -m emotion_monitor.export -o PATH``) in a child process: torch never enters this one.
+    """Build the default emotion model into ``path`` (``build_model_file`` with the exporter)."""
+    fallback = "pass a model file with --model"
+    build_model_file(path, EXPORTER, "the default model", EXPORT_MODULES, "export", fallback, log)
+    removed = remove_stale_defaults(path)
+    if removed:
+        print(f"removed {len(removed)} older default model(s)", file=log or sys.stderr, flush=True)
+    return path
+
+
+def build_model_file(
+    path: Path,
+    exporter: tuple[str, ...],
+    what: str,
+    modules: tuple[str, ...],
+    extra: str,
+    fallback: str,
+    log=None,
+) -> Path:
+    """Run ``python <exporter> -o PATH`` in a child process (torch never enters this one) to build ``what``.
 
     Writes to a temporary name first and renames, so an interrupted build never leaves a broken model behind.
-    A runtime-only install (no ``[export]`` extra) cannot build it: one line saying so, before anything runs.
+    Without the ``modules`` it needs (the package's ``extra``), one line saying so and the ``fallback``, before
+    anything runs.
     """
-    missing = [name for name in EXPORT_MODULES if importlib.util.find_spec(name) is None]
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
     if missing:
         raise ModelError(
-            f"cannot build the default model here ({', '.join(missing)} not installed): install the export extra "
-            f"(pip install '{DIST_NAME}[export]') or pass a model file with --model"
+            f"cannot build {what} here ({', '.join(missing)} not installed): install the {extra} extra "
+            f"(pip install '{DIST_NAME}[{extra}]') or {fallback}"
         )
     stream = log or sys.stderr
-    print(f"building the default model once into {path} ...", file=stream, flush=True)
+    print(f"building {what} once into {path} ...", file=stream, flush=True)
     started = time.perf_counter()
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f"{path.stem}.partial-{os.getpid()}{path.suffix}")
     returncode, lines = _run_showing_steps(
-        [sys.executable, *EXPORTER, "-o", str(partial)], stream, "building the default model"
+        [sys.executable, *exporter, "-o", str(partial)], stream, f"building {what}"
     )
     if returncode is None:
         partial.unlink(missing_ok=True)
-        raise ModelError(f"building the default model timed out after {BUILD_TIMEOUT_S:.0f} s")
+        raise ModelError(f"building {what} timed out after {BUILD_TIMEOUT_S:.0f} s")
     if returncode != 0 or not partial.is_file():
         reason = lines[-1] if lines else f"exit status {returncode}"
         partial.unlink(missing_ok=True)
-        raise ModelError(f"could not build the default model ({reason}); pass a model file with --model")
+        raise ModelError(f"could not build {what} ({reason}); {fallback}")
     os.replace(partial, path)
-    removed = remove_stale_defaults(path)
     print(
-        f"built the default model in {time.perf_counter() - started:.0f} s ({path.stat().st_size / 1e6:.0f} MB; "
-        f"delete {path.parent} to rebuild or free the space)"
-        + (f"; removed {len(removed)} older default model(s)" if removed else ""),
+        f"built {what} in {time.perf_counter() - started:.0f} s ({path.stat().st_size / 1e6:.0f} MB; "
+        f"delete {path.parent} to rebuild or free the space)",
         file=stream,
         flush=True,
     )

@@ -12,10 +12,10 @@
 
 Every rule of the live monitor lives here or in the small classes composed here: ``StreamWindower`` (windows
 ending every hop, the VAD and the model's speech gate), ``EmotionModel.score_windows`` (trimming, level,
-non-finite outputs), ``TurnDetector`` (who speaks), ``SpeakerRegistry`` (a ``SpeakerNormaliser`` per speaker) and ``Smoother`` (EMA weighted by
-seconds of speech, hysteresis, reset after silence). No threads, no I/O while streaming, no clock: time is the
-stream's own (seconds of audio received since the last ``reset``), so a recording gives the same results
-whatever the chunk sizes. ``emotion-live`` is an audio source, a ring buffer and a view around this object.
+non-finite outputs), ``SpeakerEncoder`` and ``TurnDetector`` (who speaks), ``SpeakerRegistry`` (a
+``SpeakerNormaliser`` per speaker) and ``Smoother`` (EMA weighted by seconds of speech, hysteresis, reset after
+silence). No threads, no I/O while streaming, no clock: time is the stream's own (seconds of audio received since
+the last ``reset``), so a recording gives the same results whatever the chunk sizes. ``emotion-live`` is an audio source, a ring buffer and a view around this object.
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ import soxr
 
 from emotion_monitor.realtime.analysis import SILENCE_LABEL, probs_dict
 from emotion_monitor.realtime.audio import to_mono
-from emotion_monitor.realtime.errors import ModelError, NonFiniteOutputError
-from emotion_monitor.realtime.metadata import DEFAULT_HOP_S, POOLED_NAME
+from emotion_monitor.realtime.errors import NonFiniteOutputError
+from emotion_monitor.realtime.metadata import DEFAULT_HOP_S
 from emotion_monitor.realtime.model import EmotionModel
 from emotion_monitor.realtime.smoothing import Smoother, SmootherOptions
+from emotion_monitor.realtime.speaker_embedding import SAMPLE_RATE as SPEAKER_RATE
+from emotion_monitor.realtime.speaker_embedding import SpeakerEncoder
 from emotion_monitor.realtime.speaker_norm import SpeakerNormaliser, SpeakerNormOptions
 from emotion_monitor.realtime.speakers import SpeakerRegistry
 from emotion_monitor.realtime.turns import TurnDetector, TurnOptions
@@ -51,8 +53,9 @@ class StreamOptions:
         evaluation protocol it helps a speaker heard in many moods and hurts one who keeps a single mood, see the
         model card); None = on when the model has a running speaker head and no baseline is given.
     speaker_norm_options: its mode (``blend``/``centred``) and the speech needed first (``min_speech_s``).
-    speaker_turns: detect changes of speaker from the audio (``TurnDetector``): each speaker gets an id and,
-        with speaker_norm, a running mean of their own; a speaker who returns gets theirs back.
+    speaker_turns: detect changes of speaker from the voice (``SpeakerEncoder`` + ``TurnDetector``): each
+        speaker gets an id and, with speaker_norm, a running mean of their own; a speaker who returns gets theirs
+        back. Needs the speaker model (built on first use from the ``speakers`` extra).
     turn_options: the detector's settings (``TurnOptions``).
     """
 
@@ -115,6 +118,18 @@ class StreamResult:
         return json.dumps(self.to_dict(), allow_nan=False)
 
 
+MIN_TAIL_S = 0.5
+"""A speech window whose newest speech (before its trailing silence) is shorter is not used for turns."""
+
+
+def speech_tail(window: AudioWindow, seconds: float) -> np.ndarray | None:
+    """The last ``seconds`` of ``window`` before its trailing silence; None when under ``MIN_TAIL_S`` remain."""
+    keep = len(window.samples) - round(window.trailing_silence_s * window.sample_rate)
+    if keep < MIN_TAIL_S * window.sample_rate:
+        return None
+    return window.samples[max(0, keep - round(seconds * window.sample_rate)) : keep]
+
+
 class EmotionStream:
     """Audio chunks in, one ``StreamResult`` per completed hop out. See the module docstring for an example."""
 
@@ -125,10 +140,12 @@ class EmotionStream:
         *,
         baseline: SpeakerNormaliser | None = None,
         vad: FrameVAD | None = None,
+        speaker_encoder: SpeakerEncoder | None = None,
     ):
         """``model``: a loaded ``EmotionModel``. ``baseline``: a normaliser fixed on a calm recording of the speaker
         (``model.speaker_baseline(path)``), used for every speaker instead of running means. ``vad``: a frame VAD
-        instead of ``options.vad`` (``vad_notice`` then stays None)."""
+        instead of ``options.vad`` (``vad_notice`` then stays None). ``speaker_encoder``: the speaker model for
+        ``speaker_turns`` (default: ``SpeakerEncoder.load()``, the cached one)."""
         self.model = model
         self.options = options = options or StreamOptions()
         if baseline is not None and options.speaker_norm:
@@ -149,11 +166,10 @@ class EmotionStream:
             head = model.speaker_norm_head("running")  # loaded once, shared by every speaker's normaliser
             make = lambda: SpeakerNormaliser(head, options.speaker_norm_options)  # noqa: E731
         self.speakers = SpeakerRegistry(make, baseline)
-        if options.speaker_turns and not model.has_pooled:
-            raise ModelError(
-                f"{model.path.name}: speaker turns need the model's {POOLED_NAME!r} output (re-export it)"
-            )
-        self.turns = TurnDetector(options.turn_options) if options.speaker_turns else None
+        self.turns = self.speaker_encoder = None
+        if options.speaker_turns:
+            self.speaker_encoder = speaker_encoder or SpeakerEncoder.load()
+            self.turns = TurnDetector(options.turn_options)
         self.reset()
 
     # -- control -----------------------------------------------------------------------------------------------
@@ -276,12 +292,12 @@ class EmotionStream:
 
     def _score(self, window: AudioWindow) -> tuple[np.ndarray, float]:
         """Probabilities of a speech window (adapted to the current speaker when on) and inference milliseconds."""
-        pooled = self.speakers.normaliser is not None or self.turns is not None
+        if self.turns is not None:
+            self._follow_turns(window)
+        pooled = self.speakers.normaliser is not None
         started = time.perf_counter()
         scores = self.model.score_windows([window.samples], pooled=pooled)
         ms = (time.perf_counter() - started) * 1000.0
-        if self.turns is not None:
-            self._follow_turns(scores.pooled[0])
         normaliser = self.speakers.normaliser
         if normaliser is None:
             return scores.probs[0], ms
@@ -292,9 +308,15 @@ class EmotionStream:
             raise NonFiniteOutputError("speaker-normalised probabilities are NaN or infinite")
         return probs, ms
 
-    def _follow_turns(self, pooled: np.ndarray) -> None:
-        """Let the turn detector see the window; on a change, switch to (or add) the speaker, smoother afresh."""
-        change = self.turns.observe(pooled)
+    def _follow_turns(self, window: AudioWindow) -> None:
+        """Let the turn detector see the window's newest speech; on a change, switch to (or add) the speaker,
+        smoother afresh."""
+        newest = speech_tail(window, self.options.turn_options.embedding_s)
+        if newest is None:
+            return
+        if window.sample_rate != SPEAKER_RATE:
+            newest = soxr.resample(newest, window.sample_rate, SPEAKER_RATE)
+        change = self.turns.observe(self.speaker_encoder.embed(newest))
         if change is None:
             return
         self.smoother.reset()

@@ -1,17 +1,19 @@
-"""Online speaker turns from what the emotion model already computes: who is speaking, window by window.
+"""Online speaker turns from a speaker embedding: who is speaking, window by window.
 
-The model's ``pooled`` output holds every encoder layer's time mean; the lower layers carry some of the
-speaker's voice (measured in docs/streaming.md: not enough for reliable turns, so emotion-live leaves this off
-by default). Each speech window's embedding is the chosen layers' means; its distance to a speaker is the
-root-mean-square difference from that speaker's centroid in units of the session's spread per dimension,
-divided by the typical distance of a speaker's own windows from their centroid (so 1 is "as usual for one
-speaker", whatever the model and the room):
+Each speech window gives one speaker embedding (``speaker_embedding.SpeakerEncoder``, a unit vector) of its
+newest speech. A speaker is the sum of the embeddings taken as theirs (their centroid's direction); the distance
+of an embedding to a speaker is the cosine distance ``1 - cos`` to that direction. A window is *odd* when it is
+beyond ``change_distance`` from the current speaker, or closer by ``margin`` to another known speaker:
 
-- a window within ``change_ratio`` of the current speaker joins them;
-- ``confirm_windows`` windows in a row beyond it are a turn change: to the known speaker closest to their mean
-  when within ``change_ratio`` (a speaker who returns), else to a new speaker seeded with them.
+- a window that is not odd joins the current speaker (odd windows before it were a blip);
+- ``confirm_windows`` odd windows in a row are a turn change: to the known speaker closest to their mean when
+  within ``change_distance`` of it or closer by ``margin`` than the current one (a speaker who returns), else to
+  a new speaker, seeded with the last of them (the earlier ones often still hold the previous voice);
+- the ``hold_windows`` windows after a change join the new current speaker without a decision (a centroid of
+  one window is too rough to judge the next ones by).
 
-No decision is taken before ``min_windows`` speech windows of the session (the statistics need them). numpy only.
+The first ``hold_windows`` windows of the session join the first speaker the same way. The settings were tuned
+on the protocol's conversations (docs/streaming.md). numpy only.
 """
 
 from __future__ import annotations
@@ -20,30 +22,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DEFAULT_LAYERS = (1, 2)
-"""Encoder layers whose means form the embedding (0 = the input embeddings); see docs/streaming.md."""
-
 
 @dataclass(frozen=True)
 class TurnOptions:
-    """layers: ``pooled`` rows forming the embedding. change_ratio: distance to a speaker's centroid, relative to
-    the typical within-speaker distance, beyond which a window is not theirs. confirm_windows: such windows in a
-    row for a change. min_windows: speech windows of the session before any decision. max_speakers: beyond it,
-    a change goes to the closest known speaker. Defaults: docs/streaming.md (tuned on the protocol's seed 0)."""
+    """embedding_s: seconds of a window's newest speech embedded (the rest of the window is older speech).
+    change_distance: cosine distance to a speaker's centroid beyond which a window is not theirs. margin: a window
+    this much closer to another known speaker is not the current one's either. confirm_windows: such windows in a
+    row for a change. hold_windows: windows after a change (and at the start) taken without a decision.
+    max_speakers: beyond it, a change goes to the closest known speaker. Defaults: docs/streaming.md (tuned on the
+    protocol's seed 0, reported on seed 1)."""
 
-    layers: tuple[int, ...] = DEFAULT_LAYERS
-    change_ratio: float = 1.0
-    confirm_windows: int = 3
-    min_windows: int = 4
+    embedding_s: float = 2.0
+    change_distance: float = 0.3
+    margin: float = 0.06
+    confirm_windows: int = 2
+    hold_windows: int = 4
     max_speakers: int = 8
 
     def __post_init__(self):
-        if not self.layers or self.confirm_windows < 1 or self.min_windows < 1 or self.max_speakers < 1:
-            raise ValueError(
-                "turn options: layers must not be empty; confirm_windows, min_windows, max_speakers >= 1"
-            )
-        if self.change_ratio <= 0:
-            raise ValueError(f"change_ratio {self.change_ratio}: must be > 0")
+        if self.confirm_windows < 1 or self.hold_windows < 1 or self.max_speakers < 1:
+            raise ValueError("turn options: confirm_windows, hold_windows and max_speakers must be >= 1")
+        if self.margin < 0:
+            raise ValueError(f"margin {self.margin}: must be >= 0")
+        if not 0 < self.change_distance < 2:
+            raise ValueError(f"change_distance {self.change_distance}: must be in (0, 2)")
+        if self.embedding_s <= 0:
+            raise ValueError(f"embedding_s {self.embedding_s}: must be > 0")
 
 
 @dataclass(frozen=True)
@@ -53,44 +57,25 @@ class TurnChange:
     to: str | None
 
 
-class _RunningStats:
-    """Per-dimension running mean and variance (Welford), float64."""
-
-    def __init__(self, size: int):
-        self.n = 0
-        self.mean = np.zeros(size)
-        self._m2 = np.zeros(size)
-
-    def add(self, x: np.ndarray) -> None:
-        self.n += 1
-        delta = x - self.mean
-        self.mean += delta / self.n
-        self._m2 += delta * (x - self.mean)
-
-    @property
-    def std(self) -> np.ndarray:
-        return np.sqrt(self._m2 / max(1, self.n - 1)) + 1e-6
-
-
 class _Centroid:
-    """Sum and count of a speaker's raw embeddings."""
+    """Sum and count of a speaker's embeddings."""
 
     def __init__(self):
         self.sum: np.ndarray | None = None
         self.n = 0
 
-    def add(self, xs: list[np.ndarray]) -> None:
-        for x in xs:
-            self.sum = x.copy() if self.sum is None else self.sum + x
-            self.n += 1
+    def add(self, x: np.ndarray) -> None:
+        self.sum = x.copy() if self.sum is None else self.sum + x
+        self.n += 1
 
-    @property
-    def mean(self) -> np.ndarray:
-        return self.sum / self.n
+    def distance(self, x: np.ndarray) -> float:
+        """Cosine distance of ``x`` to the centroid's direction (0 = same direction, 2 = opposite)."""
+        norm = float(np.linalg.norm(self.sum)) * float(np.linalg.norm(x))
+        return 1.0 - float(x @ self.sum) / max(norm, 1e-12)
 
 
 class TurnDetector:
-    """``observe(pooled)`` once per speech window → a ``TurnChange`` or None. The caller names speakers:
+    """``observe(embedding)`` once per speech window → a ``TurnChange`` or None. The caller names speakers:
     ``begin(id)`` when a speaker starts without detection (the session's first, a forced new speaker, or after
     a ``TurnChange(None)``)."""
 
@@ -99,77 +84,63 @@ class TurnDetector:
         self.reset()
 
     def reset(self) -> None:
-        """Forget every speaker and the session statistics."""
-        self._stats: _RunningStats | None = None
+        """Forget every speaker."""
         self._speakers: dict[str, _Centroid] = {}
         self._current: str | None = None
         self._suspects: list[np.ndarray] = []
-        self._pending: list[np.ndarray] = []  # the windows that made a change to a new speaker
-        self._within = (
-            0.0  # mean distance of a window from its own speaker's centroid (the unit of distances)
-        )
-        self._within_n = 0
+        self._pending: np.ndarray | None = None  # the window that seeds a new speaker after a detected change
+        self._hold = 0
 
     def begin(self, speaker: str) -> None:
-        """``speaker`` talks from now on (a new id starts empty, seeded by the windows of a detected change)."""
+        """``speaker`` talks from now on (a new id starts empty, seeded by the last window of a detected change);
+        the next ``hold_windows`` windows are theirs."""
         centroid = self._speakers.setdefault(speaker, _Centroid())
-        for x in self._pending:
-            self._accept(x, centroid)
-        self._pending, self._suspects = [], []
+        if self._pending is not None:
+            centroid.add(self._pending)
+        self._pending, self._suspects = None, []
         self._current = speaker
+        self._hold = self.options.hold_windows
 
-    def observe(self, pooled: np.ndarray) -> TurnChange | None:
-        """One speech window's ``pooled`` ``[layers + 1, hidden]`` → a change of speaker, or None."""
-        x = np.asarray(pooled, dtype=np.float64)[list(self.options.layers)].reshape(-1)
+    def observe(self, embedding: np.ndarray) -> TurnChange | None:
+        """One speech window's speaker embedding ``[dims]`` → a change of speaker, or None."""
         if self._current is None:
             raise RuntimeError("TurnDetector.observe before begin(speaker)")
-        if self._stats is None:
-            self._stats = _RunningStats(x.size)
-        self._stats.add(x)
+        x = np.asarray(embedding, dtype=np.float64).reshape(-1)
         own = self._speakers[self._current]
-        if self._stats.n < self.options.min_windows or own.n < self.options.confirm_windows:
-            self._accept(x, own)
+        if self._hold > 0 or not own.n:
+            self._hold -= 1
+            own.add(x)
             return None
-        if self._distance(x, own) <= self.options.change_ratio:
-            for suspect in self._suspects:  # a blip: the suspects were the current speaker after all
-                self._accept(suspect, own)
-            self._accept(x, own)
-            self._suspects = []
+        if not self._odd(x, own):
+            own.add(x)
+            self._suspects = []  # a blip: they stay out of every centroid
             return None
         self._suspects.append(x)
         if len(self._suspects) < self.options.confirm_windows:
             return None
-        return self._decide()
+        return self._decide(own)
 
-    def _decide(self) -> TurnChange:
+    def _odd(self, x: np.ndarray, own: _Centroid) -> bool:
+        """Beyond ``change_distance`` from the current speaker, or ``margin`` closer to another known one."""
+        distance = own.distance(x)
+        if distance > self.options.change_distance:
+            return True
+        others = [c.distance(x) for s, c in self._speakers.items() if s != self._current and c.n]
+        return bool(others) and min(others) + self.options.margin < distance
+
+    def _decide(self, own: _Centroid) -> TurnChange:
         suspects, self._suspects = self._suspects, []
         mean = np.mean(suspects, axis=0)
-        others = {s: self._distance(mean, c) for s, c in self._speakers.items() if s != self._current and c.n}
+        others = {s: c.distance(mean) for s, c in self._speakers.items() if s != self._current and c.n}
         best = min(others, key=others.get) if others else None
         if best is not None and (
-            others[best] <= self.options.change_ratio or len(self._speakers) >= self.options.max_speakers
+            others[best] <= self.options.change_distance
+            or others[best] + self.options.margin < own.distance(mean)
+            or len(self._speakers) >= self.options.max_speakers
         ):
-            for suspect in suspects:
-                self._accept(suspect, self._speakers[best])
+            self._speakers[best].add(suspects[-1])
             self._current = best
+            self._hold = self.options.hold_windows
             return TurnChange(best)
-        self._pending = suspects
+        self._pending = suspects[-1]
         return TurnChange(None)
-
-    def _distance(self, x: np.ndarray, speaker: _Centroid) -> float:
-        """How far ``x`` is from a speaker's centroid, relative to how far a speaker's own windows usually are
-        from their centroid (1 = typical of the same speaker). Distances are root-mean-square differences in
-        units of the session's spread per dimension (no centring: the session's mean is the first speaker's
-        own while they are alone)."""
-        raw = float(np.sqrt(np.mean(((x - speaker.mean) / self._stats.std) ** 2)))
-        return raw / max(self._within, 1e-9)
-
-    def _accept(self, x: np.ndarray, speaker: _Centroid) -> None:
-        """``x`` is ``speaker``'s: update the typical within-speaker distance, then the centroid."""
-        if speaker.n == 0:
-            speaker.add([x])
-            return
-        raw = float(np.sqrt(np.mean(((x - speaker.mean) / self._stats.std) ** 2)))
-        self._within_n += 1
-        self._within += (raw - self._within) / self._within_n
-        speaker.add([x])

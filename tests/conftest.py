@@ -160,3 +160,14 @@ def default_model():
     from emotion_monitor.realtime.model_store import resolve_model_path
 
     return resolve_model_path(None)
+
+
+@pytest.fixture(scope="session")
+def speaker_model() -> Path:
+    """The speaker model (GE2E voice encoder on ONNX), built once into the cache from the ``speakers`` extra
+    (about a minute the first time on a machine); skips when it is neither cached nor buildable here."""
+    from emotion_monitor.realtime.speaker_embedding import SpeakerEncoder, speaker_model_available
+
+    if not speaker_model_available():
+        pytest.skip("no speaker model: install the speakers extra (pip install -e '.[speakers]') to build it")
+    return SpeakerEncoder.load().path

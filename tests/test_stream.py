@@ -202,12 +202,17 @@ def _probs(results: list[StreamResult]) -> np.ndarray:
     return np.array([list(r.probs.values()) for r in results if r.probs])
 
 
-def test_speaker_turns_need_the_pooled_output(constant_model):
+def test_speaker_turns_without_a_speaker_model_is_one_clear_error(constant_model, tmp_path, monkeypatch):
+    """Turns need the speaker model (not the emotion model's ``pooled``): where it is neither cached nor
+    buildable, one line says which extra builds it."""
+    from emotion_monitor.realtime import speaker_embedding
     from emotion_monitor.realtime.errors import ModelError
 
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(speaker_embedding, "BUILD_MODULES", ("no_such_module_for_this_test",))
     model = EmotionModel(constant_model)
     assert not model.has_pooled
-    with pytest.raises(ModelError, match="speaker turns need"):
+    with pytest.raises(ModelError, match=r"cannot build the speaker model .*\[speakers\]"):
         EmotionStream(model, StreamOptions(speaker_turns=True, speaker_norm=False))
 
 

@@ -11,25 +11,30 @@ import pytest
 from emotion_monitor.realtime.speakers import SpeakerRegistry
 from emotion_monitor.realtime.turns import TurnChange, TurnDetector, TurnOptions
 
-LAYERS, HIDDEN = 7, 64
+DIMS = 256
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x)
 
 
 def voices(seed: int, count: int) -> list[np.ndarray]:
-    """``count`` distinct voices: a ``pooled`` ``[layers, hidden]`` centre each."""
+    """``count`` distinct voices: a unit speaker embedding each (random directions: cosine distance about 1)."""
     rng = np.random.default_rng(seed)
-    return [rng.standard_normal((LAYERS, HIDDEN)) for _ in range(count)]
+    return [unit(rng.standard_normal(DIMS)) for _ in range(count)]
 
 
 def windows(voice: np.ndarray, n: int, rng) -> list[np.ndarray]:
-    return [voice + 0.4 * rng.standard_normal(voice.shape) for _ in range(n)]
+    """``n`` windows of a voice: its embedding moved by noise (cosine distance about 0.1 from it)."""
+    return [unit(voice + 0.45 * unit(rng.standard_normal(DIMS))) for _ in range(n)]
 
 
 def follow(detector: TurnDetector, sequence: list[np.ndarray]) -> list[str]:
     """The speaker id after every window, naming new speakers S2, S3, ... as the stream does."""
     detector.begin("S1")
     current, known, ids = "S1", 1, []
-    for pooled in sequence:
-        change = detector.observe(pooled)
+    for embedding in sequence:
+        change = detector.observe(embedding)
         if change is not None:
             if change.to is None:
                 known += 1
@@ -57,12 +62,12 @@ def test_detector_finds_a_new_speaker_and_a_returning_one():
 def test_detector_ignores_a_single_odd_window_and_waits_for_enough_speech():
     rng = np.random.default_rng(2)
     a, b = voices(3, 2)
-    detector = TurnDetector(TurnOptions(confirm_windows=3, min_windows=4))
+    detector = TurnDetector(TurnOptions(confirm_windows=3, hold_windows=4))
     odd = windows(a, 8, rng) + windows(b, 2, rng) + windows(a, 8, rng)
     assert set(follow(detector, odd)) == {"S1"}, "two odd windows are not a turn"
     detector.reset()
     early = windows(a, 2, rng) + windows(b, 2, rng)
-    assert set(follow(detector, early)) == {"S1"}, "no decision before min_windows"
+    assert set(follow(detector, early)) == {"S1"}, "no decision in the first hold_windows windows"
 
 
 def test_detector_caps_the_number_of_speakers():
@@ -75,9 +80,9 @@ def test_detector_caps_the_number_of_speakers():
 
 def test_observe_before_begin_and_bad_options_are_errors():
     with pytest.raises(RuntimeError, match="begin"):
-        TurnDetector().observe(np.zeros((LAYERS, HIDDEN)))
-    with pytest.raises(ValueError, match="change_ratio"):
-        TurnOptions(change_ratio=0)
+        TurnDetector().observe(np.ones(DIMS))
+    with pytest.raises(ValueError, match="change_distance"):
+        TurnOptions(change_distance=0)
     assert TurnChange(None).to is None
 
 
@@ -98,6 +103,116 @@ def test_registry_gives_a_returning_speaker_their_own_normaliser():
     registry.reset()
     assert registry.ids == ["S1"] and len(made) == 3
     assert SpeakerRegistry().normaliser is None
+
+
+TURN_ACTORS = ("Actor_01", "Actor_02", "Actor_01", "Actor_02")
+"""A man and a woman (RAVDESS: odd actors male, even female) taking four turns."""
+
+
+def two_speaker_recording(ravdess_16k, turn_s: float = 4.0) -> tuple[np.ndarray, list[float]]:
+    """RAVDESS actors 1 and 2 taking turns (``TURN_ACTORS``), each turn at least ``turn_s`` of their clips
+    (trimmed of silence, several emotions at normal intensity, 0.15 s apart; 4-6 s), 0.5 s between turns, 1 s
+    of silence first.
+    Returns 16 kHz audio and each turn's first second."""
+    from emotion_monitor.realtime.audio import load_audio, trim_silence
+
+    parts, starts, t = [np.zeros(16_000, np.float32)], [], 1.0
+    for k, actor in enumerate(TURN_ACTORS):
+        starts.append(t)
+        spoken = 0.0
+        for clip in sorted((ravdess_16k / actor).glob("03-01-0?-01-*.flac"))[k * 7 :: 3]:
+            speech = trim_silence(load_audio(clip))
+            parts += [speech, np.zeros(2400, np.float32)]
+            spoken += len(speech) / 16_000
+            t += len(speech) / 16_000 + 0.15
+            if spoken >= turn_s:
+                break
+        parts.append(np.zeros(5600, np.float32))
+        t += 0.35
+    return np.concatenate(parts), starts
+
+
+def speaker_runs(records) -> list[tuple[str, float]]:
+    """``(speaker, end_s of its first hop)`` for each run of hops with the same ``speaker``."""
+    runs = []
+    for r in records:
+        speaker, end_s = (r["speaker"], r["end_s"]) if isinstance(r, dict) else (r.speaker, r.end_s)
+        if not runs or runs[-1][0] != speaker:
+            runs.append((speaker, end_s))
+    return runs
+
+
+@pytest.mark.data
+def test_stream_finds_the_turns_of_a_two_speaker_recording(tiny_model, speaker_model, ravdess_16k):
+    """``EmotionStream(speaker_turns=True)`` fed a real two-speaker recording in 20 ms chunks: the speaker changes
+    at each turn (within 3 s), and the first speaker comes back as S1."""
+    from emotion_monitor.realtime.model import load_model
+    from emotion_monitor.realtime.speaker_embedding import SpeakerEncoder
+    from emotion_monitor.realtime.stream import EmotionStream, StreamOptions
+
+    audio, starts = two_speaker_recording(ravdess_16k)
+    stream = EmotionStream(
+        load_model(tiny_model),
+        StreamOptions(speaker_turns=True),
+        speaker_encoder=SpeakerEncoder(speaker_model),
+    )
+    results = [r for k in range(0, len(audio), 320) for r in stream.process(audio[k : k + 320], 16_000)]
+    runs = speaker_runs(results + stream.flush())
+    assert [speaker for speaker, _ in runs] == ["S1", "S2", "S1", "S2"], runs
+    for (_, found_s), turn_s in zip(runs[1:], starts[1:], strict=True):
+        assert turn_s < found_s <= turn_s + 3.0, (runs, starts)
+
+
+@pytest.mark.data
+def test_speaker_turns_run_without_torch(tiny_model, speaker_model, ravdess_16k, tmp_path):
+    """``emotion-live --speaker-turns`` on a file: the speaker model runs on ONNX Runtime, torch is never imported
+    (the speaker model is already built by the fixture, as it is after a first run)."""
+    import subprocess
+    import sys
+
+    import soundfile as sf
+    from support import REPO_ROOT
+
+    audio, _ = two_speaker_recording(ravdess_16k, turn_s=2.0)
+    wav = tmp_path / "two.wav"
+    sf.write(wav, audio, 16_000)
+    code = (
+        "import sys\n"
+        "from emotion_monitor.realtime.live import main as live\n"
+        f"assert live(['--model', {str(tiny_model)!r}, '--input', {str(wav)!r}, '--fast', '--speaker-turns']) == 0\n"
+        "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'resemblyzer', 'librosa')))\n"
+        "assert not bad, bad\n"
+        "print('TORCH-FREE')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "TORCH-FREE" in result.stdout
+
+
+@pytest.mark.audio
+@pytest.mark.data
+def test_turns_through_pulseaudio_are_found_from_the_voices(
+    pulse_sink, tiny_model, speaker_model, ravdess_16k, tmp_path
+):
+    """A two-speaker recording played into a PulseAudio null sink while ``emotion-live --speaker-turns`` records
+    it, no forced turn: the JSONL's ``speaker`` goes S1, S2, S1, S2, the changes as far apart as the turns."""
+    import soundfile as sf
+    from support import live_from_pulse
+
+    audio, starts = two_speaker_recording(ravdess_16k)
+    wav = tmp_path / "two-speakers.wav"
+    sf.write(wav, audio, 16_000)
+    seconds = len(audio) / 16_000 + 1
+    args = ("--model", str(tiny_model), "--speaker-turns", "--max-seconds", f"{seconds:.0f}")
+    run = live_from_pulse(pulse_sink, wav, tmp_path / "turns.jsonl", *args)
+    assert run.returncode == 0, run.stderr
+    runs = speaker_runs(run.hops)
+    assert [speaker for speaker, _ in runs] == ["S1", "S2", "S1", "S2"], runs
+    # Stream time runs ahead of the recording by the start-up of paplay; the gaps between turns are the same.
+    found_gaps = np.diff([end_s for _, end_s in runs[1:]])
+    assert np.abs(found_gaps - np.diff(starts[1:])).max() < 1.5, (runs, starts)
 
 
 @pytest.mark.audio

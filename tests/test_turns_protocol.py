@@ -19,7 +19,7 @@ def test_a_change_counts_once_within_three_seconds_after_the_turn():
 
 
 @pytest.mark.data
-def test_protocol_runs_on_real_conversations(tiny_model, ravdess_16k):
+def test_protocol_runs_on_real_conversations(tiny_model, speaker_model, ravdess_16k):
     result = subprocess.run(
         [sys.executable, "benchmarks/turns_protocol.py", "--model", str(tiny_model), "--conversations", "3"],
         capture_output=True,
@@ -30,8 +30,9 @@ def test_protocol_runs_on_real_conversations(tiny_model, ravdess_16k):
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     assert lines[0].startswith("# 3 conversations") and "CPU flags" in lines[0]
-    assert "recall@3s" in lines[1] and "acc per-speaker" in lines[1]
-    groups = {line[:24].strip(): line for line in lines[2:]}
+    assert lines[1].startswith("# detector: TurnOptions(")
+    assert "recall@3s" in lines[2] and "acc per-speaker" in lines[2]
+    groups = {line[:24].strip(): line for line in lines[3:]}
     assert set(groups) == {"2 speakers, same sex", "2 speakers, cross sex", "3 speakers"}
     for line in groups.values():
         shares = [float(x) for x in re.findall(r"([\d.]+)%", line)]
