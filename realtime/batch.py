@@ -112,7 +112,7 @@ class FileScorer:
         self.vad = vad
         self.vad_notice = None
         if vad is None:
-            self.vad, self.vad_notice = load_vad()
+            self.vad, self.vad_notice = load_vad(deferred=True)  # whole files may never need it
         self.clip_vad: FrameVAD | None = None if options.segments else self.vad
         """Whole files: the VAD whose pauses a long file's windows skip (``file_scoring.SpeechTiler``)."""
 

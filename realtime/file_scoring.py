@@ -52,6 +52,15 @@ window's edges) share batches."""
 
 LOUD_FRAME_DB = 20.0
 """A VAD frame within this of the loudest frame so far is speech without asking the VAD (``GatedVAD``)."""
+SPEECH_OVER_NOISE_DB = 20.0
+"""Once a pause's noise level is known (the VAD called ``NOISE_FRAMES`` of it non-speech), a frame this far above
+it, and ``SPEECH_RISE_DB`` above the quietest frame of the second before it, is speech without asking the VAD
+(quiet speech after loud speech: ``GatedVAD``), down to ``QUIET_SPEECH_DB`` below the loudest frame."""
+SPEECH_RISE_DB = 10.0
+"""How far a quiet frame must rise above the quietest frame of the second before it to count as speech by the
+known noise (speech rises and falls by syllables; a steady noise, a room's louder than the noise known, does not)."""
+QUIET_SPEECH_DB = 50.0
+"""The furthest below the loudest frame so far that a frame above the known noise counts as speech unasked."""
 NOISE_FRAMES = 8
 """Frames of a pause the VAD must have called non-speech before quieter frames go unasked (``GatedVAD``)."""
 NOISE_MARGIN_DB = 3.0
@@ -174,9 +183,13 @@ class GatedVAD:
         self._quiet: list[np.ndarray] = []  # the frames of the open quiet stretch, undecided
         self._quiet_db: list[float] = []  # and their levels
         self._noise: list[float] = []  # levels of the frames of this pause that the VAD called non-speech
+        self._noise_db: float | None = None  # their mean, once NOISE_FRAMES (kept until the next pause's)
         self._skipped = 0  # frames of this pause not asked about since the last one that was
         self._asking = False  # the open quiet stretch is a pause's length: the VAD decides each frame
         self._recent: deque[np.ndarray] = deque(maxlen=WARM_UP_FRAMES + self.min_pause_frames)
+        self._levels: deque[float] = deque(
+            maxlen=self.min_pause_frames
+        )  # the last second's frame levels (dB)
         self.asked = 0
         self.frames = 0
 
@@ -189,16 +202,26 @@ class GatedVAD:
         loudest = np.maximum.accumulate(np.r_[self._loudest_db, level_db])[1:]
         if n:
             self._loudest_db = loudest[-1]
-        loud = level_db >= loudest - LOUD_FRAME_DB
         self.frames += n
+        loud = level_db >= loudest - LOUD_FRAME_DB
+        not_loud = np.flatnonzero(~loud)
         out: list[bool] = []
-        for i in range(n):
+        i = 0
+        while i < n:
+            if loud[i]:  # a run of loud frames (most of speech), taken at once
+                k = np.searchsorted(not_loud, i)
+                end = int(not_loud[k]) if k < len(not_loud) else n
+                self._end_quiet(out)
+                out += [True] * (end - i)
+                self._recent.extend(frames[max(i, end - self._recent.maxlen) : end])
+                self._levels.extend(level_db[max(i, end - self._levels.maxlen) : end])
+                i = end
+                continue
             self._recent.append(frames[i])
-            if loud[i]:
-                out += [True] * len(self._quiet)  # a gap between words: part of the speech around it
-                self._quiet = []
-                self._quiet_db = []
-                self._asking = False
+            rise = level_db[i] - min(self._levels, default=np.inf)
+            self._levels.append(level_db[i])
+            if self._noise_db is not None and level_db[i] >= self._over_noise_db(loudest[i], rise):
+                self._end_quiet(out)
                 out.append(True)
             elif self._asking:
                 out.append(self._ask_in_pause(frames[i], level_db[i]))
@@ -212,7 +235,23 @@ class GatedVAD:
                     quiet = zip(self._quiet, self._quiet_db, strict=True)
                     out += [self._ask_in_pause(f, db, warm=False) for f, db in quiet]
                     self._quiet, self._quiet_db, self._skipped = [], [], 0
+            i += 1
         return np.array(out, bool)
+
+    def _end_quiet(self, out: list[bool]) -> None:
+        """A speech frame: the open quiet stretch was a gap between words, part of the speech around it."""
+        out += [True] * len(self._quiet)
+        self._quiet = []
+        self._quiet_db = []
+        self._asking = False
+
+    def _over_noise_db(self, loudest_db: float, rise_db: float) -> float:
+        """With a pause's noise known, the level from which a frame quieter than ``LOUD_FRAME_DB`` below the
+        loudest is speech without asking: ``SPEECH_OVER_NOISE_DB`` above the noise (no lower than
+        ``QUIET_SPEECH_DB`` below the loudest), for a frame rising ``SPEECH_RISE_DB`` above the second before it."""
+        if rise_db < SPEECH_RISE_DB:
+            return np.inf
+        return max(self._noise_db + SPEECH_OVER_NOISE_DB, loudest_db - QUIET_SPEECH_DB)
 
     def flush(self) -> np.ndarray:
         """The flags of a quiet stretch still open at the end (shorter than a pause: speech)."""
@@ -232,7 +271,7 @@ class GatedVAD:
     def _ask_in_pause(self, frame: np.ndarray, level_db: float, warm: bool = True) -> bool:
         """Inside a pause: a frame no louder than the pause's noise so far (``NOISE_MARGIN_DB``) is the pause
         going on, without asking; a louder one is asked about (after the frames skipped just before it)."""
-        if len(self._noise) >= NOISE_FRAMES and level_db < np.mean(self._noise) + NOISE_MARGIN_DB:
+        if len(self._noise) >= NOISE_FRAMES and level_db < self._noise_db + NOISE_MARGIN_DB:
             self._skipped += 1
             return False
         if warm and self._skipped:
@@ -243,6 +282,8 @@ class GatedVAD:
         speech = self._ask(frame)
         if not speech:
             self._noise.append(level_db)
+            if len(self._noise) >= NOISE_FRAMES:
+                self._noise_db = float(np.mean(self._noise))
         return speech
 
     def _ask(self, frame: np.ndarray) -> bool:

@@ -65,6 +65,49 @@ def test_speech_tiler_without_vad_covers_everything_and_short_streams_are_one_wi
     assert kept == len(short[0][0]) == round(1.2 * RATE) and short[0][1] == 1.0
 
 
+class TonalIsSpeech(FrameVAD):
+    """A stand-in VAD that tells a tone (speech here) from noise or silence at any level, counting its calls."""
+
+    calls = 0
+
+    def frame_probability(self, frame: np.ndarray) -> float:
+        self.calls += 1
+        power = np.abs(np.fft.rfft(frame)) ** 2
+        return float(power.max() > 0.1 * power.sum())
+
+
+def test_quiet_speech_after_a_known_pause_costs_no_vad_time_and_a_steady_noise_is_still_a_pause():
+    rng = np.random.default_rng(0)
+    envelope = lambda s: 0.5 + 0.49 * np.sin(2 * np.pi * 4 * np.arange(round(s * RATE)) / RATE)  # noqa: E731
+    speech = lambda s, db: (10 ** (db / 20) * envelope(s) * tone(s) / 0.5).astype(np.float32)  # noqa: E731
+    parts = [
+        speech(3.0, 0),  # loud speech
+        np.zeros(2 * RATE, np.float32),  # a pause: digital silence (its noise level is now known)
+        speech(1.0, 0),
+        speech(10.0, -40),  # a quiet speaker, 40 dB below: by the noise known, speech unasked
+        rng.normal(0, 10 ** (-50 / 20), 4 * RATE).astype(np.float32),  # a room noise louder than that pause's
+        speech(1.0, 0),
+    ]
+    starts = np.cumsum([0] + [len(p) for p in parts]) // 512
+    vad = TonalIsSpeech()
+    gate = GatedVAD(vad, RATE)
+    flags, calls = [], []
+    for p in parts:
+        flags.append(gate.process(p))
+        calls.append(vad.calls - sum(calls))
+    flags = np.concatenate([*flags, gate.flush()])
+    assert flags[starts[3] : starts[4]].all() and calls[3] == 0  # quiet speech: no VAD time
+    assert not flags[
+        starts[1] + 32 : starts[2]
+    ].any()  # both pauses left out (the noise after a second or so)
+    assert not flags[starts[4] + 2 * 32 : starts[5]].any() and 0 < calls[4] < 60
+    vad.calls = 0
+    gate = GatedVAD(vad, RATE)
+    for p in parts[2:4]:  # the same quiet speech with no pause known before it: the VAD is asked throughout
+        gate.process(p)
+    assert vad.calls > 250
+
+
 @pytest.fixture
 def joined(tmp_path, ravdess_16k):
     """Real clips (trimmed) joined twice: back to back, and with 3 s pauses of quiet room-like noise (these
