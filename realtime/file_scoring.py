@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,7 +30,7 @@ from emotion_monitor.realtime.analysis import (
     check_level,
     score_clip,
 )
-from emotion_monitor.realtime.audio import AudioError
+from emotion_monitor.realtime.audio import AudioError, AudioStream, report_notices
 from emotion_monitor.realtime.vad import FRAME_SAMPLES, SPEECH_THRESHOLD, FrameVAD
 from emotion_monitor.realtime.windowing import AudioWindow, StreamWindower
 
@@ -413,6 +414,35 @@ def score_file_clip(
         audio = np.concatenate(head) if head else np.zeros(0, np.float32)
         return score_clip(model, audio, model.sample_rate, source, pooled)
     return score_stream_clip(model, _chain(head, blocks), vad, source, pooled, on_block)
+
+
+def score_file(
+    model: EmotionModel,
+    path: str | Path,
+    vad: FrameVAD | None,
+    pooled: bool = False,
+    on_notice: Callable[[str], None] | None = None,
+    on_audio: Callable[[float], None] | None = None,
+) -> ClipScores:
+    """A file's clip scores, read as a stream (``AudioStream``) whatever its length: ``score_file_clip``, and when
+    ``vad`` finds no speech in a long file, all of it again without one. AudioError for unusable audio; notices
+    (a truncated file scored on the part present) go to ``on_notice``, else to warnings; ``on_audio(seconds)``:
+    how far into the file the reading is (progress)."""
+    source = str(path)
+    with AudioStream(path, model.sample_rate) as stream:
+        clip = score_file_clip(model, stream.blocks(), vad, source, pooled, ticker(stream, on_audio))
+    if clip is None:  # a long file in which the VAD found no speech: all of it, with no VAD
+        with AudioStream(path, model.sample_rate) as again:
+            clip = score_stream_clip(model, again.blocks(), None, source, pooled)
+    report_notices(stream.notices, on_notice)
+    return clip
+
+
+def ticker(stream: AudioStream, on_audio: Callable[[float], None] | None) -> Callable[[], None] | None:
+    """A callback telling ``on_audio`` how many seconds of ``stream`` have been read (None without one)."""
+    if on_audio is None:
+        return None
+    return lambda: on_audio(stream.samples_out / stream.target_rate)
 
 
 def _chain(head: list[np.ndarray], rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:

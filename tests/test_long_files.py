@@ -15,6 +15,7 @@ from emotion_monitor.realtime.analysis import score_clip
 from emotion_monitor.realtime.audio import MAX_AUDIO_S, PreprocessOptions, load_audio, prepare_clip
 from emotion_monitor.realtime.batch import FileScorer, ScoreOptions
 from emotion_monitor.realtime.file_scoring import SPEECH_PAD_S, WHOLE_CLIP_S, GatedVAD, SpeechTiler
+from emotion_monitor.realtime.sources import REPLAY_HEAD_S, FileReplaySource, SourceError
 from emotion_monitor.realtime.vad import FrameVAD
 
 RATE = 16_000
@@ -171,6 +172,47 @@ def test_a_recording_over_an_hour_is_scored_within_a_memory_cap(constant_model, 
     speech_s = 4 * len(sentence) / RATE  # the hour of pauses is left out, but for pads
     assert speech_s - 0.5 <= row["duration_s"] <= speech_s + 8 * SPEECH_PAD_S + 0.1
     assert row["windows"] == math.ceil(row["duration_s"] / 2.0)  # the stand-in model's 2 s windows
+
+
+def test_predict_file_reads_a_long_file_as_a_stream_as_emotion_score_does(tiny_model, joined, monkeypatch):
+    folder, _, _ = joined
+    scorer = FileScorer(ScoreOptions(("x",), model=str(tiny_model), threads=1))
+    expected = scorer.analyse(folder / "paused.wav")
+    monkeypatch.setattr("emotion_monitor.realtime.audio.decode_audio", _no_whole_file)
+    predicted = scorer.model.predict_file(folder / "paused.wav")
+    row = expected.rows(expected.probs)[0]
+    assert predicted.windows == row["windows"] > 1 and round(predicted.duration_s, 3) == row["duration_s"]
+    assert predicted.probs == row["probs"]
+
+
+def test_a_replayed_file_is_decoded_as_it_goes_and_fails_part_way_in_one_line(tmp_path, ravdess_16k):
+    audio = np.tile(load_audio(ravdess_16k / ANGRY_CLIP), 20)  # 70 s
+    path = tmp_path / "long.wav"
+    sf.write(path, audio, RATE, subtype="FLOAT")
+    source = FileReplaySource(path, RATE, realtime=False)
+    assert sum(map(len, source._head)) < (REPLAY_HEAD_S + 5) * RATE < len(audio)
+    assert np.array_equal(_replayed(source), audio)  # every sample, in order, as the whole file decodes
+    audio[50 * RATE] = np.nan
+    sf.write(path, audio, RATE, subtype="FLOAT")
+    source = FileReplaySource(path, RATE, realtime=False)  # the first 30 s are fine: it starts
+    with pytest.raises(SourceError) as failed:
+        _replayed(source)
+    assert str(failed.value) == f"{path}: NaN or infinite sample values (first at 50.000 s)"
+
+
+def _replayed(source: FileReplaySource) -> np.ndarray:
+    source.start()
+    try:
+        out = []
+        while not source.ring.closed:
+            out.append(source.ring.read(timeout_s=1.0))
+        return np.concatenate(out)
+    finally:
+        source.stop()
+
+
+def _no_whole_file(*args, **kwargs):
+    raise AssertionError("the whole file was decoded into memory")
 
 
 def _capped():
