@@ -172,7 +172,10 @@ class GatedVAD:
     before the stretch, unasked, as context). Once the VAD has called ``NOISE_FRAMES`` of a pause non-speech,
     frames of it less than ``NOISE_MARGIN_DB`` above their mean level are the pause going on, unasked (speech
     rises above a pause's noise). A stretch that ends sooner than a pause is speech (a gap between words).
-    Continuous speech thus costs next to no VAD time; pauses and quiet speech cost the VAD's time on them.
+    Once a pause's noise is known, a quieter frame ``SPEECH_OVER_NOISE_DB`` above it that rises ``SPEECH_RISE_DB``
+    above the second before it is speech too (a quiet speaker after a loud one; a steady noise, even one louder
+    than the pause's, does not rise so and is asked about). Continuous speech thus costs next to no VAD time;
+    pauses, and quiet speech before the first pause, cost the VAD's time on them.
     Flags come in stream order, those of an open quiet stretch once it is decided (``flush`` at the end).
     """
 
@@ -188,9 +191,8 @@ class GatedVAD:
         self._skipped = 0  # frames of this pause not asked about since the last one that was
         self._asking = False  # the open quiet stretch is a pause's length: the VAD decides each frame
         self._recent: deque[np.ndarray] = deque(maxlen=WARM_UP_FRAMES + self.min_pause_frames)
-        self._levels: deque[float] = deque(
-            maxlen=self.min_pause_frames
-        )  # the last second's frame levels (dB)
+        # the levels (dB) of the last second's frames
+        self._levels: deque[float] = deque(maxlen=self.min_pause_frames)
         self.asked = 0
         self.frames = 0
 
