@@ -142,12 +142,17 @@ def load_audio(
     as AudioWarning: never silently.
     """
     decoded = decode_audio(path, target_rate)
-    for line in decoded.notices:
+    report_notices(decoded.notices, on_notice)
+    return decoded.samples
+
+
+def report_notices(lines: tuple[str, ...], on_notice: Callable[[str], None] | None = None) -> None:
+    """Each notice line to ``on_notice``, or without one as an AudioWarning (``warnings.warn``): never silently."""
+    for line in lines:
         if on_notice is not None:
             on_notice(line)
         else:
-            warnings.warn(line, AudioWarning, stacklevel=2)
-    return decoded.samples
+            warnings.warn(line, AudioWarning, stacklevel=3)
 
 
 def check_audio_path(path: str | Path) -> Path:

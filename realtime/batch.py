@@ -10,7 +10,6 @@ goes on with the next: only a model that does not fit (``ModelMismatchError``) s
 from __future__ import annotations
 
 import sys
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +22,10 @@ from emotion_monitor.realtime.analysis import (
     clip_prediction,
     timeline_segments,
 )
-from emotion_monitor.realtime.audio import AudioError, AudioStream, AudioWarning
+from emotion_monitor.realtime.audio import AudioError, AudioStream, report_notices
 from emotion_monitor.realtime.discovery import FoundFiles, find_audio_files
 from emotion_monitor.realtime.errors import EXIT_ERROR, ModelError, ModelMismatchError, one_line
-from emotion_monitor.realtime.file_scoring import score_file_clip, score_file_timeline, score_stream_clip
+from emotion_monitor.realtime.file_scoring import score_file, score_file_timeline, ticker
 from emotion_monitor.realtime.model import EmotionModel, ModelOptions, load_model
 from emotion_monitor.realtime.progress import Progress, is_terminal
 from emotion_monitor.realtime.results import ResultWriter, output_format, prediction_row, segment_row
@@ -112,7 +111,7 @@ class FileScorer:
         self.vad = vad
         self.vad_notice = None
         if vad is None:
-            self.vad, self.vad_notice = load_vad()
+            self.vad, self.vad_notice = load_vad(deferred=True)  # whole files may never need it
         self.clip_vad: FrameVAD | None = None if options.segments else self.vad
         """Whole files: the VAD whose pauses a long file's windows skip (``file_scoring.SpeechTiler``)."""
 
@@ -120,30 +119,22 @@ class FileScorer:
         """Score one file's windows as it is read (``file_scoring``); raises AudioError for unusable audio.
         Notices (e.g. a truncated file scored on the part present) go to ``on_notice``, else to warnings;
         ``on_audio(seconds)``: how far into the file the reading is (progress)."""
-        model, options, source = self.model, self.options, str(path)
+        model, options = self.model, self.options
+        if not options.segments:
+            return self._clip(score_file(model, path, self.clip_vad, pooled, on_notice, on_audio))
         with AudioStream(path, model.sample_rate) as stream:
-            tick = None
-            if on_audio is not None:
-                tick = lambda: on_audio(stream.samples_out / model.sample_rate)  # noqa: E731
-            if options.segments:
-                timeline = score_file_timeline(
-                    model, stream.blocks(), options.window_s, options.hop_s, self.vad, source, pooled, tick
-                )
-            else:
-                clip = score_file_clip(model, stream.blocks(), self.clip_vad, source, pooled, tick)
-        if options.segments:
-            analysed = self._timeline(timeline)
-        else:
-            if clip is None:  # a long file in which the VAD found no speech: all of it, with no VAD
-                with AudioStream(path, model.sample_rate) as again:
-                    clip = score_stream_clip(model, again.blocks(), None, source, pooled)
-            analysed = self._clip(clip)
-        for line in stream.notices:
-            if on_notice is not None:
-                on_notice(line)
-            else:
-                warnings.warn(line, AudioWarning, stacklevel=2)
-        return analysed
+            timeline = score_file_timeline(
+                model,
+                stream.blocks(),
+                options.window_s,
+                options.hop_s,
+                self.vad,
+                str(path),
+                pooled,
+                ticker(stream, on_audio),
+            )
+        report_notices(stream.notices, on_notice)
+        return self._timeline(timeline)
 
     def _clip(self, clip: ClipScores) -> Analysed:
         labels = self.model.labels

@@ -8,9 +8,12 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from emotion_monitor.realtime.analysis import SILENCE_LABEL
-from emotion_monitor.realtime.stream import StreamResult
+
+if TYPE_CHECKING:  # emotion-score shares the parser helpers here without loading the live pipeline
+    from emotion_monitor.realtime.stream import StreamResult
 
 BAR_WIDTH = 30
 PANEL_WIDTH = 80

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,7 +30,7 @@ from emotion_monitor.realtime.analysis import (
     check_level,
     score_clip,
 )
-from emotion_monitor.realtime.audio import AudioError
+from emotion_monitor.realtime.audio import AudioError, AudioStream, report_notices
 from emotion_monitor.realtime.vad import FRAME_SAMPLES, SPEECH_THRESHOLD, FrameVAD
 from emotion_monitor.realtime.windowing import AudioWindow, StreamWindower
 
@@ -52,6 +53,15 @@ window's edges) share batches."""
 
 LOUD_FRAME_DB = 20.0
 """A VAD frame within this of the loudest frame so far is speech without asking the VAD (``GatedVAD``)."""
+SPEECH_OVER_NOISE_DB = 20.0
+"""Once a pause's noise level is known (the VAD called ``NOISE_FRAMES`` of it non-speech), a frame this far above
+it, and ``SPEECH_RISE_DB`` above the quietest frame of the second before it, is speech without asking the VAD
+(quiet speech after loud speech: ``GatedVAD``), down to ``QUIET_SPEECH_DB`` below the loudest frame."""
+SPEECH_RISE_DB = 10.0
+"""How far a quiet frame must rise above the quietest frame of the second before it to count as speech by the
+known noise (speech rises and falls by syllables; a steady noise, a room's louder than the noise known, does not)."""
+QUIET_SPEECH_DB = 50.0
+"""The furthest below the loudest frame so far that a frame above the known noise counts as speech unasked."""
 NOISE_FRAMES = 8
 """Frames of a pause the VAD must have called non-speech before quieter frames go unasked (``GatedVAD``)."""
 NOISE_MARGIN_DB = 3.0
@@ -162,7 +172,10 @@ class GatedVAD:
     before the stretch, unasked, as context). Once the VAD has called ``NOISE_FRAMES`` of a pause non-speech,
     frames of it less than ``NOISE_MARGIN_DB`` above their mean level are the pause going on, unasked (speech
     rises above a pause's noise). A stretch that ends sooner than a pause is speech (a gap between words).
-    Continuous speech thus costs next to no VAD time; pauses and quiet speech cost the VAD's time on them.
+    Once a pause's noise is known, a quieter frame ``SPEECH_OVER_NOISE_DB`` above it that rises ``SPEECH_RISE_DB``
+    above the second before it is speech too (a quiet speaker after a loud one; a steady noise, even one louder
+    than the pause's, does not rise so and is asked about). Continuous speech thus costs next to no VAD time;
+    pauses, and quiet speech before the first pause, cost the VAD's time on them.
     Flags come in stream order, those of an open quiet stretch once it is decided (``flush`` at the end).
     """
 
@@ -174,9 +187,12 @@ class GatedVAD:
         self._quiet: list[np.ndarray] = []  # the frames of the open quiet stretch, undecided
         self._quiet_db: list[float] = []  # and their levels
         self._noise: list[float] = []  # levels of the frames of this pause that the VAD called non-speech
+        self._noise_db: float | None = None  # their mean, once NOISE_FRAMES (kept until the next pause's)
         self._skipped = 0  # frames of this pause not asked about since the last one that was
         self._asking = False  # the open quiet stretch is a pause's length: the VAD decides each frame
         self._recent: deque[np.ndarray] = deque(maxlen=WARM_UP_FRAMES + self.min_pause_frames)
+        # the levels (dB) of the last second's frames
+        self._levels: deque[float] = deque(maxlen=self.min_pause_frames)
         self.asked = 0
         self.frames = 0
 
@@ -189,16 +205,26 @@ class GatedVAD:
         loudest = np.maximum.accumulate(np.r_[self._loudest_db, level_db])[1:]
         if n:
             self._loudest_db = loudest[-1]
-        loud = level_db >= loudest - LOUD_FRAME_DB
         self.frames += n
+        loud = level_db >= loudest - LOUD_FRAME_DB
+        not_loud = np.flatnonzero(~loud)
         out: list[bool] = []
-        for i in range(n):
+        i = 0
+        while i < n:
+            if loud[i]:  # a run of loud frames (most of speech), taken at once
+                k = np.searchsorted(not_loud, i)
+                end = int(not_loud[k]) if k < len(not_loud) else n
+                self._end_quiet(out)
+                out += [True] * (end - i)
+                self._recent.extend(frames[max(i, end - self._recent.maxlen) : end])
+                self._levels.extend(level_db[max(i, end - self._levels.maxlen) : end])
+                i = end
+                continue
             self._recent.append(frames[i])
-            if loud[i]:
-                out += [True] * len(self._quiet)  # a gap between words: part of the speech around it
-                self._quiet = []
-                self._quiet_db = []
-                self._asking = False
+            rise = level_db[i] - min(self._levels, default=np.inf)
+            self._levels.append(level_db[i])
+            if self._noise_db is not None and level_db[i] >= self._over_noise_db(loudest[i], rise):
+                self._end_quiet(out)
                 out.append(True)
             elif self._asking:
                 out.append(self._ask_in_pause(frames[i], level_db[i]))
@@ -212,7 +238,23 @@ class GatedVAD:
                     quiet = zip(self._quiet, self._quiet_db, strict=True)
                     out += [self._ask_in_pause(f, db, warm=False) for f, db in quiet]
                     self._quiet, self._quiet_db, self._skipped = [], [], 0
+            i += 1
         return np.array(out, bool)
+
+    def _end_quiet(self, out: list[bool]) -> None:
+        """A speech frame: the open quiet stretch was a gap between words, part of the speech around it."""
+        out += [True] * len(self._quiet)
+        self._quiet = []
+        self._quiet_db = []
+        self._asking = False
+
+    def _over_noise_db(self, loudest_db: float, rise_db: float) -> float:
+        """With a pause's noise known, the level from which a frame quieter than ``LOUD_FRAME_DB`` below the
+        loudest is speech without asking: ``SPEECH_OVER_NOISE_DB`` above the noise (no lower than
+        ``QUIET_SPEECH_DB`` below the loudest), for a frame rising ``SPEECH_RISE_DB`` above the second before it."""
+        if rise_db < SPEECH_RISE_DB:
+            return np.inf
+        return max(self._noise_db + SPEECH_OVER_NOISE_DB, loudest_db - QUIET_SPEECH_DB)
 
     def flush(self) -> np.ndarray:
         """The flags of a quiet stretch still open at the end (shorter than a pause: speech)."""
@@ -232,7 +274,7 @@ class GatedVAD:
     def _ask_in_pause(self, frame: np.ndarray, level_db: float, warm: bool = True) -> bool:
         """Inside a pause: a frame no louder than the pause's noise so far (``NOISE_MARGIN_DB``) is the pause
         going on, without asking; a louder one is asked about (after the frames skipped just before it)."""
-        if len(self._noise) >= NOISE_FRAMES and level_db < np.mean(self._noise) + NOISE_MARGIN_DB:
+        if len(self._noise) >= NOISE_FRAMES and level_db < self._noise_db + NOISE_MARGIN_DB:
             self._skipped += 1
             return False
         if warm and self._skipped:
@@ -243,6 +285,8 @@ class GatedVAD:
         speech = self._ask(frame)
         if not speech:
             self._noise.append(level_db)
+            if len(self._noise) >= NOISE_FRAMES:
+                self._noise_db = float(np.mean(self._noise))
         return speech
 
     def _ask(self, frame: np.ndarray) -> bool:
@@ -372,6 +416,35 @@ def score_file_clip(
         audio = np.concatenate(head) if head else np.zeros(0, np.float32)
         return score_clip(model, audio, model.sample_rate, source, pooled)
     return score_stream_clip(model, _chain(head, blocks), vad, source, pooled, on_block)
+
+
+def score_file(
+    model: EmotionModel,
+    path: str | Path,
+    vad: FrameVAD | None,
+    pooled: bool = False,
+    on_notice: Callable[[str], None] | None = None,
+    on_audio: Callable[[float], None] | None = None,
+) -> ClipScores:
+    """A file's clip scores, read as a stream (``AudioStream``) whatever its length: ``score_file_clip``, and when
+    ``vad`` finds no speech in a long file, all of it again without one. AudioError for unusable audio; notices
+    (a truncated file scored on the part present) go to ``on_notice``, else to warnings; ``on_audio(seconds)``:
+    how far into the file the reading is (progress)."""
+    source = str(path)
+    with AudioStream(path, model.sample_rate) as stream:
+        clip = score_file_clip(model, stream.blocks(), vad, source, pooled, ticker(stream, on_audio))
+    if clip is None:  # a long file in which the VAD found no speech: all of it, with no VAD
+        with AudioStream(path, model.sample_rate) as again:
+            clip = score_stream_clip(model, again.blocks(), None, source, pooled)
+    report_notices(stream.notices, on_notice)
+    return clip
+
+
+def ticker(stream: AudioStream, on_audio: Callable[[float], None] | None) -> Callable[[], None] | None:
+    """A callback telling ``on_audio`` how many seconds of ``stream`` have been read (None without one)."""
+    if on_audio is None:
+        return None
+    return lambda: on_audio(stream.samples_out / stream.target_rate)
 
 
 def _chain(head: list[np.ndarray], rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:

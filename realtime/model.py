@@ -38,6 +38,7 @@ from emotion_monitor.realtime.audio import (
     prepare_input,
 )
 from emotion_monitor.realtime.errors import ModelError, ModelMismatchError, NonFiniteOutputError, one_line
+from emotion_monitor.realtime.file_scoring import score_file
 from emotion_monitor.realtime.metadata import (
     INPUT_NAME,
     LOGITS_NAME,
@@ -50,7 +51,7 @@ from emotion_monitor.realtime.metadata import (
 from emotion_monitor.realtime.model_store import resolve_model_path
 from emotion_monitor.realtime.providers import CUDA, default_batch_windows, start_session
 from emotion_monitor.realtime.speaker_norm import SpeakerNormaliser, SpeakerNormHead, SpeakerNormOptions
-from emotion_monitor.realtime.vad import FrameVAD
+from emotion_monitor.realtime.vad import FrameVAD, load_vad
 from emotion_monitor.realtime.windowing import SpeechGate, WindowSpec
 
 MIN_BASELINE_S = 5.0
@@ -113,6 +114,9 @@ class EmotionModel:
         self._output = PROBS_NAME if PROBS_NAME in outputs else LOGITS_NAME
         self.has_pooled = POOLED_NAME in outputs
         self._speaker_heads: dict[str, SpeakerNormHead] = {}
+        self._file_vad: FrameVAD | None = (
+            None  # predict_file's, for the pauses of long files (started when used)
+        )
         self.labels: tuple[str, ...] = self.info.labels
         self._check_signature()
         self.sample_rate: int = int(self.info.sample_rate)
@@ -274,8 +278,14 @@ class EmotionModel:
         return clip_prediction(self.labels, clip.probs, clip.duration_s, clip.window_seconds)
 
     def predict_file(self, path: str | Path) -> Prediction:
-        """Any soundfile-readable file → Prediction. Raises AudioError (one line) for unusable files."""
-        return self.predict_array(load_audio(path, self.sample_rate), self.sample_rate, source=str(path))
+        """Any soundfile-readable file → Prediction, scored as ``emotion-score`` scores it and read as a stream
+        whatever its length (``file_scoring.score_file``: up to 30 s exactly as ``predict_array``; longer, with
+        the pauses left out). Raises AudioError (one line) for unusable files; notices (a truncated file) are
+        AudioWarnings."""
+        if self._file_vad is None:
+            self._file_vad = load_vad(deferred=True)[0]
+        clip = score_file(self, path, self._file_vad)
+        return clip_prediction(self.labels, clip.probs, clip.duration_s, clip.window_seconds)
 
     def predict_segments(
         self,

@@ -11,11 +11,12 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from emotion_monitor.realtime.audio import load_audio
+from emotion_monitor.realtime.audio import AudioError, AudioStream
 from emotion_monitor.realtime.errors import one_line
 from emotion_monitor.realtime.ringbuffer import RingBuffer
 
@@ -27,6 +28,10 @@ STALL_TIMEOUT_S = 3.0
 """A running microphone that delivers nothing for this long is treated as gone (unplugged, server died)."""
 BACKPRESSURE_WAIT_S = 10.0
 """Replay sources wait this long for room in the ring before overwriting (and counting) unread audio."""
+REPLAY_HEAD_S = 30.0
+"""A replayed recording's first seconds are decoded before the replay starts: a file that cannot be decoded, or
+a short one with a caveat (a truncated file), is reported before anything is shown; the rest is decoded as it is
+replayed (``audio.AudioStream``), so a recording of any length is replayed in constant memory."""
 PCM_SCALE = 32768.0
 
 
@@ -71,6 +76,8 @@ class ThreadSource(AudioSource):
     def _run_guarded(self) -> None:
         try:
             self.produce()
+        except SourceError as exc:  # already one line naming the source
+            self.ring.fail(exc)
         except Exception as exc:  # any failure must reach the main thread, not die silently here
             self.ring.fail(SourceError(f"{self.description}: {exc}"))
         else:
@@ -87,10 +94,12 @@ class ThreadSource(AudioSource):
 
 
 class FileReplaySource(ThreadSource):
-    """Replays a recording block by block, at real-time pace (like a microphone) or as fast as inference allows.
+    """Replays a recording block by block, at real-time pace (like a microphone) or as fast as inference allows,
+    decoding it as it goes (``audio.AudioStream``; its first ``REPLAY_HEAD_S`` before the replay starts).
 
     ``realtime=True``: never waits for the reader, exactly like a microphone; a slow reader loses (counted) audio.
     ``realtime=False`` (``--fast``): waits for room in the ring, so every sample is analysed.
+    AudioError (one line) when the file cannot be used; notices (a truncated file) go to ``on_notice``.
     """
 
     def __init__(self, path: str | Path, sample_rate: int, realtime: bool = True, on_notice=None):
@@ -98,8 +107,23 @@ class FileReplaySource(ThreadSource):
         self.path = Path(path)
         self.realtime = realtime
         self.description = str(self.path)
-        # AudioError (one line) before anything starts; notices (a truncated file) go to ``on_notice``
-        self.audio = load_audio(self.path, self.sample_rate, on_notice)
+        self.on_notice = on_notice
+        self._notified = False
+        self._stream = AudioStream(self.path, self.sample_rate)
+        self._blocks = self._stream.blocks()
+        self._head: list[np.ndarray] = []
+        try:
+            head = 0
+            for block in self._blocks:
+                self._head.append(block)
+                head += len(block)
+                if head >= REPLAY_HEAD_S * self.sample_rate:
+                    break
+            else:  # all of it: its notices now, before anything is shown
+                self._notify()
+        except BaseException:
+            self._stream.close()
+            raise
 
     @property
     def live(self) -> bool:
@@ -107,18 +131,61 @@ class FileReplaySource(ThreadSource):
         return self.realtime
 
     def produce(self) -> None:
-        block = round(BLOCK_S * self.sample_rate)
+        try:
+            self._replay(round(BLOCK_S * self.sample_rate))
+        except AudioError as exc:  # decoding failed part-way: one line naming the file
+            raise SourceError(str(exc)) from None
+        finally:
+            self._stream.close()
+
+    def _replay(self, block: int) -> None:
+        """The decoded audio in ``block``-sample pieces (the last one shorter), each at its time."""
         t0 = time.monotonic()
-        for pos in range(0, len(self.audio), block):
-            if self._stop.is_set():
-                return
-            if self.realtime:
-                delay = t0 + (pos + block) / self.sample_rate - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)  # a block "arrives" once it has been "recorded"
-            self.ring.write(
-                self.audio[pos : pos + block], wait_s=None if self.realtime else BACKPRESSURE_WAIT_S
-            )
+        pos = 0
+        carry = np.zeros(0, np.float32)
+        for decoded in self._decoded():
+            audio = np.concatenate([carry, decoded]) if len(carry) else decoded
+            whole = len(audio) - len(audio) % block
+            for start in range(0, whole, block):
+                if not self._send(audio[start : start + block], pos + start, t0):
+                    return
+            pos += whole
+            carry = audio[whole:]
+        if len(carry):
+            self._send(carry, pos, t0)
+
+    def _decoded(self) -> Iterator[np.ndarray]:
+        """The head's blocks (each released once handed on), then the rest as it is decoded; then the notices."""
+        self._head.reverse()
+        while self._head:
+            yield self._head.pop()
+        yield from self._blocks
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._notified:
+            return
+        self._notified = True
+        for line in self._stream.notices:
+            if self.on_notice is not None:
+                self.on_notice(line)
+
+    def _send(self, samples: np.ndarray, pos: int, t0: float) -> bool:
+        """Write one block once it has been "recorded" (real time) or once there is room (``--fast``); False
+        when the replay is stopped."""
+        if self._stop.is_set():
+            return False
+        if self.realtime:
+            delay = t0 + (pos + len(samples)) / self.sample_rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)  # a block "arrives" once it has been "recorded"
+        self.ring.write(samples, wait_s=None if self.realtime else BACKPRESSURE_WAIT_S)
+        return True
+
+    def stop(self) -> None:
+        super().stop()
+        if self._thread is None:  # never started: nothing else closes the file
+            self._stream.close()
 
 
 class StdinPCMSource(ThreadSource):

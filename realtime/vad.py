@@ -68,21 +68,28 @@ class FrameVAD:
 
 
 class SileroVAD(FrameVAD):
-    """Silero VAD v5 (16 kHz) on ONNX Runtime: input ``[1, 64 + 512]``, state ``[2, 1, 128]``, sr scalar."""
+    """Silero VAD v5 (16 kHz) on ONNX Runtime: input ``[1, 64 + 512]``, state ``[2, 1, 128]``, sr scalar.
+
+    ``deferred``: the session starts on the first frame (``emotion-score`` asks the VAD only about quiet stretches:
+    a recording without one never pays for it)."""
 
     name = "silero"
 
-    def __init__(self, model_path: str | Path):
+    def __init__(self, model_path: str | Path, deferred: bool = False):
+        super().__init__()
+        self.model_path = Path(model_path)
+        self._session = None if deferred else self._start()
+        self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
+        self.reset()
+
+    def _start(self):
         import onnxruntime as ort
 
-        super().__init__()
         options = ort.SessionOptions()
         # A 32 ms frame is far too small to gain from threads; keep the cores for the emotion model.
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-        self._sr = np.array(SAMPLE_RATE, dtype=np.int64)
-        self.reset()
+        return ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
 
     def reset(self) -> None:
         super().reset()
@@ -90,6 +97,8 @@ class SileroVAD(FrameVAD):
         self._context = np.zeros(CONTEXT_SAMPLES, dtype=np.float32)
 
     def frame_probability(self, frame: np.ndarray) -> float:
+        if self._session is None:
+            self._session = self._start()
         x = np.concatenate([self._context, frame])[None, :]
         prob, self._state = self._session.run(None, {"input": x, "state": self._state, "sr": self._sr})
         self._context = frame[-CONTEXT_SAMPLES:]
@@ -109,8 +118,9 @@ class EnergyVAD(FrameVAD):
         return 1.0 if rms_dbfs(frame) > self.threshold_dbfs else 0.0
 
 
-def load_vad(kind: str = "auto") -> tuple[FrameVAD, str | None]:
-    """``kind``: ``auto`` (Silero if installed, else energy), ``silero`` or ``energy``.
+def load_vad(kind: str = "auto", deferred: bool = False) -> tuple[FrameVAD, str | None]:
+    """``kind``: ``auto`` (Silero if installed, else energy), ``silero`` or ``energy``; ``deferred``: Silero's
+    session starts on its first frame (``SileroVAD``).
 
     Returns the gate and a one-line notice for the user when it had to fall back (else None).
     """
@@ -123,4 +133,4 @@ def load_vad(kind: str = "auto") -> tuple[FrameVAD, str | None]:
         return EnergyVAD(), (
             f"notice: silero-vad not installed; using an energy gate (speech above {ENERGY_GATE_DBFS:.0f} dBFS)"
         )
-    return SileroVAD(path), None
+    return SileroVAD(path, deferred), None

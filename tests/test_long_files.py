@@ -15,6 +15,7 @@ from emotion_monitor.realtime.analysis import score_clip
 from emotion_monitor.realtime.audio import MAX_AUDIO_S, PreprocessOptions, load_audio, prepare_clip
 from emotion_monitor.realtime.batch import FileScorer, ScoreOptions
 from emotion_monitor.realtime.file_scoring import SPEECH_PAD_S, WHOLE_CLIP_S, GatedVAD, SpeechTiler
+from emotion_monitor.realtime.sources import REPLAY_HEAD_S, FileReplaySource, SourceError
 from emotion_monitor.realtime.vad import FrameVAD
 
 RATE = 16_000
@@ -63,6 +64,49 @@ def test_speech_tiler_without_vad_covers_everything_and_short_streams_are_one_wi
     assert kept == 10 * RATE and len(windows) == 4 and windows[-1][1] == pytest.approx(1 / 3)
     short, kept = tiles(tone(1.2), 4096, vad=False)
     assert kept == len(short[0][0]) == round(1.2 * RATE) and short[0][1] == 1.0
+
+
+class TonalIsSpeech(FrameVAD):
+    """A stand-in VAD that tells a tone (speech here) from noise or silence at any level, counting its calls."""
+
+    calls = 0
+
+    def frame_probability(self, frame: np.ndarray) -> float:
+        self.calls += 1
+        power = np.abs(np.fft.rfft(frame)) ** 2
+        return float(power.max() > 0.1 * power.sum())
+
+
+def test_quiet_speech_after_a_known_pause_costs_no_vad_time_and_a_steady_noise_is_still_a_pause():
+    rng = np.random.default_rng(0)
+    envelope = lambda s: 0.5 + 0.49 * np.sin(2 * np.pi * 4 * np.arange(round(s * RATE)) / RATE)  # noqa: E731
+    speech = lambda s, db: (10 ** (db / 20) * envelope(s) * tone(s) / 0.5).astype(np.float32)  # noqa: E731
+    parts = [
+        speech(3.0, 0),  # loud speech
+        np.zeros(2 * RATE, np.float32),  # a pause: digital silence (its noise level is now known)
+        speech(1.0, 0),
+        speech(10.0, -40),  # a quiet speaker, 40 dB below: by the noise known, speech unasked
+        rng.normal(0, 10 ** (-50 / 20), 4 * RATE).astype(np.float32),  # a room noise louder than that pause's
+        speech(1.0, 0),
+    ]
+    starts = np.cumsum([0] + [len(p) for p in parts]) // 512
+    vad = TonalIsSpeech()
+    gate = GatedVAD(vad, RATE)
+    flags, calls = [], []
+    for p in parts:
+        flags.append(gate.process(p))
+        calls.append(vad.calls - sum(calls))
+    flags = np.concatenate([*flags, gate.flush()])
+    assert flags[starts[3] : starts[4]].all() and calls[3] == 0  # quiet speech: no VAD time
+    assert not flags[
+        starts[1] + 32 : starts[2]
+    ].any()  # both pauses left out (the noise after a second or so)
+    assert not flags[starts[4] + 2 * 32 : starts[5]].any() and 0 < calls[4] < 60
+    vad.calls = 0
+    gate = GatedVAD(vad, RATE)
+    for p in parts[2:4]:  # the same quiet speech with no pause known before it: the VAD is asked throughout
+        gate.process(p)
+    assert vad.calls > 250
 
 
 @pytest.fixture
@@ -128,6 +172,47 @@ def test_a_recording_over_an_hour_is_scored_within_a_memory_cap(constant_model, 
     speech_s = 4 * len(sentence) / RATE  # the hour of pauses is left out, but for pads
     assert speech_s - 0.5 <= row["duration_s"] <= speech_s + 8 * SPEECH_PAD_S + 0.1
     assert row["windows"] == math.ceil(row["duration_s"] / 2.0)  # the stand-in model's 2 s windows
+
+
+def test_predict_file_reads_a_long_file_as_a_stream_as_emotion_score_does(tiny_model, joined, monkeypatch):
+    folder, _, _ = joined
+    scorer = FileScorer(ScoreOptions(("x",), model=str(tiny_model), threads=1))
+    expected = scorer.analyse(folder / "paused.wav")
+    monkeypatch.setattr("emotion_monitor.realtime.audio.decode_audio", _no_whole_file)
+    predicted = scorer.model.predict_file(folder / "paused.wav")
+    row = expected.rows(expected.probs)[0]
+    assert predicted.windows == row["windows"] > 1 and round(predicted.duration_s, 3) == row["duration_s"]
+    assert predicted.probs == row["probs"]
+
+
+def test_a_replayed_file_is_decoded_as_it_goes_and_fails_part_way_in_one_line(tmp_path, ravdess_16k):
+    audio = np.tile(load_audio(ravdess_16k / ANGRY_CLIP), 20)  # 70 s
+    path = tmp_path / "long.wav"
+    sf.write(path, audio, RATE, subtype="FLOAT")
+    source = FileReplaySource(path, RATE, realtime=False)
+    assert sum(map(len, source._head)) < (REPLAY_HEAD_S + 5) * RATE < len(audio)
+    assert np.array_equal(_replayed(source), audio)  # every sample, in order, as the whole file decodes
+    audio[50 * RATE] = np.nan
+    sf.write(path, audio, RATE, subtype="FLOAT")
+    source = FileReplaySource(path, RATE, realtime=False)  # the first 30 s are fine: it starts
+    with pytest.raises(SourceError) as failed:
+        _replayed(source)
+    assert str(failed.value) == f"{path}: NaN or infinite sample values (first at 50.000 s)"
+
+
+def _replayed(source: FileReplaySource) -> np.ndarray:
+    source.start()
+    try:
+        out = []
+        while not source.ring.closed:
+            out.append(source.ring.read(timeout_s=1.0))
+        return np.concatenate(out)
+    finally:
+        source.stop()
+
+
+def _no_whole_file(*args, **kwargs):
+    raise AssertionError("the whole file was decoded into memory")
 
 
 def _capped():

@@ -46,6 +46,15 @@ def test_silence_and_noise_are_not_speech(silero, audio):
     assert np.mean(probs >= SPEECH_THRESHOLD) < 0.02
 
 
+def test_a_deferred_session_starts_on_the_first_frame_and_judges_the_same(silero):
+    deferred = SileroVAD(silero.model_path, deferred=True)
+    assert deferred._session is None  # emotion-score's whole files: no quiet stretch, no session
+    audio = _noise(-20.0, 1.0)
+    silero.reset()
+    assert np.array_equal(deferred.process(audio), silero.process(audio))
+    assert deferred._session is not None
+
+
 def _speech_region(audio: np.ndarray) -> tuple[int, int]:
     """Sample range of the sentence: the trimmed clip (35 dB below peak, no padding) located in the original."""
     core = trim_silence(audio, RATE, threshold_db=35.0, pad_s=0.0)
