@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from emotion_monitor.core.emotions import EMOTIONS
 
@@ -58,7 +59,8 @@ def test_bundled_speaker_heads_load_and_model_json_reports_their_protocol():
     assert (
         set(info["speaker_norm"]["results"]) == set(info["speaker_norm"]["one_mood"]) == set(info["metrics"])
     )
-    assert info["speaker_norm"]["centre"] == "subspace"
+    shipped = OmegaConf.load(BUNDLED.parents[1] / "configs" / "config.yaml").speaker_norm_centre
+    assert info["speaker_norm"]["centre"] == shipped  # the recipe's speaker head, not another one
     assert info["speech_gate"]["min_speech_s"] > 0
 
 
