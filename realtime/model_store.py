@@ -37,9 +37,10 @@ BUNDLE_FILES = (
     "head.safetensors",
     "head_speaker_norm.safetensors",
     "head_speaker_baseline.safetensors",
-    "speaker_subspace.safetensors",
 )
 """The shipped trained part of the default model (``export/bundled/``)."""
+OPTIONAL_BUNDLE_FILES = ("speaker_subspace.safetensors",)
+"""Shipped only by some recipes (the speaker head's subspace, ``speaker_norm_centre=subspace``)."""
 
 
 def package_version() -> str:
@@ -60,11 +61,12 @@ def bundle_fingerprint() -> str:
         return "none"
     bundled = Path(list(spec.submodule_search_locations)[0]) / "bundled"
     digest = hashlib.sha256()
-    for name in BUNDLE_FILES:
+    for name in BUNDLE_FILES + OPTIONAL_BUNDLE_FILES:
         file = bundled / name
-        if not file.is_file():
+        if file.is_file():
+            digest.update(name.encode() + file.read_bytes())
+        elif name in BUNDLE_FILES:
             return "none"
-        digest.update(file.read_bytes())
     return digest.hexdigest()[:12]
 
 

@@ -252,15 +252,18 @@ def test_retrained_head_gets_a_new_default_model_name(monkeypatch, tmp_path):
 
     bundled = tmp_path / "export" / "bundled"
     bundled.mkdir(parents=True)
-    for name in model_store.BUNDLE_FILES:
+    files = model_store.BUNDLE_FILES + model_store.OPTIONAL_BUNDLE_FILES
+    for name in files:
         (bundled / name).write_bytes(f"{name} v1".encode())
     fake = SimpleNamespace(submodule_search_locations=[str(tmp_path / "export")])
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: fake)
     seen = {model_store.bundle_fingerprint()}
-    for name in model_store.BUNDLE_FILES:  # any shipped file retrained: a new name
+    for name in files:  # any shipped file retrained: a new name
         (bundled / name).write_bytes(f"{name} v2".encode())
         seen.add(model_store.bundle_fingerprint())
-    assert len(seen) == len(model_store.BUNDLE_FILES) + 1 and "none" not in seen
+    assert len(seen) == len(files) + 1 and "none" not in seen
+    (bundled / model_store.OPTIONAL_BUNDLE_FILES[0]).unlink()  # a recipe without it: a name of its own
+    assert model_store.bundle_fingerprint() not in seen | {"none"}
     (bundled / "head.safetensors").unlink()
     assert model_store.bundle_fingerprint() == "none"
 
