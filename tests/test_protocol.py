@@ -255,3 +255,27 @@ def test_session_centres_are_means_of_sessions_that_hold_the_clip():
     assert (draws[:, :, 0, [HAPPY, SAD]].min(axis=-1) > 0).mean() > 0.5  # most hold both emotions
     with pytest.raises(DataError, match="one_mood_share"):
         SessionCentres(fs, ["a:1"], one_mood_share=1.5, seed=0)
+
+
+def test_cached_clip_windows_are_stale_only_when_the_tiling_moved():
+    """The cache's clip windows are re-encoded when emotion-score would now tile the clip differently, not when
+    the length read back from float32 seconds is a sample off (that re-encoded the same files at every run)."""
+    from types import SimpleNamespace
+
+    from emotion_monitor.core.window_features import stale_clip_windows
+    from emotion_monitor.realtime.windowing import tile_bounds
+
+    rate, window = 16_000, 48_000
+    model = SimpleNamespace(sample_rate=rate, window_spec=lambda: SimpleNamespace(window=window))
+    lengths = [30_001, 116_803, 49_520]  # 1.9 s, 7.3 s, and a 3.1 s clip whose start sat on a rounding edge
+    rows = [(u, s, e) for u, n in enumerate(lengths) for s, e in tile_bounds(n, window)]
+    features = SimpleNamespace(
+        kind=np.full(len(rows), CLIP, np.int8),
+        utt=np.array([u for u, _, _ in rows]),
+        start_s=np.array([s / rate for _, s, _ in rows], np.float32),
+        speech_s=np.array([(e - s) / rate for _, s, e in rows], np.float32),
+    )
+    assert stale_clip_windows(model, features) == []
+    moved = features.start_s.copy()
+    moved[features.utt == 1] += 0.05  # another tiling of the 7.3 s clip
+    assert stale_clip_windows(model, SimpleNamespace(**{**vars(features), "start_s": moved})) == [1]
