@@ -333,3 +333,22 @@ def make_set() -> FeatureSet:
         trailing_s=np.array([r[3] for r in rows], np.float32),
         allowed=np.array([[True] * C, [c != CALM for c in range(C)]]),
     )
+
+
+def assert_runs_without(statements: list[str], forbidden: tuple[str, ...]) -> None:
+    """Run ``statements`` (Python lines) in a fresh interpreter from the checkout; they must succeed and leave
+    neither torch nor any module whose name starts with one of ``forbidden`` imported."""
+    code = "\n".join(
+        [
+            "import sys",
+            *statements,
+            f"bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', *{forbidden!r})))",
+            "assert not bad, bad",
+            "print('TORCH-FREE')",
+        ]
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "TORCH-FREE" in result.stdout
