@@ -493,10 +493,11 @@ class FeatureDataModule(pl.LightningDataModule):
                 view = fs.views.index(self.eval_view)
                 self.subspace = fit_speaker_subspace(fs, self.split["train"], self.speaker_rank, view)
                 self.centre = self.subspace.centre(self.centre)
-            centre = self.centre
-            centres = lambda rows: centre[fs.centre_index(rows)]  # noqa: E731
             if self.speaker_centre == "session":
                 centres = SessionCentres(fs, self.split["train"], self.one_mood_share, self.seed)
+            else:
+                centre = self.centre
+                centres = lambda rows: centre[fs.centre_index(rows)]  # noqa: E731
         self.datasets["train"] = PooledDataset(fs, rows, allowed, weights.astype(np.float32), centres)
         log.info("training windows: %d from %d speakers", len(rows), len(self.split["train"]))
 
