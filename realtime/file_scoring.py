@@ -65,7 +65,8 @@ QUIET_SPEECH_DB = 50.0
 NOISE_FRAMES = 8
 """Frames of a pause the VAD must have called non-speech before quieter frames go unasked (``GatedVAD``)."""
 NOISE_MARGIN_DB = 3.0
-"""Inside a pause, a frame less than this above the pause's mean noise level is the pause going on."""
+"""Inside a pause, a frame less than this above the pause's median noise level is the pause going on; a new quiet
+stretch within this of the last pause's noise, either side, is that room's quiet again."""
 NOISE_WARM_UP_FRAMES = 4
 """Frames skipped just before a louder one in a pause that the VAD is fed, unasked, before it is asked."""
 WARM_UP_FRAMES = 16
@@ -170,12 +171,15 @@ class GatedVAD:
     stream order, fresh at each stretch) is asked only once a stretch without one has lasted ``min_pause_s``:
     about its frames so far and each next one, until a loud frame ends the stretch (first fed the half second
     before the stretch, unasked, as context). Once the VAD has called ``NOISE_FRAMES`` of a pause non-speech,
-    frames of it less than ``NOISE_MARGIN_DB`` above their mean level are the pause going on, unasked (speech
-    rises above a pause's noise). A stretch that ends sooner than a pause is speech (a gap between words).
+    frames of it less than ``NOISE_MARGIN_DB`` above their median level are the pause going on, unasked (speech
+    rises above a pause's noise); a later stretch that ends in half a pause within that margin either side of the
+    last pause's noise is a pause without asking at all (the same room's quiet: ``_open_pause``). A stretch that
+    ends sooner than a pause is speech (a gap between words).
     Once a pause's noise is known, a quieter frame ``SPEECH_OVER_NOISE_DB`` above it that rises ``SPEECH_RISE_DB``
     above the second before it is speech too (a quiet speaker after a loud one; a steady noise, even one louder
-    than the pause's, does not rise so and is asked about). Continuous speech thus costs next to no VAD time;
-    pauses, and quiet speech before the first pause, cost the VAD's time on them.
+    than the pause's, does not rise so and is asked about). Continuous speech thus costs next to no VAD time,
+    and pauses in a steady room little; a changing noise, and quiet speech before the first pause, cost the
+    VAD's time on them.
     Flags come in stream order, those of an open quiet stretch once it is decided (``flush`` at the end).
     """
 
@@ -187,10 +191,10 @@ class GatedVAD:
         self._quiet: list[np.ndarray] = []  # the frames of the open quiet stretch, undecided
         self._quiet_db: list[float] = []  # and their levels
         self._noise: list[float] = []  # levels of the frames of this pause that the VAD called non-speech
-        self._noise_db: float | None = None  # their mean, once NOISE_FRAMES (kept until the next pause's)
+        self._noise_db: float | None = None  # their median, once NOISE_FRAMES (kept until the next pause's)
         self._skipped = 0  # frames of this pause not asked about since the last one that was
         self._asking = False  # the open quiet stretch is a pause's length: the VAD decides each frame
-        self._recent: deque[np.ndarray] = deque(maxlen=WARM_UP_FRAMES + self.min_pause_frames)
+        self._recent: deque[np.ndarray] = deque(maxlen=WARM_UP_FRAMES + 2 * self.min_pause_frames)
         # the levels (dB) of the last second's frames
         self._levels: deque[float] = deque(maxlen=self.min_pause_frames)
         self.asked = 0
@@ -232,14 +236,40 @@ class GatedVAD:
                 self._quiet.append(frames[i])
                 self._quiet_db.append(level_db[i])
                 if len(self._quiet) >= self.min_pause_frames:
-                    self._warm_up()
-                    self._asking = True
-                    self._noise = []
-                    quiet = zip(self._quiet, self._quiet_db, strict=True)
-                    out += [self._ask_in_pause(f, db, warm=False) for f, db in quiet]
-                    self._quiet, self._quiet_db, self._skipped = [], [], 0
+                    out += self._open_pause()
             i += 1
         return np.array(out, bool)
+
+    def _open_pause(self) -> list[bool]:
+        """The open quiet stretch has lasted a pause: the flags of its frames once decided, else none (it waits for
+        its next frame). When it ends in half a pause or more of frames all within ``NOISE_MARGIN_DB`` either side
+        of the noise of the last pause (which the VAD called non-speech), that run is the same room's quiet: a
+        pause, without asking (the frames before it are speech, as the VAD would say of a word's fading end or of
+        quiet speech; the VAD, fresh, is asked only about a louder frame later). Otherwise, once it has waited half
+        a pause for such a run (or at once with no noise known), the VAD is asked about each of its frames, after
+        a warm-up on the frames before the stretch."""
+        half = max(NOISE_FRAMES, self.min_pause_frames // 2)
+        levels = np.array(self._quiet_db)
+        noise_db = self._noise_db if self._noise_db is not None else np.inf
+        off_noise = np.flatnonzero(np.abs(levels - noise_db) >= NOISE_MARGIN_DB)
+        start = int(off_noise[-1]) + 1 if len(off_noise) else 0  # the stretch's last run at the known noise
+        if len(levels) - start >= half:
+            self.vad.reset()
+            self._noise = list(levels[start:])
+            self._noise_db = float(np.median(self._noise))
+            out = [True] * start + [False] * (len(levels) - start)
+            self._skipped = len(levels) - start
+        elif self._noise_db is not None and len(levels) < self.min_pause_frames + half:
+            return []
+        else:
+            self._warm_up()
+            self._noise = []
+            frames = zip(self._quiet, self._quiet_db, strict=True)
+            out = [self._ask_in_pause(f, db, warm=False) for f, db in frames]
+            self._skipped = 0
+        self._asking = True
+        self._quiet, self._quiet_db = [], []
+        return out
 
     def _end_quiet(self, out: list[bool]) -> None:
         """A speech frame: the open quiet stretch was a gap between words, part of the speech around it."""
@@ -286,7 +316,7 @@ class GatedVAD:
         if not speech:
             self._noise.append(level_db)
             if len(self._noise) >= NOISE_FRAMES:
-                self._noise_db = float(np.mean(self._noise))
+                self._noise_db = float(np.median(self._noise))
         return speech
 
     def _ask(self, frame: np.ndarray) -> bool:

@@ -109,6 +109,27 @@ def test_quiet_speech_after_a_known_pause_costs_no_vad_time_and_a_steady_noise_i
     assert vad.calls > 250
 
 
+def test_a_pause_in_the_same_room_costs_no_vad_time_and_quiet_speech_in_a_quieter_room_is_still_asked_about():
+    rng = np.random.default_rng(1)
+    noise = lambda s, db: rng.normal(0, 10 ** (db / 20), round(s * RATE)).astype(np.float32)  # noqa: E731
+    envelope = 0.5 + 0.49 * np.sin(2 * np.pi * 4 * np.arange(2 * RATE) / RATE)
+    quiet_speech = (10 ** (-50 / 20) * envelope * tone(2.0) / 0.5).astype(np.float32) + noise(2.0, -75)
+    parts = [tone(2.0), noise(3.0, -60), tone(2.0), noise(3.0, -60), tone(2.0), noise(1.0, -75), quiet_speech]
+    starts = np.cumsum([0] + [len(p) for p in parts]) // 512
+    vad = TonalIsSpeech()
+    gate = GatedVAD(vad, RATE)
+    flags, calls = [], []
+    for p in parts:
+        flags.append(gate.process(p))
+        calls.append(vad.calls - sum(calls))
+    flags = np.concatenate([*flags, gate.flush()])
+    # the first pause is asked about; the second, the same noise, is not
+    assert calls[1] > 0 and calls[3] == 0
+    assert not flags[starts[3] + 4 : starts[4]].any() and flags[starts[4] : starts[5]].all()
+    # quiet speech at the level of that noise, in a quieter room: asked about, and kept
+    assert calls[5] + calls[6] > 30 and flags[starts[6] + 8 : starts[7]].mean() > 0.9
+
+
 @pytest.fixture
 def joined(tmp_path, ravdess_16k):
     """Real clips (trimmed) joined twice: back to back, and with 3 s pauses of quiet room-like noise (these
