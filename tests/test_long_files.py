@@ -77,6 +77,19 @@ class TonalIsSpeech(FrameVAD):
         return float(power.max() > 0.1 * power.sum())
 
 
+def gate_parts(parts: list[np.ndarray]) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """``GatedVAD`` (on ``TonalIsSpeech``) fed the parts in turn: its flags, the VAD calls each part cost, and
+    each part's first frame."""
+    vad = TonalIsSpeech()
+    gate = GatedVAD(vad, RATE)
+    flags, calls = [], []
+    for part in parts:
+        flags.append(gate.process(part))
+        calls.append(vad.calls - sum(calls))
+    starts = np.cumsum([0] + [len(p) for p in parts]) // 512
+    return np.concatenate([*flags, gate.flush()]), calls, starts
+
+
 def test_quiet_speech_after_a_known_pause_costs_no_vad_time_and_a_steady_noise_is_still_a_pause():
     rng = np.random.default_rng(0)
     envelope = lambda s: 0.5 + 0.49 * np.sin(2 * np.pi * 4 * np.arange(round(s * RATE)) / RATE)  # noqa: E731
@@ -89,24 +102,14 @@ def test_quiet_speech_after_a_known_pause_costs_no_vad_time_and_a_steady_noise_i
         rng.normal(0, 10 ** (-50 / 20), 4 * RATE).astype(np.float32),  # a room noise louder than that pause's
         speech(1.0, 0),
     ]
-    starts = np.cumsum([0] + [len(p) for p in parts]) // 512
-    vad = TonalIsSpeech()
-    gate = GatedVAD(vad, RATE)
-    flags, calls = [], []
-    for p in parts:
-        flags.append(gate.process(p))
-        calls.append(vad.calls - sum(calls))
-    flags = np.concatenate([*flags, gate.flush()])
+    flags, calls, starts = gate_parts(parts)
     assert flags[starts[3] : starts[4]].all() and calls[3] == 0  # quiet speech: no VAD time
     assert not flags[
         starts[1] + 32 : starts[2]
     ].any()  # both pauses left out (the noise after a second or so)
     assert not flags[starts[4] + 2 * 32 : starts[5]].any() and 0 < calls[4] < 60
-    vad.calls = 0
-    gate = GatedVAD(vad, RATE)
-    for p in parts[2:4]:  # the same quiet speech with no pause known before it: the VAD is asked throughout
-        gate.process(p)
-    assert vad.calls > 250
+    _, calls, _ = gate_parts(parts[2:4])  # the same quiet speech with no pause known before it:
+    assert sum(calls) > 250  # the VAD is asked throughout
 
 
 def test_a_pause_in_the_same_room_costs_no_vad_time_and_quiet_speech_in_a_quieter_room_is_still_asked_about():
@@ -115,14 +118,7 @@ def test_a_pause_in_the_same_room_costs_no_vad_time_and_quiet_speech_in_a_quiete
     envelope = 0.5 + 0.49 * np.sin(2 * np.pi * 4 * np.arange(2 * RATE) / RATE)
     quiet_speech = (10 ** (-50 / 20) * envelope * tone(2.0) / 0.5).astype(np.float32) + noise(2.0, -75)
     parts = [tone(2.0), noise(3.0, -60), tone(2.0), noise(3.0, -60), tone(2.0), noise(1.0, -75), quiet_speech]
-    starts = np.cumsum([0] + [len(p) for p in parts]) // 512
-    vad = TonalIsSpeech()
-    gate = GatedVAD(vad, RATE)
-    flags, calls = [], []
-    for p in parts:
-        flags.append(gate.process(p))
-        calls.append(vad.calls - sum(calls))
-    flags = np.concatenate([*flags, gate.flush()])
+    flags, calls, starts = gate_parts(parts)
     # the first pause is asked about; the second, the same noise, is not
     assert calls[1] > 0 and calls[3] == 0
     assert not flags[starts[3] + 4 : starts[4]].any() and flags[starts[4] : starts[5]].all()
