@@ -67,12 +67,14 @@ VIEWS = {
     "clean": View("clean"),
     "channel": View("channel", hop_s=1.0, channel=ChannelOptions(), seed=1, stride=2),
     "clip": View("clip", timeline=False),
+    "clip-channel": View("clip-channel", channel=ChannelOptions(), seed=1, timeline=False),
 }
 """Views by name: the clean files at the live hop (training and evaluation), one simulated channel for every
 second clip at a 1 s hop (training only; coarser and sparser because neighbouring windows and clips of one speaker
 add little, and encoding is the slow part); ``clip``: the clean files' ``emotion-score`` windows alone (about a
 fifth of the clean view's windows), to compare feature variants (int8, mean+std pooling) at clip level without
-encoding timelines."""
+encoding timelines; ``clip-channel``: every clip through its own simulated channel, its ``emotion-score`` windows
+alone (training only: the channel view at the cost of the clip view)."""
 
 
 class NpzCache:

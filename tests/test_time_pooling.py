@@ -139,6 +139,27 @@ def test_clip_view_caches_means_and_stds_of_emotion_score_windows(tiny_models, t
     assert np.allclose(means, clean.pooled[rows].astype(np.float32), atol=2e-2, rtol=2e-3)
 
 
+def test_clip_channel_view_is_each_clip_through_its_own_channel_at_the_clip_view_cost(tiny_models, tmp_path):
+    from emotion_monitor.core.corpora import Corpus, Utterance
+    from emotion_monitor.realtime.model import load_model
+
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"u{i}.wav")
+        sf.write(paths[-1], synthetic_speechlike(1.5, seed=i), 16_000)
+    corpus = Corpus("c", [Utterance(p, 2, "s", "c") for p in paths], tuple(range(8)))
+    model = load_model(tiny_models["mean"], intra_op_threads=1)
+    clip = compute(model, corpus, VIEWS["clip"])
+    channel = compute(model, corpus, VIEWS["clip-channel"])
+    assert set(channel.kind.tolist()) == {CLIP} and set(channel.utt.tolist()) == {0, 1, 2}
+    assert len(channel.utt) <= 2 * len(clip.utt)  # emotion-score's windows only (padding may add one)
+    first = [channel.pooled[channel.utt == u][0].astype(np.float32) for u in range(3)]
+    plain = [clip.pooled[clip.utt == u][0].astype(np.float32) for u in range(3)]
+    assert all(not np.allclose(a, b, atol=1e-2) for a, b in zip(first, plain, strict=True))
+    again = compute(model, corpus, VIEWS["clip-channel"])  # one seeded draw per clip
+    assert np.array_equal(again.pooled, channel.pooled)
+
+
 def test_mean_std_head_trains_and_is_evaluated_on_clip_windows(tiny_models, tmp_path):
     """The comparison's commands on a manifest: the same clip windows, read as means or as means and stds."""
     manifest = write_manifest(tmp_path)
