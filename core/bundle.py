@@ -190,8 +190,9 @@ def write_bundle(
             "centre": str(cfg.speaker_norm_centre),
             "protocol": "the live rule on the splits above: each session's utterances in a seeded random order, "
             "each judged against the centre of the utterances heard so far once 10 s were heard, plain and "
-            "centred heads' probabilities blended; mixed sessions hold all of a speaker's clips, one-mood "
-            "sessions only their clips of one emotion",
+            "centred heads' probabilities blended, the centred head's weight rising from 0 to 0.5 with the spread "
+            "of the plain head's estimates of what was heard (realtime.speaker_norm.blend_weight); mixed sessions "
+            "hold all of a speaker's clips, one-mood sessions only their clips of one emotion",
             "results": _metrics(report.get("speaker_norm", {})),
             "one_mood": _metrics(report.get("speaker_norm_one_mood", {})),
             "leave_one_corpus_out": _metrics(report.get("speaker_norm_loco", {})),

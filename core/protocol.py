@@ -31,6 +31,7 @@ from emotion_monitor.core.emotions import EMOTIONS
 from emotion_monitor.core.feature_data import FeatureSet
 from emotion_monitor.core.metrics import METRIC_NAMES, confusion_matrix, metrics_from_confusion
 from emotion_monitor.core.window_features import CLIP, SEGMENT
+from emotion_monitor.realtime.speaker_norm import PredictionSpread, blend_weight
 from emotion_monitor.realtime.windowing import SpeechGate
 
 LEVELS = ("clip", "window", "clip_all", "window_all")
@@ -242,8 +243,10 @@ def session_scores(
 
     In each session (``session_order``) utterance i is judged against the mean pooled features of utterances
     0..i (what the monitor has heard by then), mapped by ``centre_map`` (``SpeakerSubspace.centre``; None: the
-    mean itself), by the mean of the plain head's and the centred head's probabilities, and by the plain head alone
-    until ``min_speech_s`` seconds were heard (the plain head's scores of the same clips are ``score_speakers``').
+    mean itself), by the plain head's and the centred head's probabilities blended as the runtime blends them
+    (``realtime.speaker_norm.blend_weight`` of the spread of the plain head's estimates of the windows of 0..i),
+    and by the plain head alone until ``min_speech_s`` seconds were heard (the plain head's scores of the same clips
+    are ``score_speakers``').
     ``classes``: the heads' classes; utterances of other classes are neither heard nor scored, as in
     ``score_speakers``.
     """
@@ -263,6 +266,7 @@ def session_scores(
             speaker_windows = fs.rows([speaker], [view], [SEGMENT], gate=gate, classes=allowed)
             for session in session_order(fs, speaker, sessions, rng):
                 total_feat, count, heard_s = np.zeros(fs.pooled.shape[1:], np.float64), 0, 0.0
+                spread = PredictionSpread()
                 for u in session:
                     clip_rows = speaker_clips[fs.utt[speaker_clips] == u]
                     if not len(clip_rows):
@@ -270,19 +274,21 @@ def session_scores(
                     total_feat += fs.pooled[clip_rows].astype(np.float64).sum(axis=0)
                     count += len(clip_rows)
                     heard_s += float(fs.speech_s[clip_rows].sum())
+                    spread.add(predict_rows(plain, fs, clip_rows))
                     centre = None  # the plain head alone until min_speech_s of the session was heard
                     if heard_s >= min_speech_s:
                         mean = (total_feat / count).astype(np.float32)[None]
                         mean = centre_map(mean) if centre_map is not None else mean
                         centre = np.broadcast_to(mean, (len(fs.utterances) * len(fs.views), *mean.shape[1:]))
+                    weight = blend_weight(spread.value)
                     win_rows = speaker_windows[fs.utt[speaker_windows] == u]
                     y = fs.utt_label[u]
                     for level, rows in (("clip", clip_rows), ("window", win_rows)):
                         if not len(rows):
                             continue
                         p = predict_rows(plain, fs, rows)
-                        if centre is not None:
-                            p = (p + predict_rows(centred, fs, rows, centre)) / 2
+                        if centre is not None and weight > 0:
+                            p = (1 - weight) * p + weight * predict_rows(centred, fs, rows, centre)
                         if level == "clip":
                             p = np.average(p, axis=0, weights=fs.speech_s[rows])[None]
                         for suffix, among in (("", allowed), ("_all", every)):

@@ -84,8 +84,8 @@ def normalise_group(
     ``windows``: per file (probs ``[W, classes]``, pooled ``[W, L+1, H]``, speech ``[W]`` bool, speech seconds).
     """
     normaliser.reset()
-    for _, pooled, speech, speech_s in windows:
-        normaliser.update(pooled[speech], speech_s)
+    for probs, pooled, speech, speech_s in windows:
+        normaliser.update(pooled[speech], speech_s, probs[speech])
     out = []
     for probs, pooled, speech, _ in windows:
         probs = probs.copy()

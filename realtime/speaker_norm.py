@@ -4,13 +4,15 @@ Speakers differ more from each other than one speaker's emotions do, so a head t
 current speaker's mean is more accurate -- when that mean comes from a varied history of the speaker (measured by
 ``emotion-train experiment=head task=bundle``; figures in the README). A history of a single mood lowers it
 (centring then subtracts part of that mood).
-``blend`` (the default) averages the centred head's probabilities with the plain head's: it gains less from a
-good history and loses far less from a one-sided one. ``centred`` uses the centred head alone.
+``blend`` (the default) averages the centred head's probabilities with the plain head's, weighted by how varied
+the speaker's history sounds to the plain head (``PredictionSpread``, ``blend_weight``): a speaker heard in many
+moods gets the even blend, one who keeps a single mood little or none of the centred head (centring would subtract
+that mood). ``centred`` uses the centred head alone. A fixed calm baseline is always blended evenly.
 
     norm = SpeakerNormaliser(model.speaker_norm_head())
     scores = model.score_windows(windows, pooled=True)
     probs, pooled = scores.probs, scores.pooled
-    norm.update(pooled, speech_s=hop_s * len(windows))
+    norm.update(pooled, speech_s=hop_s * len(windows), probs=probs)
     probs = norm.apply(probs, pooled)    # plain probabilities until min_speech_s of speech was heard
     norm.reset()                         # a new speaker
 
@@ -33,6 +35,45 @@ SPEAKER_NORM_MODES = ("blend", "centred")
 DEFAULT_MIN_SPEECH_S = 10.0
 """Speech heard before the speaker's mean is used: about five short utterances; fewer give a noisy mean (the
 evaluation protocol's running-mean rows use the same threshold, ``emotion_monitor.core.protocol.running_norm_scores``)."""
+
+SPREAD_LOW = 0.05
+SPREAD_HIGH = 0.15
+"""The blend weight of the centred head rises from 0 at a history spread (``PredictionSpread``) of ``SPREAD_LOW``
+to 0.5 at ``SPREAD_HIGH``. A speaker who keeps one mood gets consistent plain estimates (a low spread), one heard
+in several moods varied ones. Chosen under the evaluation protocol's mixed and one-mood sessions
+(docs/evaluation.md)."""
+
+
+def blend_weight(spread: float) -> float:
+    """The centred head's weight in ``blend`` for a history of this spread: 0 to 0.5."""
+    return 0.5 * float(np.clip((spread - SPREAD_LOW) / (SPREAD_HIGH - SPREAD_LOW), 0.0, 1.0))
+
+
+class PredictionSpread:
+    """How varied a speaker's history sounds to the plain head: the mean squared distance of each heard window's
+    plain probabilities to their mean (0 when every window got the same estimate). Running sums, any length."""
+
+    def __init__(self):
+        self.windows = 0
+        self._sum: np.ndarray | None = None
+        self._square = 0.0
+
+    def add(self, probs: np.ndarray) -> None:
+        """Plain probabilities ``[N, classes]`` of windows heard."""
+        probs = np.asarray(probs, dtype=np.float64)
+        if len(probs) == 0:
+            return
+        total = probs.sum(axis=0)
+        self._sum = total if self._sum is None else self._sum + total
+        self._square += float(np.square(probs).sum())
+        self.windows += len(probs)
+
+    @property
+    def value(self) -> float:
+        if not self.windows:
+            return 0.0
+        mean = self._sum / self.windows
+        return max(0.0, self._square / self.windows - float(np.square(mean).sum()))
 
 
 class SpeakerNormHead:
@@ -108,9 +149,11 @@ class SpeakerNormaliser:
         self._sum: np.ndarray | None = None
         self.windows = 0
         self.speech_s = 0.0
+        self.spread = PredictionSpread()
 
-    def update(self, pooled: np.ndarray, speech_s: float) -> None:
-        """Add windows ``pooled [N, L+1, H]`` that carry ``speech_s`` seconds of new speech in total."""
+    def update(self, pooled: np.ndarray, speech_s: float, probs: np.ndarray | None = None) -> None:
+        """Add windows ``pooled [N, L+1, H]`` that carry ``speech_s`` seconds of new speech in total, with their plain
+        probabilities ``probs [N, classes]`` (what ``blend`` weighs the centred head by; None: an even blend)."""
         pooled = np.asarray(pooled, dtype=np.float64)
         if len(pooled) == 0 or self.fixed:
             return
@@ -118,6 +161,8 @@ class SpeakerNormaliser:
         self._sum = total if self._sum is None else self._sum + total
         self.windows += len(pooled)
         self.speech_s += float(speech_s)
+        if probs is not None:
+            self.spread.add(probs)
 
     @property
     def ready(self) -> bool:
@@ -135,7 +180,17 @@ class SpeakerNormaliser:
         """Plain ``probs [N, C]`` → speaker-normalised probabilities (``probs`` unchanged until ``ready``)."""
         if not self.ready or len(pooled) == 0:
             return probs
-        centred = self.head.probs(pooled, self.mean)
         if self.options.mode == "centred":
-            return centred
-        return (probs + centred) / 2.0
+            return self.head.probs(pooled, self.mean)
+        weight = self.blend_weight
+        if weight == 0.0:
+            return probs
+        return (1.0 - weight) * probs + weight * self.head.probs(pooled, self.mean)
+
+    @property
+    def blend_weight(self) -> float:
+        """The centred head's weight in ``blend`` now: even for a baseline or a history given without plain
+        probabilities, else by the spread of the plain estimates heard (``blend_weight``)."""
+        if self.fixed or self.spread.windows < self.windows:
+            return 0.5
+        return blend_weight(self.spread.value)

@@ -302,7 +302,9 @@ class EmotionStream:
         if normaliser is None:
             return scores.probs[0], ms
         # Each speech window brings one hop of new speech (windows overlap by window - hop).
-        normaliser.update(scores.pooled, speech_s=min(self.spec.hop_s, window.end_s - window.start_s))
+        normaliser.update(
+            scores.pooled, speech_s=min(self.spec.hop_s, window.end_s - window.start_s), probs=scores.probs
+        )
         probs = normaliser.apply(scores.probs, scores.pooled)[0]
         if not np.isfinite(probs).all():
             raise NonFiniteOutputError("speaker-normalised probabilities are NaN or infinite")

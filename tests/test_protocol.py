@@ -72,6 +72,35 @@ def test_running_speaker_norm_hears_and_scores_only_the_heads_classes():
     assert shared.coverage == {"a": (0, 1), "b": (1, 1)}
 
 
+class Says:
+    """A stand-in centred head that answers one class whatever it hears."""
+
+    def __init__(self, label: int):
+        self.label = label
+
+    def eval(self):
+        return self
+
+    def classify_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(len(pooled), C)
+        logits[:, self.label] = 10.0
+        return logits
+
+
+def test_running_speaker_norm_blends_as_the_runtime_by_how_varied_the_speaker_sounds():
+    fs = make_set()
+    gate, speakers = SpeechGate(1.0, 1.0), ["a:1", "a:2", "b:1"]
+    plain = score_speakers(FirstDims(), fs, speakers, gate)
+    adapted = session_scores(FirstDims(), Says(CALM), fs, speakers, gate, min_speech_s=0.0)
+    # a:1's clip windows sound happy and sad to the plain head: a varied history, an even blend, and the
+    # centred head's calm wins; a:2 and b:1 were heard in one window each (no spread): the plain head alone.
+    assert (
+        adapted.confusion["a"]["clip"][HAPPY, CALM] == 1 and plain.confusion["a"]["clip"][HAPPY, HAPPY] == 1
+    )
+    assert adapted.confusion["a"]["clip"][SAD, HAPPY] == plain.confusion["a"]["clip"][SAD, HAPPY] == 1
+    assert (adapted.confusion["b"]["clip_all"] == plain.confusion["b"]["clip_all"]).all()
+
+
 def test_speaker_folds_are_disjoint_cover_everyone_and_spread_each_corpus():
     speakers = {"r": [f"r:{i}" for i in range(20)], "c": [f"c:{i}" for i in range(46)]}
     folds = speaker_folds(speakers, 5, seed=3)

@@ -23,7 +23,14 @@ from emotion_monitor.realtime.analysis import score_clip, score_timeline
 from emotion_monitor.realtime.errors import ModelError
 from emotion_monitor.realtime.model import EmotionModel
 from emotion_monitor.realtime.score import SEGMENTS_HOP_S
-from emotion_monitor.realtime.speaker_norm import SpeakerNormaliser, SpeakerNormOptions
+from emotion_monitor.realtime.speaker_norm import (
+    SPREAD_HIGH,
+    SPREAD_LOW,
+    PredictionSpread,
+    SpeakerNormaliser,
+    SpeakerNormOptions,
+    blend_weight,
+)
 
 ACTOR_CLIPS = 3
 """Clips per actor folder in the scoring tests (about 10 s of speech)."""
@@ -81,6 +88,36 @@ def test_blend_is_the_mean_of_plain_and_centred(model):
     assert not np.allclose(want_centred, probs, atol=1e-3), "centring must change the estimate"
 
 
+def test_blend_weighs_the_centred_head_by_how_varied_the_plain_estimates_heard_were(model):
+    scores = model.score_windows(_windows(model, 2) + _windows(model, 3), pooled=True)
+    probs, pooled = scores.probs, scores.pooled
+    head = model.speaker_norm_head()
+    one_mood = SpeakerNormaliser(head, SpeakerNormOptions("blend", 0.0))
+    one_mood.update(
+        pooled, speech_s=4.0, probs=np.repeat(probs[:1], len(probs), axis=0)
+    )  # one estimate throughout
+    assert one_mood.blend_weight == 0.0
+    np.testing.assert_array_equal(one_mood.apply(probs, pooled), probs)
+    history = np.eye(len(model.labels))[
+        np.arange(len(probs)) % len(model.labels)
+    ]  # a different mood each window
+    varied = SpeakerNormaliser(head, SpeakerNormOptions("blend", 0.0))
+    varied.update(pooled[:3], speech_s=2.0, probs=history[:3])
+    varied.update(pooled[3:], speech_s=2.0, probs=history[3:])
+    assert varied.spread.value == pytest.approx(np.mean(np.sum((history - history.mean(0)) ** 2, axis=1)))
+    assert varied.blend_weight == 0.5
+    want = (probs + head.probs(pooled, pooled.mean(axis=0))) / 2
+    np.testing.assert_allclose(varied.apply(probs, pooled), want, atol=1e-6)
+    varied.reset()
+    assert varied.spread.windows == 0 and varied.spread.value == 0.0
+    middle = (SPREAD_LOW + SPREAD_HIGH) / 2
+    assert blend_weight(SPREAD_LOW) == 0.0 and blend_weight(SPREAD_HIGH) == 0.5 == blend_weight(1.0)
+    assert blend_weight(middle) == pytest.approx(0.25)
+    spread = PredictionSpread()
+    spread.add(np.array([[0.6, 0.4], [0.2, 0.8]]))
+    assert spread.value == pytest.approx(0.08)
+
+
 def test_bad_options_are_one_line_errors():
     with pytest.raises(ValueError, match="mode 'loud'"):
         SpeakerNormOptions("loud")
@@ -122,11 +159,19 @@ def _by_hand(model: EmotionModel, files: list[Path], mode: str) -> dict[str, np.
     clips = [score_clip(model, load_audio(f), model.sample_rate, str(f), pooled=True) for f in files]
     mean = np.concatenate([c.pooled for c in clips]).mean(axis=0)
     head = model.speaker_norm_head()
+    weight = blend_weight(_spread(np.concatenate([c.probs for c in clips])))
     out = {}
     for f, c in zip(files, clips, strict=True):
         centred = head.probs(c.pooled, mean)
-        out[f.name] = (centred if mode == "centred" else (c.probs + centred) / 2).mean(axis=0)
+        out[f.name] = (centred if mode == "centred" else (1 - weight) * c.probs + weight * centred).mean(
+            axis=0
+        )
     return out
+
+
+def _spread(probs: np.ndarray) -> float:
+    """The mean squared distance of estimates to their mean, by hand."""
+    return float(np.mean(np.sum((probs - probs.mean(axis=0)) ** 2, axis=1)))
 
 
 @pytest.mark.data
@@ -154,7 +199,9 @@ def test_score_per_folder_uses_each_folders_own_mean(tiny_model, model, two_spea
     changed = [
         n for n in got if not np.allclose(list(got[n]["probs"].values()), list(plain[n]["probs"].values()))
     ]
-    assert len(changed) == len(got), "every file is normalised"
+    # centred: every file is normalised; blend: as far as the folder's plain estimates vary (the tiny model's
+    # random head gives near-uniform ones, too alike to blend in any centred head)
+    assert len(changed) == (len(got) if mode == "centred" else 0)
 
 
 @pytest.mark.data
@@ -359,9 +406,9 @@ def test_score_segments_normalise_speech_windows_only(tiny_model, model, ravdess
     is_speech = np.array([w.speech for w in windows])
     assert is_speech.any() and not is_speech.all()
     want = probs.copy()
-    want[is_speech] = (
-        probs[is_speech] + model.speaker_norm_head().probs(pooled[is_speech], pooled[is_speech].mean(0))
-    ) / 2
+    weight = blend_weight(_spread(probs[is_speech]))
+    centred = model.speaker_norm_head().probs(pooled[is_speech], pooled[is_speech].mean(0))
+    want[is_speech] = (1 - weight) * probs[is_speech] + weight * centred
     assert [r["speech"] for r in got] == is_speech.tolist()
     for row, plain_row, p, speech_window in zip(got, plain, want, is_speech, strict=True):
         if speech_window:
