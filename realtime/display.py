@@ -84,11 +84,13 @@ class LiveHop:
         return json.dumps(data, allow_nan=False)  # strict JSON: a NaN is an error here, never written
 
     def speaker_note(self) -> str:
-        """``  speaker S1: active (31 s)`` for the views (``  speaker S1`` when speaker adaptation is off)."""
+        """``  speaker S1: active 0.50 (31 s)`` for the views: adaptation's state, the adapted head's weight when
+        active, the speaker's seconds of speech (``  speaker S1`` when speaker adaptation is off)."""
         rec = self.result
         if rec.speaker_norm is None:
             return f"  speaker {rec.speaker}"
-        return f"  speaker {rec.speaker}: {rec.speaker_norm} ({rec.speaker_speech_s or 0.0:.0f} s)"
+        weight = f" {rec.speaker_norm_weight or 0.0:.2f}" if rec.speaker_norm == "active" else ""
+        return f"  speaker {rec.speaker}: {rec.speaker_norm}{weight} ({rec.speaker_speech_s or 0.0:.0f} s)"
 
 
 def fit(line: str, width: int = PANEL_WIDTH) -> str:

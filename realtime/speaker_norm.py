@@ -188,6 +188,12 @@ class SpeakerNormaliser:
         return (1.0 - weight) * probs + weight * self.head.probs(pooled, self.mean)
 
     @property
+    def weight(self) -> float:
+        """The centred head's share in what ``apply`` returns once ``ready``: 1 for ``centred``, else
+        ``blend_weight``."""
+        return 1.0 if self.options.mode == "centred" else self.blend_weight
+
+    @property
     def blend_weight(self) -> float:
         """The centred head's weight in ``blend`` now: even for a baseline or a history given without plain
         probabilities, else by the spread of the plain estimates heard (``blend_weight``)."""

@@ -80,6 +80,8 @@ class StreamResult:
     stable within the session (``S1``, ``S2``, ...). speaker_norm: None when adaptation is off, else ``warming``
     (too little of this speaker's speech yet: plain probabilities), ``active`` (their running mean was used) or
     ``baseline`` (a calm recording was used). speaker_speech_s: seconds of this speaker's speech behind it.
+    speaker_norm_weight: the speaker-adapted head's share in ``probs`` (``blend``: 0 while everything heard from
+    the speaker sounded alike, up to 0.5; ``centred``: 1; 0 while warming).
     """
 
     start_s: float
@@ -93,6 +95,7 @@ class StreamResult:
     speaker: str
     speaker_norm: str | None = None
     speaker_speech_s: float | None = None
+    speaker_norm_weight: float | None = None
 
     def to_dict(self) -> dict:
         """The JSON-ready record (times rounded to ms; ``speaker_norm`` fields only when adaptation is on)."""
@@ -109,7 +112,9 @@ class StreamResult:
         )
         if self.speaker_norm is not None:
             data.update(
-                speaker_norm=self.speaker_norm, speaker_speech_s=round(self.speaker_speech_s or 0.0, 2)
+                speaker_norm=self.speaker_norm,
+                speaker_speech_s=round(self.speaker_speech_s or 0.0, 2),
+                speaker_norm_weight=round(self.speaker_norm_weight or 0.0, 3),
             )
         return data
 
@@ -337,10 +342,11 @@ class EmotionStream:
         ms: float | None,
     ) -> StreamResult:
         normaliser = self.speakers.normaliser
-        state = speech_s = None
+        state = speech_s = weight = None
         if normaliser is not None:
             speech_s = normaliser.speech_s
             state = "baseline" if normaliser.fixed else ("active" if normaliser.ready else "warming")
+            weight = normaliser.weight if normaliser.ready else 0.0
         return StreamResult(
             start_s=window.start_s,
             end_s=window.end_s,
@@ -353,4 +359,5 @@ class EmotionStream:
             speaker=self.speakers.current,
             speaker_norm=state,
             speaker_speech_s=speech_s,
+            speaker_norm_weight=weight,
         )
