@@ -34,7 +34,7 @@ from emotion_monitor.realtime.metadata import POOLED_NAME, PROBS_NAME, SPEAKER_M
 SPEAKER_NORM_MODES = ("blend", "centred")
 DEFAULT_MIN_SPEECH_S = 10.0
 """Speech heard before the speaker's mean is used: about five short utterances; fewer give a noisy mean (the
-evaluation protocol's running-mean rows use the same threshold, ``emotion_monitor.core.protocol.running_norm_scores``)."""
+evaluation protocol's running-mean rows use the same threshold, ``emotion_monitor.core.protocol.session_scores``)."""
 
 SPREAD_LOW = 0.05
 SPREAD_HIGH = 0.15
