@@ -98,8 +98,9 @@ LIMITATIONS = """\
   and microphones far from these; leave-one-corpus-out above is the estimate for a corpus never heard, and the
   label shares under calibration show which labels it over-answers there.
 - Accuracy varies strongly by speaker: see the ± over folds.
-- Speaker adaptation (off by default) needs about 10 s of the speaker's speech first and loses accuracy on a
-  speaker who keeps one mood (the one-mood rows); `--speaker-baseline` avoids that, see `docs/live.md`.
+- Speaker adaptation (off by default) needs about 10 s of the speaker's speech first; it blends in the adapted
+  head only as far as the speaker's plain estimates vary, so a speaker who keeps one mood loses little (the
+  one-mood rows); `--speaker-baseline` judges against a calm recording instead, see `docs/live.md`.
 - Live windows get an emotion only with enough speech (the speech gate above); short utterances get none.
 - The eight labels are those of the corpora: other states (boredom, stress, sarcasm) are mapped onto them."""
 
