@@ -274,7 +274,8 @@ def session_scores(
                     total_feat += fs.pooled[clip_rows].astype(np.float64).sum(axis=0)
                     count += len(clip_rows)
                     heard_s += float(fs.speech_s[clip_rows].sum())
-                    spread.add(predict_rows(plain, fs, clip_rows))
+                    plain_clip = predict_rows(plain, fs, clip_rows)  # heard, and judged at clip level
+                    spread.add(plain_clip)
                     centre = None  # the plain head alone until min_speech_s of the session was heard
                     if heard_s >= min_speech_s:
                         mean = (total_feat / count).astype(np.float32)[None]
@@ -286,7 +287,7 @@ def session_scores(
                     for level, rows in (("clip", clip_rows), ("window", win_rows)):
                         if not len(rows):
                             continue
-                        p = predict_rows(plain, fs, rows)
+                        p = plain_clip if level == "clip" else predict_rows(plain, fs, rows)
                         if centre is not None and weight > 0:
                             p = (1 - weight) * p + weight * predict_rows(centred, fs, rows, centre)
                         if level == "clip":
