@@ -114,9 +114,8 @@ class EmotionModel:
         self._output = PROBS_NAME if PROBS_NAME in outputs else LOGITS_NAME
         self.has_pooled = POOLED_NAME in outputs
         self._speaker_heads: dict[str, SpeakerNormHead] = {}
-        self._file_vad: FrameVAD | None = (
-            None  # predict_file's, for the pauses of long files (started when used)
-        )
+        # predict_file's VAD, for the pauses of long files (started when used)
+        self._file_vad: FrameVAD | None = None
         self.labels: tuple[str, ...] = self.info.labels
         self._check_signature()
         self.sample_rate: int = int(self.info.sample_rate)
