@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emotion_monitor.realtime.audio import AudioError, AudioStream
+from emotion_monitor.realtime.audio import AudioError, AudioStream, report_notices
 from emotion_monitor.realtime.errors import one_line
 from emotion_monitor.realtime.ringbuffer import RingBuffer
 
@@ -166,9 +166,7 @@ class FileReplaySource(ThreadSource):
         if self._notified:
             return
         self._notified = True
-        for line in self._stream.notices:
-            if self.on_notice is not None:
-                self.on_notice(line)
+        report_notices(self._stream.notices, self.on_notice)
 
     def _send(self, samples: np.ndarray, pos: int, t0: float) -> bool:
         """Write one block once it has been "recorded" (real time) or once there is room (``--fast``); False
