@@ -104,9 +104,8 @@ def test_quiet_speech_after_a_known_pause_costs_no_vad_time_and_a_steady_noise_i
     ]
     flags, calls, starts = gate_parts(parts)
     assert flags[starts[3] : starts[4]].all() and calls[3] == 0  # quiet speech: no VAD time
-    assert not flags[
-        starts[1] + 32 : starts[2]
-    ].any()  # both pauses left out (the noise after a second or so)
+    # both pauses left out (the noise after a second or so)
+    assert not flags[starts[1] + 32 : starts[2]].any()
     assert not flags[starts[4] + 2 * 32 : starts[5]].any() and 0 < calls[4] < 60
     _, calls, _ = gate_parts(parts[2:4])  # the same quiet speech with no pause known before it:
     assert sum(calls) > 250  # the VAD is asked throughout

@@ -94,9 +94,8 @@ def test_running_speaker_norm_blends_as_the_runtime_by_how_varied_the_speaker_so
     adapted = session_scores(FirstDims(), Says(CALM), fs, speakers, gate, min_speech_s=0.0)
     # a:1's clip windows sound happy and sad to the plain head: a varied history, an even blend, and the
     # centred head's calm wins; a:2 and b:1 were heard in one window each (no spread): the plain head alone.
-    assert (
-        adapted.confusion["a"]["clip"][HAPPY, CALM] == 1 and plain.confusion["a"]["clip"][HAPPY, HAPPY] == 1
-    )
+    assert adapted.confusion["a"]["clip"][HAPPY, CALM] == 1
+    assert plain.confusion["a"]["clip"][HAPPY, HAPPY] == 1
     assert adapted.confusion["a"]["clip"][SAD, HAPPY] == plain.confusion["a"]["clip"][SAD, HAPPY] == 1
     assert (adapted.confusion["b"]["clip_all"] == plain.confusion["b"]["clip_all"]).all()
 

@@ -93,14 +93,12 @@ def test_blend_weighs_the_centred_head_by_how_varied_the_plain_estimates_heard_w
     probs, pooled = scores.probs, scores.pooled
     head = model.speaker_norm_head()
     one_mood = SpeakerNormaliser(head, SpeakerNormOptions("blend", 0.0))
-    one_mood.update(
-        pooled, speech_s=4.0, probs=np.repeat(probs[:1], len(probs), axis=0)
-    )  # one estimate throughout
+    one_estimate = np.repeat(probs[:1], len(probs), axis=0)  # the same estimate throughout
+    one_mood.update(pooled, speech_s=4.0, probs=one_estimate)
     assert one_mood.blend_weight == 0.0
     np.testing.assert_array_equal(one_mood.apply(probs, pooled), probs)
-    history = np.eye(len(model.labels))[
-        np.arange(len(probs)) % len(model.labels)
-    ]  # a different mood each window
+    labels = len(model.labels)
+    history = np.eye(labels)[np.arange(len(probs)) % labels]  # a different mood each window
     varied = SpeakerNormaliser(head, SpeakerNormOptions("blend", 0.0))
     varied.update(pooled[:3], speech_s=2.0, probs=history[:3])
     varied.update(pooled[3:], speech_s=2.0, probs=history[3:])
