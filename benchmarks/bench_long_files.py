@@ -125,9 +125,9 @@ def write_recording(
 def run_score(
     python: str, paths: list[Path], out: Path, model: str | None, threads: int, *extra: str
 ) -> dict:
-    """One ``emotion-score`` child: wall seconds, peak RSS (MB), labels by file name."""
+    """One ``emotion-score`` child: wall seconds, CPU seconds (user + system), peak RSS (MB), labels by file name."""
     # /usr/bin/time measures the child alone (ru_maxrss of a forked child counts this process's own memory)
-    cmd = ["/usr/bin/time", "-f", "peak_rss_kb %M", python, "-m", "emotion_monitor.realtime.score"]
+    cmd = ["/usr/bin/time", "-f", "child %M %U %S", python, "-m", "emotion_monitor.realtime.score"]
     cmd += [*map(str, paths), "--out", str(out)]
     cmd += (["--model", model] if model else []) + ["--threads", str(threads), *extra]
     start = time.perf_counter()
@@ -135,14 +135,15 @@ def run_score(
     stderr = child.stderr.read()
     status = child.wait()
     wall_s = time.perf_counter() - start
-    peak_kb = int(stderr.strip().rsplit("peak_rss_kb ", 1)[-1])
+    peak_kb, user_s, system_s = stderr.strip().rsplit("child ", 1)[-1].split()
     if status != 0:
         raise SystemExit(f"{python} emotion-score failed: {stderr.strip()[-800:]}")
     labels = {}
     if "--segments" not in extra:
         with out.open(newline="") as f:
             labels = {Path(row["path"]).name: row["label"] for row in csv.DictReader(f)}
-    return {"wall_s": wall_s, "peak_rss_mb": peak_kb / 1024, "labels": labels}
+    cpu_s = float(user_s) + float(system_s)
+    return {"wall_s": wall_s, "cpu_s": cpu_s, "peak_rss_mb": int(peak_kb) / 1024, "labels": labels}
 
 
 def versions(args) -> dict[str, str]:
@@ -222,17 +223,26 @@ def case_throughput(args, tmp: Path) -> dict:
             "total_s"
         ]
     times: dict[str, list[float]] = {}
-    for _ in range(args.repeats):
-        for version, python in versions(args).items():
+    cpu: dict[str, list[float]] = {}
+    for round_ in range(args.repeats):
+        order = list(versions(args).items())
+        for version, python in order[:: 1 if round_ % 2 == 0 else -1]:  # which goes first alternates
             r = run_score(python, [folder], tmp / f"{version}_cont.csv", args.model, args.threads)
             times.setdefault(version, []).append(r["wall_s"])
+            cpu.setdefault(version, []).append(r["cpu_s"])
     report = {"files": len(list(folder.iterdir())), "audio_s": round(audio_s, 1), "repeats": args.repeats}
     for version, t in times.items():
         report[f"{version}_x_real_time"] = round(audio_s / statistics.median(t), 1)
+        report[f"{version}_cpu_s"] = round(statistics.median(cpu[version]), 2)
     if "old" in times:
-        report["new_vs_old_speed"] = round(
-            statistics.median(times["old"]) / statistics.median(times["new"]), 3
-        )
+        # each round's ratio (the two runs next to each other see the same machine), then their median and
+        # quartiles: the machine's speed drifts between rounds by more than the difference measured
+        ratios = sorted(o / n for o, n in zip(times["old"], times["new"], strict=True))
+        report["new_vs_old_speed"] = round(statistics.median(ratios), 3)
+        if len(ratios) >= 4:
+            quartiles = statistics.quantiles(ratios, n=4)
+            report["new_vs_old_speed_quartiles"] = [round(quartiles[0], 3), round(quartiles[2], 3)]
+        report["new_vs_old_cpu"] = round(statistics.median(cpu["old"]) / statistics.median(cpu["new"]), 3)
     return report
 
 

@@ -195,8 +195,7 @@ class GatedVAD:
         self._skipped = 0  # frames of this pause not asked about since the last one that was
         self._asking = False  # the open quiet stretch is a pause's length: the VAD decides each frame
         self._recent: deque[np.ndarray] = deque(maxlen=WARM_UP_FRAMES + 2 * self.min_pause_frames)
-        # the levels (dB) of the last second's frames
-        self._levels: deque[float] = deque(maxlen=self.min_pause_frames)
+        self._levels = np.zeros(0)  # the levels (dB) of the last second's frames
         self.asked = 0
         self.frames = 0
 
@@ -211,6 +210,7 @@ class GatedVAD:
             self._loudest_db = loudest[-1]
         self.frames += n
         loud = level_db >= loudest - LOUD_FRAME_DB
+        rise_db = level_db - self._quietest_before(level_db)
         not_loud = np.flatnonzero(~loud)
         out: list[bool] = []
         i = 0
@@ -221,13 +221,10 @@ class GatedVAD:
                 self._end_quiet(out)
                 out += [True] * (end - i)
                 self._recent.extend(frames[max(i, end - self._recent.maxlen) : end])
-                self._levels.extend(level_db[max(i, end - self._levels.maxlen) : end])
                 i = end
                 continue
             self._recent.append(frames[i])
-            rise = level_db[i] - min(self._levels, default=np.inf)
-            self._levels.append(level_db[i])
-            if self._noise_db is not None and level_db[i] >= self._over_noise_db(loudest[i], rise):
+            if self._noise_db is not None and level_db[i] >= self._over_noise_db(loudest[i], rise_db[i]):
                 self._end_quiet(out)
                 out.append(True)
             elif self._asking:
@@ -239,6 +236,14 @@ class GatedVAD:
                     out += self._open_pause()
             i += 1
         return np.array(out, bool)
+
+    def _quietest_before(self, level_db: np.ndarray) -> np.ndarray:
+        """For each new frame, the level of the quietest of the ``min_pause_frames`` frames before it (inf for
+        the first frame of a stream); keeps the last ones for the next block."""
+        span = self.min_pause_frames
+        levels = np.concatenate([np.full(span - len(self._levels), np.inf), self._levels, level_db])
+        self._levels = levels[-span:]
+        return np.lib.stride_tricks.sliding_window_view(levels, span)[: len(level_db)].min(axis=1)
 
     def _open_pause(self) -> list[bool]:
         """The open quiet stretch has lasted a pause: the flags of its frames once decided, else none (it waits for
