@@ -13,7 +13,8 @@ Cases (``--cases``):
               against that emotion, new and old.
   pauses      a conversation-like file (``--speech-s`` of speech, about half of it pauses) against the same speech
               without pauses: wall time ratio (new; old too with ``--old-python``).
-  throughput  continuous speech (clips back to back, files of ``--file-s``): x real time, new and old.
+  throughput  continuous speech (clips back to back, files of ``--file-s``; ``--continuous``): x real time, new and
+              old, the median of the rounds' ratios.
   rss         peak RSS of ``emotion-score`` on a ``--hours`` recording (half pauses), whole and ``--segments``.
 
 Usage:
@@ -212,8 +213,17 @@ def case_pauses(args, tmp: Path) -> dict:
     return report
 
 
+def continuous_clips(args) -> list[Path]:
+    """The clips joined back to back for ``throughput``: RAVDESS ``--actors`` (every intensity, so soft sentences
+    30 to 50 dB below shouted ones), or ``--continuous nemo``: nEMO's first 100 clips by name (a few speakers at
+    an even level)."""
+    if args.continuous == "nemo":
+        return sorted((data_root() / "nemo-16k" / "samples").glob("*.opus"))[:100]
+    return [f for f, _ in ravdess_clips(args.actors)]
+
+
 def case_throughput(args, tmp: Path) -> dict:
-    files = [f for f, _ in ravdess_clips(args.actors)]
+    files = continuous_clips(args)
     folder = tmp / "continuous"
     folder.mkdir()
     per_file = max(1, len(files) // max(1, round(len(files) * 2.5 / args.file_s)))
@@ -276,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clips", type=int, default=200, help="labels: short clips (half RAVDESS, half CREMA-D)")
     p.add_argument("--speech-s", type=float, default=300.0, help="pauses: seconds of speech in each file")
     p.add_argument("--file-s", type=float, default=60.0, help="throughput: seconds per continuous file")
+    p.add_argument(
+        "--continuous", choices=["ravdess", "nemo"], default="ravdess", help="throughput: whose clips"
+    )
     p.add_argument("--hours", type=float, default=3.0, help="rss: length of the recording")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
