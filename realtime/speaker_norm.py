@@ -180,23 +180,19 @@ class SpeakerNormaliser:
         """Plain ``probs [N, C]`` → speaker-normalised probabilities (``probs`` unchanged until ``ready``)."""
         if not self.ready or len(pooled) == 0:
             return probs
-        if self.options.mode == "centred":
-            return self.head.probs(pooled, self.mean)
-        weight = self.blend_weight
+        weight = self.weight
         if weight == 0.0:
             return probs
-        return (1.0 - weight) * probs + weight * self.head.probs(pooled, self.mean)
+        centred = self.head.probs(pooled, self.mean)
+        return centred if weight == 1.0 else (1.0 - weight) * probs + weight * centred
 
     @property
     def weight(self) -> float:
-        """The centred head's share in what ``apply`` returns once ``ready``: 1 for ``centred``, else
-        ``blend_weight``."""
-        return 1.0 if self.options.mode == "centred" else self.blend_weight
-
-    @property
-    def blend_weight(self) -> float:
-        """The centred head's weight in ``blend`` now: even for a baseline or a history given without plain
-        probabilities, else by the spread of the plain estimates heard (``blend_weight``)."""
+        """The centred head's share in what ``apply`` returns once ``ready``: 1 for ``centred``; for ``blend``, even
+        with a baseline or a history given without plain probabilities, else by the spread of the plain estimates
+        heard (``blend_weight``)."""
+        if self.options.mode == "centred":
+            return 1.0
         if self.fixed or self.spread.windows < self.windows:
             return 0.5
         return blend_weight(self.spread.value)

@@ -95,7 +95,7 @@ def test_blend_weighs_the_centred_head_by_how_varied_the_plain_estimates_heard_w
     one_mood = SpeakerNormaliser(head, SpeakerNormOptions("blend", 0.0))
     one_estimate = np.repeat(probs[:1], len(probs), axis=0)  # the same estimate throughout
     one_mood.update(pooled, speech_s=4.0, probs=one_estimate)
-    assert one_mood.blend_weight == 0.0
+    assert one_mood.weight == 0.0
     np.testing.assert_array_equal(one_mood.apply(probs, pooled), probs)
     labels = len(model.labels)
     history = np.eye(labels)[np.arange(len(probs)) % labels]  # a different mood each window
@@ -103,7 +103,7 @@ def test_blend_weighs_the_centred_head_by_how_varied_the_plain_estimates_heard_w
     varied.update(pooled[:3], speech_s=2.0, probs=history[:3])
     varied.update(pooled[3:], speech_s=2.0, probs=history[3:])
     assert varied.spread.value == pytest.approx(np.mean(np.sum((history - history.mean(0)) ** 2, axis=1)))
-    assert varied.blend_weight == 0.5
+    assert varied.weight == 0.5
     want = (probs + head.probs(pooled, pooled.mean(axis=0))) / 2
     np.testing.assert_allclose(varied.apply(probs, pooled), want, atol=1e-6)
     varied.reset()

@@ -170,7 +170,7 @@ def test_new_speaker_gets_a_new_id_a_fresh_baseline_and_a_fresh_smoother(model, 
     first = [r for r in stream.process(audio[:half], rate) if r.speech]
     assert first[-1].speaker == "S1" and first[-1].speaker_norm == "active"
     # the adapted head's share: that of the speaker's normaliser (blend: 0 to 0.5 by the spread heard), in the JSONL
-    assert first[-1].speaker_norm_weight == stream.speakers.normaliser.blend_weight
+    assert first[-1].speaker_norm_weight == stream.speakers.normaliser.weight
     assert 0.0 <= first[-1].speaker_norm_weight <= 0.5
     assert first[-1].to_dict()["speaker_norm_weight"] == round(first[-1].speaker_norm_weight, 3)
     assert stream.new_speaker() == "S2"
